@@ -1,0 +1,30 @@
+/**
+ * Typed errors with stable codes. The code is part of the public contract:
+ * callers and tests match on `err.code`, never on the message text.
+ * Per-packet rejections are NOT errors (see shared/packet/reject.ts): they are
+ * numeric reason codes that the caller counts.
+ */
+export const ErrorCode = {
+  CONFIG_INVALID: 'BATON_CONFIG_INVALID',
+  TABLE_FULL: 'BATON_TABLE_FULL',
+  BAD_EXPORT_FORMAT: 'BATON_BAD_EXPORT_FORMAT',
+  BAD_ARGUMENT: 'BATON_BAD_ARGUMENT',
+  EMPTY_SCOPE: 'BATON_EMPTY_SCOPE',
+  UNKNOWN_NODE: 'BATON_UNKNOWN_NODE',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class BatonError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = 'BatonError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export function isBatonError(e: unknown, code?: ErrorCode): e is BatonError {
+  return e instanceof BatonError && (code === undefined || e.code === code);
+}
