@@ -12,7 +12,8 @@
 
 /** Folds any non-negative integer < 2^53 to 16 bits with end-around carry. */
 export function fold16(sum: number): number {
-  if (sum > 0xffffffff) sum = (sum & 0xffff) + (sum - (sum & 0xffff)) / 65536; // exact for < 2^53
+  // Bitwise ops see only the low 32 bits, so fold big sums with exact division first.
+  while (sum > 0xffffffff) sum = (sum & 0xffff) + (sum - (sum & 0xffff)) / 65536;
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   return sum;
 }
