@@ -54,6 +54,7 @@ const GOLDEN_META = {
   flags: EncapFlag.REDIRECTED,
   hopCount: 1,
   senderId: 0x1234,
+  ownerHint: 0x0007,
   scopeVersion: 0xdeadbeef,
   vni: 0xabcdef,
 };
@@ -64,7 +65,7 @@ const GOLDEN_HEADER_HEX =
   'abcdef00' + // VNI 0xabcdef | Reserved
   'fffb0103' + // Option Class 0xfffb | Type 0x01 (critical bit clear) | R=0, Length=3 words
   '12010100' + // data version 1, tier FD(2) | flags REDIRECTED | hop count 1 | reserved
-  '12340000' + // sender node id 0x1234 | reserved
+  '12340007' + // sender node id 0x1234 | owner hint 0x0007
   'deadbeef'; //  hash-scope version
 
 /** A valid frame: golden header + 28-byte inner. */
@@ -120,9 +121,9 @@ describe('golden vector', () => {
     writeEncapHeader(
       buf,
       0,
-      metaOf({ version: 9, tier: 0x12, flags: 0x1ff, hopCount: 0x102, senderId: 0x1abcd, scopeVersion: -1, vni: 0x1234567 }),
+      metaOf({ version: 9, tier: 0x12, flags: 0x1ff, hopCount: 0x102, senderId: 0x1abcd, ownerHint: 0x12345, scopeVersion: -1, vni: 0x1234567 }),
     );
-    expect(toHex(buf)).toBe('04000800' + '23456700' + 'fffb0103' + '12ff0200' + 'abcd0000' + 'ffffffff');
+    expect(toHex(buf)).toBe('04000800' + '23456700' + 'fffb0103' + '12ff0200' + 'abcd2345' + 'ffffffff');
   });
 });
 
@@ -131,6 +132,7 @@ const metaArb = fc.record({
   flags: fc.integer({ min: 0, max: 255 }),
   hopCount: fc.integer({ min: 0, max: 255 }),
   senderId: fc.integer({ min: 0, max: 0xffff }),
+  ownerHint: fc.integer({ min: 0, max: 0xffff }),
   scopeVersion: fc.integer({ min: 0, max: 0xffffffff }),
   vni: fc.integer({ min: 0, max: 0xffffff }),
 });

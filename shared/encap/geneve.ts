@@ -35,7 +35,7 @@ export const GENEVE_PROTO_IPV4 = 0x0800;
 export const ENCAP_OPTION_CLASS = 0xfffb;
 /** Option type: high bit (critical) CLEAR, so non-Baton receivers may skip it. */
 export const ENCAP_OPTION_TYPE = 0x01;
-/** Option data bytes (multiple of 4): ver/tier, flags, hops, rsvd | sender, rsvd | scope version. */
+/** Option data bytes (multiple of 4): ver/tier, flags, hops, rsvd | sender, owner hint | scope version. */
 export const ENCAP_OPTION_DATA_LEN = 12;
 /** Option header (class, type, R|length) + data. */
 const OPTION_TOTAL_LEN = 4 + ENCAP_OPTION_DATA_LEN;
@@ -66,6 +66,8 @@ export class EncapMeta {
   flags = 0;
   hopCount = 0;
   senderId = 0;
+  /** Owner FD of the flow, as far as the sender knows (service nodes echo it back); 0xFFFF = none. */
+  ownerHint = 0xffff;
   scopeVersion = 0;
   vni = 0; // 24-bit cluster id
   innerOffset = 0; // where the inner IPv4 packet starts
@@ -79,6 +81,7 @@ export class EncapMeta {
     this.flags = o.flags;
     this.hopCount = o.hopCount;
     this.senderId = o.senderId;
+    this.ownerHint = o.ownerHint;
     this.scopeVersion = o.scopeVersion;
     this.vni = o.vni;
     this.innerOffset = o.innerOffset;
@@ -121,8 +124,8 @@ export function writeEncapHeader(buf: Uint8Array, off: number, meta: EncapMeta):
   buf[off + 15] = 0; // Reserved
   buf[off + 16] = (sender >>> 8) & 0xff;
   buf[off + 17] = sender & 0xff;
-  buf[off + 18] = 0; // Reserved
-  buf[off + 19] = 0;
+  buf[off + 18] = (meta.ownerHint >>> 8) & 0xff;
+  buf[off + 19] = meta.ownerHint & 0xff;
   buf[off + 20] = (scope >>> 24) & 0xff;
   buf[off + 21] = (scope >>> 16) & 0xff;
   buf[off + 22] = (scope >>> 8) & 0xff;
@@ -235,6 +238,7 @@ export function decodeEncap(buf: Uint8Array, off: number, len: number, out: Enca
   out.flags = buf[ours + 1]!;
   out.hopCount = buf[ours + 2]!;
   out.senderId = (buf[ours + 4]! << 8) | buf[ours + 5]!;
+  out.ownerHint = (buf[ours + 6]! << 8) | buf[ours + 7]!;
   out.scopeVersion =
     ((buf[ours + 8]! << 24) | (buf[ours + 9]! << 16) | (buf[ours + 10]! << 8) | buf[ours + 11]!) >>> 0;
   out.vni = (buf[off + 4]! << 16) | (buf[off + 5]! << 8) | buf[off + 6]!;
