@@ -11,6 +11,10 @@ export const ErrorCode = {
   BAD_ARGUMENT: 'BATON_BAD_ARGUMENT',
   EMPTY_SCOPE: 'BATON_EMPTY_SCOPE',
   UNKNOWN_NODE: 'BATON_UNKNOWN_NODE',
+  /** Control plane: a request got no reply in time / its connection closed / the peer answered ErrorReply. */
+  TIMEOUT: 'BATON_TIMEOUT',
+  CONNECTION_CLOSED: 'BATON_CONNECTION_CLOSED',
+  REMOTE_ERROR: 'BATON_REMOTE_ERROR',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
