@@ -1,0 +1,39 @@
+/**
+ * Every decision the flow handler makes has a named counter. Codec
+ * rejections map to `drop_<reason>` by Reject code (see REJECT_NAMES), so a
+ * new reject reason gets its counter without touching the handler.
+ */
+import { Counters, defineCounters } from '../shared/counters.js';
+import { REJECT_NAMES } from '../shared/packet/reject.js';
+
+const STATIC = [
+  'rx_packets',
+  'rx_bytes',
+  'forwarded', // owned flow, action forward
+  'rewritten', // owned flow, action rewrite (NAT)
+  'redirected', // flow owned by a peer: sent to the owner
+  'redirected_by_hint', // no entry yet, sent to the owner named by the encapsulation's owner hint
+  'flows_created', // forward+reverse pair created (counts pairs)
+  'flows_closing', // FIN/RST seen, linger started
+  'flows_closed', // removed after the linger
+  'flows_expired', // removed by idle expiry
+  'flows_learned', // ownership learned from a peer
+  'drop_no_flow', // TCP non-SYN with no entry and no known owner
+  'drop_table_full',
+  'drop_no_backend', // policy refused the new flow
+  'linger_overflow', // closing ring full: flow left to idle expiry instead
+] as const;
+
+const REJECT_BASE = STATIC.length;
+const names = [...STATIC, ...REJECT_NAMES.slice(1).map((n) => `drop_${n}`)] as const;
+
+export const FD = defineCounters(names as unknown as typeof STATIC);
+
+/** Counter id for a codec rejection (Reject code ≥ 1). */
+export function rejectCounter(code: number): number {
+  return REJECT_BASE + code - 1;
+}
+
+export function newFdCounters(): Counters {
+  return new Counters({ names });
+}

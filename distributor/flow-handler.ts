@@ -1,0 +1,340 @@
+/**
+ * The FD's per-packet algorithm, as seed 003 ("flow-handling algorithm"):
+ *
+ *   - no entry + TCP SYN (or UDP datagram): create flow and reverse flow with
+ *     the action the service policy picks, report ownership, apply action;
+ *   - entry owned by a peer: redirect to the owner;
+ *   - entry owned here: apply its action (forward | rewrite);
+ *   - FIN/RST: mark the flow closing; it is removed after `lingerMs` so the
+ *     closing handshake still passes;
+ *   - TCP non-SYN with no entry and no known owner: counted drop.
+ *
+ * Hot path: `handle()` allocates nothing, throws nothing, reads no clock —
+ * the caller calls `tick()` once per batch, which samples the injected clock
+ * and does the amortized housekeeping (linger removals, idle expiry).
+ */
+import { parseIPv4 } from '../shared/packet/parse.js';
+import { rewriteDst, rewriteSrc } from '../shared/packet/rewrite.js';
+import { PacketMeta, IPPROTO_TCP, TCP_SYN, TCP_ACK, TCP_FIN, TCP_RST } from '../shared/packet/meta.js';
+import { Reject } from '../shared/packet/reject.js';
+import type { Clock } from '../shared/clock.js';
+import type { Counters } from '../shared/counters.js';
+import { BatonError, ErrorCode } from '../shared/errors.js';
+import { FlowTable, NetAction, FlowFlag } from './flow-table.js';
+import { FlowAction, type ServicePolicy } from './service-policy.js';
+import { FD, rejectCounter, newFdCounters } from './fd-counters.js';
+
+export const Verdict = {
+  /** Send the (possibly rewritten) packet on to meta.dstIp:dstPort. */
+  FORWARD: 0,
+  /** Send the packet, unchanged, to peer FD `handler.redirectOwner`. */
+  REDIRECT: 1,
+  /** Drop it; `handler.dropCounter` is the counter id that was incremented. */
+  DROP: 2,
+} as const;
+export type Verdict = (typeof Verdict)[keyof typeof Verdict];
+
+/** Reports ownership changes (the broadcast to peers is built on this). No allocation per call. */
+export interface OwnershipSink {
+  flowCreated(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, owner: number): void;
+  flowRemoved?(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number): void;
+}
+
+export interface FlowHandlerOptions {
+  /** This FD's node id (uint16, not 0xFFFF). */
+  selfId: number;
+  table: FlowTable;
+  policy: ServicePolicy;
+  clock: Clock;
+  ownership?: OwnershipSink;
+  counters?: Counters;
+  /** How long a closing flow lingers after FIN/RST (default 2000 ms). */
+  lingerMs?: number;
+  /** Idle flows are removed after this (default 120 000 ms). */
+  idleMs?: number;
+  /** Table slots examined for idle expiry per tick (default 1024). */
+  expiryBudget?: number;
+  /** Capacity of the linger queue (default 65536 flows). */
+  lingerCapacity?: number;
+  /** Verify L4 checksums on ingress (default true). */
+  verifyL4Checksum?: boolean;
+}
+
+/** Owner id meaning "nobody" (owner ids are uint16; 0xFFFF is reserved). */
+export const NO_OWNER = 0xffff;
+
+const NOOP_SINK: OwnershipSink = { flowCreated() {} };
+
+export class FlowHandler {
+  readonly selfId: number;
+  readonly table: FlowTable;
+  readonly counters: Counters;
+  /** The parse result of the last packet (dst fields are the rewritten ones after FORWARD). */
+  readonly meta = new PacketMeta();
+  /** Set when handle() returns REDIRECT. */
+  redirectOwner = 0;
+  /** Set when handle() returns DROP. */
+  dropCounter = 0;
+  /** Time sampled by the last tick(). */
+  nowMs: number;
+
+  private readonly policy: ServicePolicy;
+  private readonly clock: Clock;
+  private readonly sink: OwnershipSink;
+  private readonly lingerMs: number;
+  private readonly idleMs: number;
+  private readonly expiryBudget: number;
+  private readonly verifyL4: boolean;
+  private readonly action = new FlowAction();
+  // Linger queue: FIFO ring of flow keys with their removal deadlines.
+  // Deadlines are pushed in time order (constant linger), so the head is the soonest.
+  private readonly lingerKeys: Uint32Array; // 4 words per entry: srcIp, dstIp, ports, proto
+  private readonly lingerDeadline: Float64Array;
+  private lingerHead = 0;
+  private lingerCount = 0;
+  // Scratch for the partner (other direction) key.
+  private pSrcIp = 0;
+  private pDstIp = 0;
+  private pSrcPort = 0;
+  private pDstPort = 0;
+
+  constructor(o: FlowHandlerOptions) {
+    if (!Number.isInteger(o.selfId) || o.selfId < 0 || o.selfId >= 0xffff) {
+      throw new BatonError(ErrorCode.BAD_ARGUMENT, `selfId must be an integer in 0..65534, got ${o.selfId}`);
+    }
+    this.selfId = o.selfId;
+    this.table = o.table;
+    this.policy = o.policy;
+    this.clock = o.clock;
+    this.sink = o.ownership ?? NOOP_SINK;
+    this.counters = o.counters ?? newFdCounters();
+    this.lingerMs = positive('lingerMs', o.lingerMs ?? 2000);
+    this.idleMs = positive('idleMs', o.idleMs ?? 120_000);
+    this.expiryBudget = positive('expiryBudget', o.expiryBudget ?? 1024);
+    const cap = positive('lingerCapacity', o.lingerCapacity ?? 65536);
+    this.lingerKeys = new Uint32Array(cap * 4);
+    this.lingerDeadline = new Float64Array(cap);
+    this.verifyL4 = o.verifyL4Checksum ?? true;
+    this.nowMs = this.clock.now();
+  }
+
+  /**
+   * Process one IPv4 packet in place at buf[off, off+len). Returns a Verdict;
+   * on FORWARD the packet may have been rewritten (length unchanged).
+   *
+   * `ownerHint` is the owner FD named by the encapsulation (a service node
+   * echoes the id of the FD that sent it the request). It only matters when
+   * this FD has no entry for a non-SYN packet: the ownership broadcast may
+   * not have arrived yet, so the packet is redirected to the hinted owner
+   * instead of being dropped. NO_OWNER (0xFFFF) or 0 means no hint.
+   */
+  handle(buf: Uint8Array, off: number, len: number, ownerHint = NO_OWNER): Verdict {
+    const c = this.counters;
+    const m = this.meta;
+    c.inc(FD.rx_packets);
+    c.inc(FD.rx_bytes, len);
+    const rej = parseIPv4(buf, off, len, m, this.verifyL4);
+    if (rej !== Reject.OK) return this.drop(rejectCounter(rej));
+
+    const t = this.table;
+    let slot = t.find(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto);
+    const isTcp = m.proto === IPPROTO_TCP;
+    const flags = m.tcpFlags;
+    const isSyn = isTcp && (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
+
+    if (slot >= 0 && isSyn && (t.flags(slot) & FlowFlag.CLOSING) !== 0 && t.owner(slot) === this.selfId) {
+      // Port reuse: a new connection on a 5-tuple that is still lingering.
+      this.removePair(slot);
+      slot = -1;
+    }
+
+    if (slot < 0) {
+      if (ownerHint !== NO_OWNER && ownerHint !== 0 && ownerHint !== this.selfId) {
+        this.redirectOwner = ownerHint;
+        c.inc(FD.redirected_by_hint);
+        return Verdict.REDIRECT;
+      }
+      if (isTcp && !isSyn) return this.drop(FD.drop_no_flow);
+      slot = this.createFlow();
+      if (slot < 0) return Verdict.DROP; // createFlow counted the reason
+    } else if (t.owner(slot) !== this.selfId) {
+      // Touch keeps a learned entry alive while its flow is active here.
+      t.touch(slot, len, this.nowMs);
+      this.redirectOwner = t.owner(slot);
+      c.inc(FD.redirected);
+      return Verdict.REDIRECT;
+    }
+
+    t.touch(slot, len, this.nowMs);
+    if (isTcp && (flags & (TCP_FIN | TCP_RST)) !== 0 && (t.flags(slot) & FlowFlag.CLOSING) === 0) {
+      this.startLinger(slot);
+    }
+    if (t.netAction(slot) === NetAction.REWRITE) {
+      if ((t.flags(slot) & FlowFlag.REWRITE_SRC) !== 0) rewriteSrc(buf, m, t.rewriteIp(slot), t.rewritePort(slot));
+      else rewriteDst(buf, m, t.rewriteIp(slot), t.rewritePort(slot));
+      c.inc(FD.rewritten);
+    } else {
+      c.inc(FD.forwarded);
+    }
+    return Verdict.FORWARD;
+  }
+
+  /**
+   * Housekeeping, once per batch: samples the clock, removes flows whose
+   * linger ended, and examines up to `expiryBudget` slots for idle expiry.
+   */
+  tick(): void {
+    const now = this.clock.now();
+    this.nowMs = now;
+    while (this.lingerCount > 0 && this.lingerDeadline[this.lingerHead]! <= now) {
+      const k = this.lingerHead * 4;
+      const w = this.lingerKeys;
+      const ports = w[k + 2]!;
+      const slot = this.table.find(w[k]!, w[k + 1]!, ports >>> 16, ports & 0xffff, w[k + 3]!);
+      if (slot >= 0 && (this.table.flags(slot) & FlowFlag.CLOSING) !== 0) {
+        this.removePair(slot);
+        this.counters.inc(FD.flows_closed);
+      }
+      this.lingerHead = this.lingerHead + 1 === this.lingerDeadline.length ? 0 : this.lingerHead + 1;
+      this.lingerCount--;
+    }
+    const expired = this.table.expireStep(now, this.idleMs, this.expiryBudget);
+    if (expired > 0) this.counters.inc(FD.flows_expired, expired);
+  }
+
+  /** Record that peer `owner` owns a flow (from an ownership broadcast). Off the per-packet path. */
+  learnOwnership(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, owner: number): boolean {
+    const t = this.table;
+    const slot = t.find(srcIp, dstIp, srcPort, dstPort, proto);
+    if (slot >= 0) {
+      t.setOwner(slot, owner);
+    } else if (t.insert(srcIp, dstIp, srcPort, dstPort, proto, owner, NetAction.REDIRECT, 0, 0, 0, 0, this.nowMs) < 0) {
+      this.counters.inc(FD.drop_table_full);
+      return false;
+    }
+    this.counters.inc(FD.flows_learned);
+    return true;
+  }
+
+  /** Flows currently lingering after FIN/RST. */
+  get lingering(): number {
+    return this.lingerCount;
+  }
+
+  private drop(counter: number): Verdict {
+    this.dropCounter = counter;
+    this.counters.inc(counter);
+    return Verdict.DROP;
+  }
+
+  /** Creates forward + reverse entries for the packet in `meta`; returns the forward slot or -1 (counted). */
+  private createFlow(): number {
+    const m = this.meta;
+    const a = this.action;
+    if (!this.policy.choose(m, a)) {
+      this.drop(FD.drop_no_backend);
+      return -1;
+    }
+    const t = this.table;
+    const self = this.selfId;
+    const now = this.nowMs;
+    // Reverse flow: the key of the reply as it comes back. With a destination
+    // rewrite to backend B, the reply is B -> client and must get its source
+    // rewritten back to the original destination (the VIP).
+    let rSrcIp = m.dstIp;
+    let rSrcPort = m.dstPort;
+    let rFlags = FlowFlag.REVERSE;
+    if (a.netAction === NetAction.REWRITE) {
+      rSrcIp = a.rewriteIp;
+      rSrcPort = a.rewritePort;
+      rFlags |= FlowFlag.REWRITE_SRC;
+    }
+    const rev = t.insert(rSrcIp, m.srcIp, rSrcPort, m.srcPort, m.proto, self, a.netAction, a.appAction, m.dstIp, m.dstPort, rFlags, now);
+    if (rev < 0) {
+      this.drop(FD.drop_table_full);
+      return -1;
+    }
+    const fwd = t.insert(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, self, a.netAction, a.appAction, a.rewriteIp, a.rewritePort, 0, now);
+    if (fwd < 0) {
+      t.remove(rSrcIp, m.srcIp, rSrcPort, m.srcPort, m.proto);
+      this.drop(FD.drop_table_full);
+      return -1;
+    }
+    this.counters.inc(FD.flows_created);
+    this.sink.flowCreated(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, self);
+    this.sink.flowCreated(rSrcIp, m.srcIp, rSrcPort, m.srcPort, m.proto, self);
+    return fwd;
+  }
+
+  /** Computes the key of the other direction of the flow at `slot` into p*. */
+  private partnerOf(slot: number): void {
+    const t = this.table;
+    if (t.netAction(slot) === NetAction.REWRITE) {
+      if ((t.flags(slot) & FlowFlag.REWRITE_SRC) !== 0) {
+        // reverse entry (B -> C, rewrite src to VIP) pairs with C -> VIP
+        this.pSrcIp = t.dstIp(slot);
+        this.pSrcPort = t.dstPort(slot);
+        this.pDstIp = t.rewriteIp(slot);
+        this.pDstPort = t.rewritePort(slot);
+      } else {
+        // forward entry (C -> VIP, rewrite dst to B) pairs with B -> C
+        this.pSrcIp = t.rewriteIp(slot);
+        this.pSrcPort = t.rewritePort(slot);
+        this.pDstIp = t.srcIp(slot);
+        this.pDstPort = t.srcPort(slot);
+      }
+    } else {
+      this.pSrcIp = t.dstIp(slot);
+      this.pSrcPort = t.dstPort(slot);
+      this.pDstIp = t.srcIp(slot);
+      this.pDstPort = t.srcPort(slot);
+    }
+  }
+
+  private startLinger(slot: number): void {
+    const t = this.table;
+    t.setFlags(slot, t.flags(slot) | FlowFlag.CLOSING);
+    this.partnerOf(slot);
+    const proto = t.proto(slot);
+    const p = t.find(this.pSrcIp, this.pDstIp, this.pSrcPort, this.pDstPort, proto);
+    if (p >= 0) t.setFlags(p, t.flags(p) | FlowFlag.CLOSING);
+    this.counters.inc(FD.flows_closing);
+    const cap = this.lingerDeadline.length;
+    if (this.lingerCount === cap) {
+      this.counters.inc(FD.linger_overflow); // idle expiry will remove it
+      return;
+    }
+    let i = this.lingerHead + this.lingerCount;
+    if (i >= cap) i -= cap;
+    const k = i * 4;
+    this.lingerKeys[k] = t.srcIp(slot);
+    this.lingerKeys[k + 1] = t.dstIp(slot);
+    this.lingerKeys[k + 2] = ((t.srcPort(slot) << 16) | t.dstPort(slot)) >>> 0;
+    this.lingerKeys[k + 3] = proto;
+    this.lingerDeadline[i] = this.nowMs + this.lingerMs;
+    this.lingerCount++;
+  }
+
+  /** Removes the flow at `slot` and its other direction (slots move on removal: partner is looked up by key). */
+  private removePair(slot: number): void {
+    const t = this.table;
+    this.partnerOf(slot);
+    const proto = t.proto(slot);
+    const sIp = t.srcIp(slot);
+    const dIp = t.dstIp(slot);
+    const sP = t.srcPort(slot);
+    const dP = t.dstPort(slot);
+    t.removeAt(slot);
+    t.remove(this.pSrcIp, this.pDstIp, this.pSrcPort, this.pDstPort, proto);
+    const s = this.sink;
+    if (s.flowRemoved) {
+      s.flowRemoved(sIp, dIp, sP, dP, proto);
+      s.flowRemoved(this.pSrcIp, this.pDstIp, this.pSrcPort, this.pDstPort, proto);
+    }
+  }
+}
+
+function positive(name: string, v: number): number {
+  if (!(Number.isFinite(v) && v > 0)) throw new BatonError(ErrorCode.BAD_ARGUMENT, `${name} must be a positive number, got ${v}`);
+  return v;
+}
