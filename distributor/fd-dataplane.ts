@@ -1,0 +1,119 @@
+/**
+ * An FD's data plane: frames from the hash tier (or redirected by a peer FD)
+ * go through the flow handler; the verdict picks the TX lane:
+ *   FORWARD to a service node  → that node's lane (owner hint = this FD)
+ *   FORWARD to anything else   → the hash tier (egress toward the client)
+ *   REDIRECT                   → the owner FD's lane (hop count + 1)
+ * Routes (peers, service nodes, hash tier) are snapshots installed off the
+ * hot path by the control agent.
+ */
+import type { Scheduler } from '../shared/runtime/scheduler.js';
+import type { DatagramSocket } from '../shared/io/datagram.js';
+import type { Address } from '../shared/io/address.js';
+import { Counters, defineCounters } from '../shared/counters.js';
+import { Datapath, type DatapathOptions } from '../shared/dataplane/datapath.js';
+import { DP } from '../shared/dataplane/counters.js';
+import { EncapMeta, EncapFlag, Tier, ENCAP_DEFAULT_HOP_LIMIT } from '../shared/encap/geneve.js';
+import { FlowHandler, Verdict, NO_OWNER } from './flow-handler.js';
+
+export const FDP = defineCounters(DP.names);
+
+export interface FdDataplaneOptions extends DatapathOptions {
+  hopLimit?: number;
+}
+
+interface Routes {
+  hashTierLane: number; // -1 until known
+  peerLane: Int32Array; // node id -> lane, -1 unknown
+  serviceLane: Map<number, number>; // service virtual IP -> lane
+}
+
+export class FdDataplane {
+  readonly dp: Datapath;
+  readonly counters: Counters;
+  private readonly out = new EncapMeta();
+  private readonly hopLimit: number;
+  private routes: Routes = { hashTierLane: -1, peerLane: new Int32Array(65536).fill(-1), serviceLane: new Map() };
+  private readonly laneByAddr = new Map<string, number>();
+
+  constructor(
+    readonly handler: FlowHandler,
+    socket: DatagramSocket,
+    scheduler: Scheduler,
+    opts: FdDataplaneOptions,
+  ) {
+    this.counters = new Counters(FDP);
+    this.dp = new Datapath(socket, scheduler, this.counters, opts);
+    this.hopLimit = opts.hopLimit ?? ENCAP_DEFAULT_HOP_LIMIT;
+    this.out.vni = opts.vni;
+    this.dp.start(
+      (buf, m) => this.frame(buf, m),
+      () => handler.tick(),
+    );
+  }
+
+  get address(): Address {
+    return this.dp.socket.address;
+  }
+
+  /** Installs a whole new route snapshot. Off the hot path. */
+  setRoutes(r: { hashTier: Address | null; peers: { id: number; data: Address }[]; services: { virtualIp: number; data: Address }[] }): void {
+    const peerLane = new Int32Array(65536).fill(-1);
+    for (const p of r.peers) if (p.id !== this.handler.selfId) peerLane[p.id] = this.laneFor(p.data);
+    const serviceLane = new Map<number, number>();
+    for (const s of r.services) serviceLane.set(s.virtualIp >>> 0, this.laneFor(s.data));
+    this.routes = { hashTierLane: r.hashTier ? this.laneFor(r.hashTier) : -1, peerLane, serviceLane };
+  }
+
+  private laneFor(a: Address): number {
+    const key = `${a.host}:${a.port}`;
+    let lane = this.laneByAddr.get(key);
+    if (lane === undefined) {
+      lane = this.dp.tx.addLane(a);
+      this.laneByAddr.set(key, lane);
+    }
+    return lane;
+  }
+
+  private frame(buf: Uint8Array, m: EncapMeta): void {
+    const c = this.counters;
+    if (m.hopCount > this.hopLimit) {
+      c.inc(DP.drop_hop_limit);
+      return;
+    }
+    const h = this.handler;
+    const v = h.handle(buf, m.innerOffset, m.innerLength, m.ownerHint);
+    if (v === Verdict.DROP) return;
+    const o = this.out;
+    o.senderId = h.selfId;
+    o.scopeVersion = m.scopeVersion;
+    o.tier = Tier.FD;
+    const rt = this.routes;
+    let lane: number;
+    if (v === Verdict.REDIRECT) {
+      lane = rt.peerLane[h.redirectOwner]!;
+      if (lane < 0) {
+        c.inc(DP.drop_unknown_owner);
+        return;
+      }
+      o.flags = m.flags | EncapFlag.REDIRECTED;
+      o.hopCount = m.hopCount + 1;
+      o.ownerHint = m.ownerHint;
+    } else {
+      const svc = rt.serviceLane.get(h.meta.dstIp);
+      lane = svc === undefined ? rt.hashTierLane : svc;
+      if (lane < 0) {
+        c.inc(DP.drop_no_route);
+        return;
+      }
+      o.flags = m.flags;
+      o.hopCount = m.hopCount;
+      o.ownerHint = svc === undefined ? NO_OWNER : h.selfId;
+    }
+    this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength);
+  }
+
+  close(): Promise<void> {
+    return this.dp.close();
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * The hash tier's forwarding engine (the aggregation switch of seed 003):
+ *   - CLIENT frames (ingress) and SERVICE frames (replies) are hashed on the
+ *     inner 5-tuple over the current hash scope and sent to the chosen FD;
+ *   - FD frames whose inner destination is a client go out to that client
+ *     (the engine learned the client's real address from its traffic).
+ * The routing snapshot (scope + lanes) is built off the hot path and
+ * swapped whole.
+ */
+import type { Scheduler } from '../shared/runtime/scheduler.js';
+import type { DatagramSocket } from '../shared/io/datagram.js';
+import type { Address } from '../shared/io/address.js';
+import { sameAddress } from '../shared/io/address.js';
+import { Counters, defineCounters } from '../shared/counters.js';
+import { Datapath, type DatapathOptions } from '../shared/dataplane/datapath.js';
+import { DP } from '../shared/dataplane/counters.js';
+import { EncapMeta, Tier } from '../shared/encap/geneve.js';
+import { parseIPv4 } from '../shared/packet/parse.js';
+import { PacketMeta } from '../shared/packet/meta.js';
+import { Reject } from '../shared/packet/reject.js';
+import { hashFiveTuple, hashFiveTupleSymmetric } from '../shared/hash/xxh32.js';
+import type { HashScope } from '../shared/scope/hash-scope.js';
+
+const HT_STATIC = ['to_fd', 'to_client', 'clients_learned', 'drop_bad_inner', 'drop_empty_scope', 'drop_unknown_client', 'drop_bad_tier'] as const;
+export const HT = defineCounters([...DP.names, ...HT_STATIC] as unknown as readonly [...typeof DP.names, ...typeof HT_STATIC]);
+
+export interface ForwardingEngineOptions extends DatapathOptions {
+  id: number;
+  hashSeed: number;
+  symmetricHash?: boolean;
+}
+
+/** One immutable routing snapshot: scope + the TX lane of each scope member. */
+export interface Routing {
+  scope: HashScope | null;
+  laneOfMember: Int32Array;
+}
+
+export class ForwardingEngine {
+  readonly dp: Datapath;
+  readonly counters: Counters;
+  private routing: Routing = { scope: null, laneOfMember: new Int32Array(0) };
+  private readonly laneByAddr = new Map<string, number>();
+  private readonly clientLane = new Map<number, number>(); // client virtual IP -> lane
+  private readonly out = new EncapMeta();
+  private readonly pkt = new PacketMeta();
+  private readonly id: number;
+  private readonly seed: number;
+  private readonly symmetric: boolean;
+
+  constructor(socket: DatagramSocket, scheduler: Scheduler, opts: ForwardingEngineOptions) {
+    this.counters = new Counters(HT);
+    this.dp = new Datapath(socket, scheduler, this.counters, opts);
+    this.id = opts.id;
+    this.seed = opts.hashSeed >>> 0;
+    this.symmetric = opts.symmetricHash ?? false;
+    this.out.vni = opts.vni;
+    this.dp.start((buf, m, from) => this.frame(buf, m, from));
+  }
+
+  get address(): Address {
+    return this.dp.socket.address;
+  }
+  get scope(): HashScope | null {
+    return this.routing.scope;
+  }
+
+  /** Installs a new scope; `addrOf(name)` gives each member FD's data address. Off the hot path. */
+  setScope(scope: HashScope | null, addrOf: (member: string) => Address | undefined): void {
+    const lanes = new Int32Array(scope ? scope.members.length : 0).fill(-1);
+    if (scope) {
+      scope.members.forEach((name, i) => {
+        const a = addrOf(name);
+        if (a) lanes[i] = this.laneFor(a);
+      });
+    }
+    this.routing = { scope, laneOfMember: lanes };
+  }
+
+  private laneFor(a: Address): number {
+    const key = `${a.host}:${a.port}`;
+    let lane = this.laneByAddr.get(key);
+    if (lane === undefined) {
+      lane = this.dp.tx.addLane(a);
+      this.laneByAddr.set(key, lane);
+    }
+    return lane;
+  }
+
+  private frame(buf: Uint8Array, m: EncapMeta, from: Address | null): void {
+    const c = this.counters;
+    const p = this.pkt;
+    // The switch does not verify L4 checksums (the FD does); it needs the 5-tuple.
+    const r = parseIPv4(buf, m.innerOffset, m.innerLength, p, false);
+    if (r !== Reject.OK) {
+      c.inc(HT.drop_bad_inner);
+      return;
+    }
+    const o = this.out;
+    o.tier = Tier.HASH;
+    o.senderId = this.id;
+    o.flags = m.flags;
+    o.hopCount = m.hopCount;
+    o.ownerHint = m.ownerHint;
+    const tier = m.tier;
+    if (tier === Tier.FD) {
+      // Egress toward a client.
+      const lane = this.clientLane.get(p.dstIp);
+      if (lane === undefined) {
+        c.inc(HT.drop_unknown_client);
+        return;
+      }
+      o.scopeVersion = m.scopeVersion;
+      if (this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength)) c.inc(HT.to_client);
+      return;
+    }
+    if (tier === Tier.CLIENT) this.learnClient(p.srcIp, from);
+    else if (tier !== Tier.SERVICE) {
+      c.inc(HT.drop_bad_tier);
+      return;
+    }
+    const rt = this.routing;
+    const scope = rt.scope;
+    if (scope === null) {
+      c.inc(HT.drop_empty_scope);
+      return;
+    }
+    const h = this.symmetric
+      ? hashFiveTupleSymmetric(p.srcIp, p.dstIp, p.srcPort, p.dstPort, p.proto, this.seed)
+      : hashFiveTuple(p.srcIp, p.dstIp, p.srcPort, p.dstPort, p.proto, this.seed);
+    const lane = rt.laneOfMember[scope.pick(h)]!;
+    if (lane < 0) {
+      c.inc(DP.drop_no_route);
+      return;
+    }
+    o.scopeVersion = scope.version;
+    if (this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength)) c.inc(HT.to_fd);
+  }
+
+  /** Remembers which real address a client virtual IP sends from (a map write only when it changes). */
+  private learnClient(ip: number, from: Address | null): void {
+    if (from === null) return;
+    const lane = this.clientLane.get(ip);
+    if (lane !== undefined && sameAddress(this.dp.tx.laneAddress(lane), from)) return;
+    this.clientLane.set(ip, this.laneFor(from));
+    this.counters.inc(HT.clients_learned);
+  }
+
+  close(): Promise<void> {
+    return this.dp.close();
+  }
+}

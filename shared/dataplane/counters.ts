@@ -1,0 +1,25 @@
+/** Counters every data-plane node (hash tier, FD) keeps for its rings and sockets. */
+import { Counters, defineCounters } from '../counters.js';
+
+export const DP = defineCounters([
+  'rx_datagrams',
+  'rx_frames',
+  'drop_bad_encap', // decodeEncap rejected the frame (incl. bad version)
+  'drop_wrong_vni', // frame for another cluster
+  'drop_hop_limit', // redirected too often: a forwarding loop
+  'drop_unknown_owner', // redirect target is not a known peer
+  'drop_no_route', // no lane for the destination (unknown client / service / empty scope)
+  'enqueued', // RX ring
+  'dequeued',
+  'dropped_full',
+  'tx_frames',
+  'tx_datagrams',
+  'tx_bytes',
+  'tx_dropped_full',
+  'tx_too_big',
+  'tx_send_errors',
+] as const);
+
+export function newDataplaneCounters(): Counters {
+  return new Counters(DP);
+}

@@ -1,0 +1,119 @@
+/**
+ * The receive → process → transmit loop shared by the hash tier and the FDs:
+ * datagrams land in a bounded RX ring; a deferred batch drains up to
+ * `batchDatagrams` of them, walking the frames in each (several Geneve frames
+ * may share one datagram); at the end of the batch every TX lane is flushed,
+ * so one system call carries many packets.
+ */
+import type { Scheduler } from '../runtime/scheduler.js';
+import type { DatagramSocket } from '../io/datagram.js';
+import type { Counters } from '../counters.js';
+import type { Address } from '../io/address.js';
+import { decodeEncap, writeEncapHeader, EncapMeta, ENCAP_HEADER_LEN } from '../encap/geneve.js';
+import { copyBytes } from './copy.js';
+import { Reject } from '../packet/reject.js';
+import { RxRing } from './rx-ring.js';
+import { TxLanes, type TxOptions } from './tx-lanes.js';
+import { DP } from './counters.js';
+
+export interface DatapathOptions {
+  vni: number;
+  rxCapacity?: number; // datagrams, default 4096
+  batchDatagrams?: number; // per processing batch, default 64
+  tx?: TxOptions;
+}
+
+/** What a node does with one decoded frame (the datagram and the frame's meta). */
+export type FrameHandler = (buf: Uint8Array, meta: EncapMeta, from: Address | null) => void;
+
+export class Datapath {
+  readonly rx: RxRing;
+  readonly tx: TxLanes;
+  readonly meta = new EncapMeta();
+  private readonly vni: number;
+  private readonly batch: number;
+  private scheduled = false;
+  private onFrame: FrameHandler = () => {};
+  private beforeBatch: () => void = () => {};
+  private closed = false;
+
+  constructor(
+    readonly socket: DatagramSocket,
+    private readonly scheduler: Scheduler,
+    readonly counters: Counters,
+    opts: DatapathOptions,
+  ) {
+    this.vni = opts.vni;
+    this.batch = opts.batchDatagrams ?? 64;
+    this.rx = new RxRing(opts.rxCapacity ?? 4096, counters, DP);
+    this.tx = new TxLanes(socket, counters, DP, opts.tx);
+    socket.onMessage((data, from) => {
+      if (this.closed) return;
+      this.counters.inc(DP.rx_datagrams);
+      if (this.rx.push(data, from) && !this.scheduled) {
+        this.scheduled = true;
+        this.scheduler.defer(this.run);
+      }
+    });
+  }
+
+  /** `before` runs once per batch (e.g. the flow handler's tick); `frame` once per frame. */
+  start(frame: FrameHandler, before?: () => void): void {
+    this.onFrame = frame;
+    if (before) this.beforeBatch = before;
+  }
+
+  get idle(): boolean {
+    return this.rx.depth === 0 && this.tx.depth === 0 && this.socket.sendQueueCount() === 0;
+  }
+
+  private readonly run = (): void => {
+    this.scheduled = false;
+    if (this.closed) return;
+    this.beforeBatch();
+    const c = this.counters;
+    const m = this.meta;
+    for (let n = 0; n < this.batch; n++) {
+      const d = this.rx.shift();
+      if (d === null) break;
+      const from = this.rx.lastFrom;
+      let off = 0;
+      const len = d.length;
+      while (off < len) {
+        const r = decodeEncap(d, off, len - off, m);
+        if (r !== Reject.OK) {
+          c.inc(DP.drop_bad_encap); // the rest of the datagram cannot be delimited
+          break;
+        }
+        c.inc(DP.rx_frames);
+        if (m.vni !== this.vni) c.inc(DP.drop_wrong_vni);
+        else this.onFrame(d, m, from);
+        off += m.frameLength;
+      }
+    }
+    this.tx.flushAll();
+    if (this.rx.depth > 0 && !this.scheduled) {
+      this.scheduled = true;
+      this.scheduler.defer(this.run);
+    }
+  };
+
+  /**
+   * Queues one frame for `lane`: Baton's header from `out`, then the inner
+   * packet copied from src[innerOff, innerOff + innerLen). Returns false when
+   * the TX ring is full (counted by the lanes).
+   */
+  emit(lane: number, out: EncapMeta, src: Uint8Array, innerOff: number, innerLen: number): boolean {
+    const buf = this.tx.reserve(lane, ENCAP_HEADER_LEN + innerLen);
+    if (buf === null) return false;
+    const o = this.tx.writeOffset;
+    writeEncapHeader(buf, o, out);
+    copyBytes(src, innerOff, buf, o + ENCAP_HEADER_LEN, innerLen);
+    return true;
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    return this.socket.close();
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * The transmit side: one lane per destination; each lane packs frames into
+ * a datagram buffer taken from a bounded pool (the TX ring), and a flush sends
+ * the whole datagram with one system call. Buffers return to the pool when
+ * the socket reports the datagram sent. A frame that finds the pool empty is
+ * dropped and counted (tx_dropped_full): the ring is bounded by design.
+ *
+ * Depth (frames queued in lanes + datagrams in flight) is observable.
+ */
+import type { Counters } from '../counters.js';
+import type { DatagramSocket } from '../io/datagram.js';
+import type { Address } from '../io/address.js';
+
+export interface TxCounterIds {
+  tx_frames: number;
+  tx_datagrams: number;
+  tx_bytes: number;
+  tx_dropped_full: number;
+  tx_too_big: number;
+  tx_send_errors: number;
+}
+
+export interface TxOptions {
+  /** Largest datagram a lane builds (bytes). Default 32768. */
+  maxDatagramBytes?: number;
+  /** Datagram buffers in the pool. Default 512. */
+  poolBuffers?: number;
+}
+
+class Lane {
+  buf: Uint8Array | null = null;
+  fill = 0;
+  frames = 0;
+  constructor(public to: Address) {}
+}
+
+export class TxLanes {
+  readonly maxDatagramBytes: number;
+  private readonly pool: Uint8Array[] = [];
+  private readonly lanes: Lane[] = [];
+  private readonly poolSize: number;
+  private queuedFrames = 0;
+  private inFlight = 0;
+  /** Where the frame reserved by the last reserve() call starts. */
+  writeOffset = 0;
+
+  constructor(
+    private readonly socket: DatagramSocket,
+    private readonly counters: Counters,
+    private readonly ids: TxCounterIds,
+    opts: TxOptions = {},
+  ) {
+    this.maxDatagramBytes = opts.maxDatagramBytes ?? 32768;
+    this.poolSize = opts.poolBuffers ?? 512;
+    if (!(this.maxDatagramBytes >= 128 && this.maxDatagramBytes <= 65507)) {
+      throw new RangeError(`maxDatagramBytes must be 128..65507, got ${this.maxDatagramBytes}`);
+    }
+    for (let i = 0; i < this.poolSize; i++) this.pool.push(new Uint8Array(this.maxDatagramBytes));
+  }
+
+  addLane(to: Address): number {
+    this.lanes.push(new Lane(to));
+    return this.lanes.length - 1;
+  }
+  setLaneAddress(lane: number, to: Address): void {
+    this.lanes[lane]!.to = to;
+  }
+  laneAddress(lane: number): Address {
+    return this.lanes[lane]!.to;
+  }
+  get laneCount(): number {
+    return this.lanes.length;
+  }
+
+  /** Frames queued in lanes plus datagrams handed to the socket and not yet sent. */
+  get depth(): number {
+    return this.queuedFrames + this.inFlight;
+  }
+  get datagramsInFlight(): number {
+    return this.inFlight;
+  }
+  get freeBuffers(): number {
+    return this.pool.length;
+  }
+
+  /**
+   * Reserves `len` bytes for one frame in `lane`'s datagram and returns the
+   * buffer to write it into, at `this.writeOffset`; null (counted) when no
+   * buffer is free or the frame can never fit.
+   */
+  reserve(lane: number, len: number): Uint8Array | null {
+    const l = this.lanes[lane]!;
+    if (len > this.maxDatagramBytes) {
+      this.counters.inc(this.ids.tx_too_big);
+      return null;
+    }
+    if (l.buf !== null && l.fill + len > this.maxDatagramBytes) this.flushLane(l);
+    if (l.buf === null) {
+      const b = this.pool.pop();
+      if (b === undefined) {
+        this.counters.inc(this.ids.tx_dropped_full);
+        return null;
+      }
+      l.buf = b;
+      l.fill = 0;
+      l.frames = 0;
+    }
+    this.writeOffset = l.fill;
+    l.fill += len;
+    l.frames++;
+    this.queuedFrames++;
+    return l.buf;
+  }
+
+  flushAll(): void {
+    for (let i = 0; i < this.lanes.length; i++) {
+      const l = this.lanes[i]!;
+      if (l.buf !== null && l.frames > 0) this.flushLane(l);
+    }
+  }
+
+  private flushLane(l: Lane): void {
+    const buf = l.buf!;
+    const frames = l.frames;
+    const bytes = l.fill;
+    l.buf = null;
+    l.fill = 0;
+    l.frames = 0;
+    this.queuedFrames -= frames;
+    this.inFlight++;
+    const c = this.counters;
+    c.inc(this.ids.tx_frames, frames);
+    c.inc(this.ids.tx_datagrams);
+    c.inc(this.ids.tx_bytes, bytes);
+    this.socket.send(buf.subarray(0, bytes), l.to, (err) => {
+      this.inFlight--;
+      if (err) c.inc(this.ids.tx_send_errors);
+      this.pool.push(buf);
+    });
+  }
+}
