@@ -11,6 +11,8 @@ export const ErrorCode = {
   BAD_ARGUMENT: 'BATON_BAD_ARGUMENT',
   EMPTY_SCOPE: 'BATON_EMPTY_SCOPE',
   UNKNOWN_NODE: 'BATON_UNKNOWN_NODE',
+  INVALID_TRANSITION: 'BATON_INVALID_TRANSITION',
+  DUPLICATE_NODE: 'BATON_DUPLICATE_NODE',
   /** Control plane: a request got no reply in time / its connection closed / the peer answered ErrorReply. */
   TIMEOUT: 'BATON_TIMEOUT',
   CONNECTION_CLOSED: 'BATON_CONNECTION_CLOSED',

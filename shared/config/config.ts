@@ -1,0 +1,154 @@
+/**
+ * Baton's configuration: parsed and validated once (zod), with defaults that
+ * run a local cluster with no file at all. A bad value is a
+ * BatonError(CONFIG_INVALID) whose message names the field, e.g.
+ *   config invalid: fds[1].dataPort: Too big: expected number to be <=65535
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { parse as parseYaml } from 'yaml';
+import { BatonError, ErrorCode } from '../errors.js';
+import { ipv4ToInt } from '../packet/meta.js';
+import { isPrime } from '../scope/maglev.js';
+
+const ipv4 = z.string().refine((s) => {
+  try {
+    ipv4ToInt(s);
+    return true;
+  } catch {
+    return false;
+  }
+}, 'must be a dotted IPv4 address');
+const port = z.number().int().min(0).max(65535);
+const nodeId = z.number().int().min(1).max(65534);
+const host = z.string().min(1).default('127.0.0.1');
+
+const nodeBase = {
+  id: nodeId,
+  name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/i, 'must be 1-63 letters, digits, . _ -'),
+  host,
+  dataPort: port.default(0),
+  controlPort: port.default(0),
+  /** Prometheus endpoint port; 0 = ephemeral. */
+  metricsPort: port.default(0),
+};
+
+const HashTierSchema = z.strictObject({ ...nodeBase, controlPort: port.default(7400) });
+const FdSchema = z.strictObject(nodeBase);
+const ServiceSchema = z.strictObject({ ...nodeBase, virtualIp: ipv4, virtualPort: z.number().int().min(1).max(65535).default(8080) });
+
+const defaultFds = [1, 2, 3].map((i) => ({ id: 10 + i, name: `fd-${i}` }));
+const defaultServices = [1, 2, 3, 4].map((i) => ({ id: 20 + i, name: `svc-${i}`, virtualIp: `10.1.0.${i}` }));
+
+export const ConfigSchema = z
+  .strictObject({
+    cluster: z
+      .strictObject({
+        vni: z.number().int().min(0).max(0xffffff).default(1),
+        vip: ipv4.default('198.51.100.1'),
+        services: z
+          .array(z.strictObject({ port: z.number().int().min(1).max(65535), proto: z.enum(['tcp', 'udp']) }))
+          .min(1)
+          .default([
+            { port: 80, proto: 'tcp' },
+            { port: 53, proto: 'udp' },
+          ]),
+      })
+      .prefault({}),
+    hashTier: HashTierSchema.prefault({ id: 1, name: 'agg-a' }),
+    fds: z.array(FdSchema).min(1).prefault(defaultFds as never),
+    services: z.array(ServiceSchema).min(1).prefault(defaultServices as never),
+    hash: z
+      .strictObject({
+        seed: z.number().int().min(0).max(0xffffffff).default(0x5eed),
+        tableSize: z.number().int().min(3).max(1_000_003).refine(isPrime, 'must be a prime number').default(65537),
+        symmetric: z.boolean().default(false),
+      })
+      .prefault({}),
+    flowTable: z
+      .strictObject({
+        maxFlows: z.number().int().min(16).max(16_000_000).default(262_144),
+        idleMs: z.number().positive().default(120_000),
+        lingerMs: z.number().positive().default(2_000),
+      })
+      .prefault({}),
+    dataplane: z
+      .strictObject({
+        rxCapacity: z.number().int().min(16).default(4096),
+        batchDatagrams: z.number().int().min(1).default(64),
+        maxDatagramBytes: z.number().int().min(1500).max(65507).default(32768),
+        txPoolBuffers: z.number().int().min(8).default(512),
+        hopLimit: z.number().int().min(1).max(255).default(4),
+        socketBufferBytes: z.number().int().min(65536).default(8 * 1024 * 1024),
+      })
+      .prefault({}),
+    control: z
+      .strictObject({
+        heartbeatMs: z.number().int().min(10).default(200),
+        deadAfterMs: z.number().int().min(50).default(3000),
+        ownershipFlushMs: z.number().min(0.1).default(1),
+        requestTimeoutMs: z.number().int().min(10).default(5000),
+      })
+      .prefault({}),
+    log: z.strictObject({ level: z.enum(['error', 'warn', 'info', 'debug']).default('info') }).prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    const seen = new Map<number, string>();
+    const names = new Set<string>();
+    const all = [
+      ['hashTier', c.hashTier] as const,
+      ...c.fds.map((n, i) => [`fds[${i}]`, n] as const),
+      ...c.services.map((n, i) => [`services[${i}]`, n] as const),
+    ];
+    for (const [where, n] of all) {
+      const prev = seen.get(n.id);
+      if (prev) ctx.addIssue({ code: 'custom', path: [...where.replace(/\[(\d+)\]/, '.$1').split('.'), 'id'], message: `id ${n.id} is also used by ${prev}` });
+      seen.set(n.id, where);
+      if (names.has(n.name)) ctx.addIssue({ code: 'custom', path: [...where.replace(/\[(\d+)\]/, '.$1').split('.'), 'name'], message: `name ${JSON.stringify(n.name)} is used twice` });
+      names.add(n.name);
+    }
+    if (c.fds.length >= c.hash.tableSize) ctx.addIssue({ code: 'custom', path: ['hash', 'tableSize'], message: 'must be larger than the number of FDs' });
+    const vips = new Set<string>();
+    c.services.forEach((s, i) => {
+      if (vips.has(s.virtualIp)) ctx.addIssue({ code: 'custom', path: ['services', i, 'virtualIp'], message: `${s.virtualIp} is used twice` });
+      vips.add(s.virtualIp);
+    });
+  });
+
+export type BatonConfig = z.infer<typeof ConfigSchema>;
+export type NodeConfig = z.infer<typeof FdSchema>;
+export type ServiceConfig = z.infer<typeof ServiceSchema>;
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let s = '';
+  for (const p of path) s += typeof p === 'number' || /^\d+$/.test(String(p)) ? `[${String(p)}]` : s ? `.${String(p)}` : String(p);
+  return s || '(root)';
+}
+
+/** Validates a plain object (from JSON/YAML or code). Throws BatonError(CONFIG_INVALID). */
+export function parseConfig(raw: unknown, source = 'config'): BatonConfig {
+  const r = ConfigSchema.safeParse(raw ?? {});
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
+    throw new BatonError(ErrorCode.CONFIG_INVALID, `${source} invalid: ${lines.join('; ')}`, { issues: lines });
+  }
+  return r.data;
+}
+
+/** Reads a .json, .yaml or .yml file and validates it; no path = all defaults. */
+export function loadConfig(path?: string): BatonConfig {
+  if (!path) return parseConfig({});
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new BatonError(ErrorCode.CONFIG_INVALID, `cannot read config file ${path}: ${(e as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = /\.ya?ml$/i.test(path) ? parseYaml(text) : JSON.parse(text);
+  } catch (e) {
+    throw new BatonError(ErrorCode.CONFIG_INVALID, `${path} is not valid ${/\.ya?ml$/i.test(path) ? 'YAML' : 'JSON'}: ${(e as Error).message}`);
+  }
+  return parseConfig(raw, path);
+}
