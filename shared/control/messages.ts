@@ -1,0 +1,211 @@
+/**
+ * TypeScript shapes of proto/baton/control/v1/control.proto (hand-written;
+ * test/control-codec.test.ts checks they match the schema field by field).
+ *
+ * Conventions:
+ * - Field names are the proto names in camelCase (protobufjs default).
+ * - Every 64-bit integer is a JS number; the protocol keeps them < 2^53.
+ * - Enums are plain numbers (`as const` objects below). A value unknown to
+ *   this build (sent by a newer peer) stays a number and must be tolerated.
+ * - Decoded messages are complete: every scalar has its proto3 default, every
+ *   repeated field is an array, every map an object, and every nested message
+ *   is present (all-defaults when it was absent on the wire).
+ * - The envelope body is a discriminated union `{ case, value }`.
+ */
+
+export const PROTOCOL_VERSION = 1;
+
+export const Role = {
+  ROLE_UNSPECIFIED: 0,
+  HASH_TIER: 1,
+  FD: 2,
+  SERVICE: 3,
+  CLIENT: 4,
+} as const;
+export type Role = (typeof Role)[keyof typeof Role];
+
+export const MemberStatus = {
+  STATUS_UNSPECIFIED: 0,
+  JOINING: 1,
+  ACTIVE: 2,
+  DISENGAGING: 3,
+  DISENGAGED: 4,
+  FAILED: 5,
+} as const;
+export type MemberStatus = (typeof MemberStatus)[keyof typeof MemberStatus];
+
+/**
+ * Stable codes carried in ErrorReply.code by the channel itself. Request
+ * handlers may also answer with any BatonError code (shared/errors.ts).
+ */
+export const WireError = {
+  /** The request's protocol_version is not PROTOCOL_VERSION. */
+  BAD_VERSION: 'BATON_BAD_VERSION',
+  /** The request's body is a message this build does not know (newer peer). */
+  UNKNOWN_MESSAGE: 'BATON_UNKNOWN_MESSAGE',
+  /** The request arrived with an empty body. */
+  EMPTY_BODY: 'BATON_EMPTY_BODY',
+  /** No request handler is installed on the receiving channel. */
+  NO_HANDLER: 'BATON_NO_HANDLER',
+  /** The handler failed with something that is not a BatonError. */
+  INTERNAL: 'BATON_INTERNAL',
+} as const;
+export type WireError = (typeof WireError)[keyof typeof WireError];
+
+export interface NodeInfo {
+  id: number;
+  name: string;
+  /** A Role value (number; may be unknown to this build). */
+  role: number;
+  dataAddr: string;
+  controlAddr: string;
+  metricsAddr: string;
+  virtualIp: string;
+  virtualPort: number;
+  pid: number;
+}
+
+export interface FlowStats {
+  flowsOwned: number;
+  flowsTotal: number;
+  rxPackets: number;
+  txPackets: number;
+  drops: number;
+  rxDepth: number;
+  txDepth: number;
+  sendQueueBytes: number;
+  pps: number;
+}
+
+export type Ping = Record<string, never>;
+export type Pong = Record<string, never>;
+export type StatusRequest = Record<string, never>;
+
+export interface ErrorReply {
+  code: string;
+  message: string;
+}
+
+export interface Register {
+  node: NodeInfo;
+}
+
+export interface RegisterAck {
+  accepted: boolean;
+  errorCode: string;
+  errorMessage: string;
+  scopeVersion: number;
+  heartbeatIntervalMs: number;
+}
+
+export interface Heartbeat {
+  nodeId: number;
+  stats: FlowStats;
+  appliedScopeVersion: number;
+  counters: Record<string, number>;
+}
+
+export interface Member {
+  node: NodeInfo;
+  /** A MemberStatus value. */
+  status: number;
+  inScope: boolean;
+  stats: FlowStats;
+}
+
+export interface ScopeUpdate {
+  version: number;
+  members: Member[];
+  tableSize: number;
+  hashSeed: number;
+}
+
+export interface OwnershipBatch {
+  owner: number;
+  recordVersion: number;
+  count: number;
+  /** `count` records of OWNERSHIP_RECORD_SIZE bytes (shared/control/ownership.ts). */
+  records: Uint8Array;
+}
+
+export interface NodeStatus {
+  node: NodeInfo;
+  status: number;
+  inScope: boolean;
+  stats: FlowStats;
+  /** -1: never heard from. */
+  lastHeartbeatMsAgo: number;
+  counters: Record<string, number>;
+  appliedScopeVersion: number;
+}
+
+export interface StatusResponse {
+  scopeVersion: number;
+  nodes: NodeStatus[];
+}
+
+/** Every envelope body, by oneof case name (proto field name in camelCase). */
+export interface BodyMap {
+  ping: Ping;
+  pong: Pong;
+  errorReply: ErrorReply;
+  heartbeat: Heartbeat;
+  ownershipBatch: OwnershipBatch;
+  scopeUpdate: ScopeUpdate;
+  register: Register;
+  registerAck: RegisterAck;
+  statusRequest: StatusRequest;
+  statusResponse: StatusResponse;
+}
+export type BodyCase = keyof BodyMap;
+export type Body = { [K in BodyCase]: { case: K; value: BodyMap[K] } }[BodyCase];
+
+/** All body cases, in tag order (10..19). */
+export const BODY_CASES: readonly BodyCase[] = [
+  'ping',
+  'pong',
+  'errorReply',
+  'heartbeat',
+  'ownershipBatch',
+  'scopeUpdate',
+  'register',
+  'registerAck',
+  'statusRequest',
+  'statusResponse',
+];
+
+export interface EnvelopeObject {
+  protocolVersion: number;
+  /** Sender's sequence number (>= 1 from ControlChannel). */
+  seq: number;
+  /** seq of the request this answers; 0 if none. */
+  replyTo: number;
+  /** A request: the receiver must answer with replyTo = seq. */
+  wantsReply: boolean;
+  body: Body;
+}
+
+// ------------------------------------------------ constructors (helpers) ----
+
+export function emptyFlowStats(): FlowStats {
+  return { flowsOwned: 0, flowsTotal: 0, rxPackets: 0, txPackets: 0, drops: 0, rxDepth: 0, txDepth: 0, sendQueueBytes: 0, pps: 0 };
+}
+
+/** A NodeInfo with every unspecified field at its proto3 default. */
+export function nodeInfo(init: Partial<NodeInfo> & Pick<NodeInfo, 'id' | 'role'>): NodeInfo {
+  return {
+    name: '',
+    dataAddr: '',
+    controlAddr: '',
+    metricsAddr: '',
+    virtualIp: '',
+    virtualPort: 0,
+    pid: 0,
+    ...init,
+  };
+}
+
+/** Type-checked body constructor: `body('register', { node })`. */
+export function body<K extends BodyCase>(kind: K, value: BodyMap[K]): Body {
+  return { case: kind, value } as Body;
+}

@@ -1,0 +1,377 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import protobuf from 'protobufjs';
+import { decodeEnvelope, encodeEnvelope, DECODE_FAILURES, type DecodeResult } from '../shared/control/codec.js';
+import { EnvelopeType, controlRoot } from '../shared/control/schema.js';
+import {
+  BODY_CASES,
+  MemberStatus,
+  PROTOCOL_VERSION,
+  Role,
+  body,
+  emptyFlowStats,
+  nodeInfo,
+  type Body,
+  type BodyCase,
+  type EnvelopeObject,
+  type FlowStats,
+  type NodeInfo,
+} from '../shared/control/messages.js';
+import { isBatonError, ErrorCode } from '../shared/errors.js';
+
+const SEED = 0xc0de1;
+
+// ------------------------------------------------------------- fixtures ----
+
+const NODE: NodeInfo = {
+  id: 7,
+  name: 'fd-7',
+  role: Role.FD,
+  dataAddr: '127.0.0.1:40007',
+  controlAddr: '127.0.0.1:41007',
+  metricsAddr: '127.0.0.1:9107',
+  virtualIp: '',
+  virtualPort: 0,
+  pid: 4242,
+};
+const SERVICE: NodeInfo = {
+  id: 31,
+  name: 'svc-1',
+  role: Role.SERVICE,
+  dataAddr: '127.0.0.1:40031',
+  controlAddr: '127.0.0.1:41031',
+  metricsAddr: '',
+  virtualIp: '10.1.0.1',
+  virtualPort: 8080,
+  pid: 4243,
+};
+const STATS: FlowStats = {
+  flowsOwned: 1234,
+  flowsTotal: 2 ** 40 + 5, // needs > 32 bits
+  rxPackets: Number.MAX_SAFE_INTEGER, // the documented upper bound
+  txPackets: 99,
+  drops: 3,
+  rxDepth: 17,
+  txDepth: 4,
+  sendQueueBytes: 65536,
+  pps: 12345.625,
+};
+
+/** One fully populated example of every body (typed: the compiler checks each against messages.ts). */
+const EXAMPLES: { [K in BodyCase]: Extract<Body, { case: K }>['value'] } = {
+  ping: {},
+  pong: {},
+  errorReply: { code: 'BATON_UNKNOWN_NODE', message: 'node 99 is not registered' },
+  heartbeat: { nodeId: 7, stats: STATS, appliedScopeVersion: 12, counters: { forwarded: 1e9, redirected: 0.5, 'dropped.full': 0 } },
+  ownershipBatch: { owner: 7, recordVersion: 1, count: 2, records: Uint8Array.from({ length: 32 }, (_, i) => i * 7) },
+  scopeUpdate: {
+    version: 12,
+    members: [
+      { node: NODE, status: MemberStatus.ACTIVE, inScope: true, stats: STATS },
+      { node: SERVICE, status: MemberStatus.DISENGAGING, inScope: false, stats: emptyFlowStats() },
+    ],
+    tableSize: 65537,
+    hashSeed: 0xdeadbeef,
+  },
+  register: { node: SERVICE },
+  registerAck: { accepted: false, errorCode: 'BATON_CONFIG_INVALID', errorMessage: 'duplicate id 7', scopeVersion: 11, heartbeatIntervalMs: 250 },
+  statusRequest: {},
+  statusResponse: {
+    scopeVersion: 12,
+    nodes: [
+      { node: NODE, status: MemberStatus.ACTIVE, inScope: true, stats: STATS, lastHeartbeatMsAgo: 120, counters: { forwarded: 5 }, appliedScopeVersion: 12 },
+      { node: SERVICE, status: MemberStatus.FAILED, inScope: false, stats: emptyFlowStats(), lastHeartbeatMsAgo: -1, counters: {}, appliedScopeVersion: 0 },
+    ],
+  },
+};
+
+function env(b: Body, over: Partial<EnvelopeObject> = {}): EnvelopeObject {
+  return { protocolVersion: PROTOCOL_VERSION, seq: 41, replyTo: 0, wantsReply: true, body: b, ...over };
+}
+
+function expectOk(r: DecodeResult): EnvelopeObject {
+  if (!r.ok) throw new Error(`expected ok, got ${r.code}`);
+  return r.env;
+}
+
+/** Plain copy with Buffers turned into Uint8Arrays, so toEqual compares values, not classes. */
+function plain(v: unknown): unknown {
+  if (v instanceof Uint8Array) return Uint8Array.from(v);
+  if (Array.isArray(v)) return v.map(plain);
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
+  return v;
+}
+
+// --------------------------------------------------------------- schema ----
+
+describe('schema vs messages.ts', () => {
+  it('has a body case per BODY_CASES entry, in tag order 10..19', () => {
+    const fields = EnvelopeType.oneofs['body']!.fieldsArray.slice().sort((a, b) => a.id - b.id);
+    expect(fields.map((f) => f.name)).toEqual([...BODY_CASES]);
+    expect(fields.map((f) => f.id)).toEqual([10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
+    expect(EnvelopeType.fieldsArray.filter((f) => !f.partOf).map((f) => [f.name, f.id, f.type])).toEqual([
+      ['protocolVersion', 1, 'uint32'],
+      ['seq', 2, 'uint64'],
+      ['replyTo', 3, 'uint64'],
+      ['wantsReply', 4, 'bool'],
+    ]);
+  });
+
+  /** Every key of the typed fixture is a schema field and vice versa, recursively. */
+  function sameShape(type: protobuf.Type, obj: Record<string, unknown>, path: string): void {
+    expect(Object.keys(obj).sort(), path).toEqual(type.fieldsArray.map((f) => f.name).sort());
+    for (const f of type.fieldsArray) {
+      const rt = f.resolve().resolvedType;
+      if (!(rt instanceof protobuf.Type)) continue;
+      const v = obj[f.name];
+      if (f.repeated) for (const e of v as Record<string, unknown>[]) sameShape(rt, e, `${path}.${f.name}[]`);
+      else sameShape(rt, v as Record<string, unknown>, `${path}.${f.name}`);
+    }
+  }
+  it.each(BODY_CASES)('%s fixture has exactly the schema fields', (kase) => {
+    const field = EnvelopeType.oneofs['body']!.fieldsArray.find((f) => f.name === kase)!;
+    sameShape(field.resolvedType as protobuf.Type, EXAMPLES[kase] as Record<string, unknown>, kase);
+  });
+
+  it('enum values match the .proto', () => {
+    expect(controlRoot.lookupEnum('baton.control.v1.Role').values).toEqual({ ...Role });
+    expect(controlRoot.lookupEnum('baton.control.v1.MemberStatus').values).toEqual({ ...MemberStatus });
+  });
+});
+
+// ----------------------------------------------------------- round trip ----
+
+describe('round trip', () => {
+  it.each(BODY_CASES)('%s', (kase) => {
+    const e = env(body(kase, EXAMPLES[kase]));
+    const got = expectOk(decodeEnvelope(encodeEnvelope(e)));
+    expect(plain(got)).toEqual(plain(e));
+  });
+
+  it('fills absent nested messages with defaults (decoded messages are complete)', () => {
+    // A Register with no node and a heartbeat with no stats, encoded straight with protobufjs.
+    const bytes = EnvelopeType.encode({ protocolVersion: 1, seq: 1, heartbeat: { nodeId: 3 } }).finish();
+    const got = expectOk(decodeEnvelope(bytes));
+    expect(got).toEqual({
+      protocolVersion: 1,
+      seq: 1,
+      replyTo: 0,
+      wantsReply: false,
+      body: { case: 'heartbeat', value: { nodeId: 3, stats: emptyFlowStats(), appliedScopeVersion: 0, counters: {} } },
+    });
+    const reg = expectOk(decodeEnvelope(EnvelopeType.encode({ protocolVersion: 1, seq: 2, register: {} }).finish()));
+    expect(reg.body).toEqual({ case: 'register', value: { node: nodeInfo({ id: 0, role: Role.ROLE_UNSPECIFIED }) } });
+  });
+
+  it('keeps enum values unknown to this build (open enums) and negative int64', () => {
+    const e = env(
+      body('statusResponse', {
+        scopeVersion: 1,
+        nodes: [{ node: { ...NODE, role: 77 }, status: 99, inScope: false, stats: STATS, lastHeartbeatMsAgo: -1, counters: {}, appliedScopeVersion: 0 }],
+      }),
+    );
+    expect(plain(expectOk(decodeEnvelope(encodeEnvelope(e))))).toEqual(plain(e));
+  });
+
+  it('known-answer bytes for a small envelope (wire format is stable)', () => {
+    const bytes = encodeEnvelope({ protocolVersion: 1, seq: 300, replyTo: 0, wantsReply: false, body: body('ping', {}) });
+    // 08 01: field 1 varint = 1; 10 ac 02: field 2 varint = 300; reply_to = 0 and wants_reply = false
+    // are proto3 defaults, not written; 52 00: field 10 (ping), length-delimited, empty.
+    expect(Buffer.from(bytes).toString('hex')).toBe('0801' + '10ac02' + '5200');
+  });
+
+  it('rejects an unknown body case at encode with BAD_ARGUMENT', () => {
+    let err: unknown;
+    try {
+      encodeEnvelope(env({ case: 'nope', value: {} } as unknown as Body));
+    } catch (e) {
+      err = e;
+    }
+    expect(isBatonError(err, ErrorCode.BAD_ARGUMENT)).toBe(true);
+  });
+
+  // Property: arbitrary values of every message round-trip exactly.
+  const u32 = fc.integer({ min: 0, max: 0xffffffff });
+  const u64 = fc.maxSafeNat();
+  const i64 = fc.maxSafeInteger();
+  const str = fc.string({ unit: 'grapheme', maxLength: 12 });
+  const enumVal = fc.integer({ min: 0, max: 1000 });
+  const counters = fc.dictionary(
+    fc.string({ unit: 'grapheme', maxLength: 10 }).filter((k) => k !== '__proto__'),
+    fc.double(),
+    { noNullPrototype: true, maxKeys: 5 },
+  );
+  const arbNode = fc.record({
+    id: u32,
+    name: str,
+    role: enumVal,
+    dataAddr: str,
+    controlAddr: str,
+    metricsAddr: str,
+    virtualIp: str,
+    virtualPort: u32,
+    pid: u32,
+  });
+  const arbStats = fc.record({
+    flowsOwned: u64,
+    flowsTotal: u64,
+    rxPackets: u64,
+    txPackets: u64,
+    drops: u64,
+    rxDepth: u32,
+    txDepth: u32,
+    sendQueueBytes: u64,
+    pps: fc.double(),
+  });
+  const arbBody: fc.Arbitrary<Body> = fc.oneof(
+    fc.constant(body('ping', {})),
+    fc.constant(body('pong', {})),
+    fc.constant(body('statusRequest', {})),
+    fc.record({ code: str, message: str }).map((v) => body('errorReply', v)),
+    fc.record({ nodeId: u32, stats: arbStats, appliedScopeVersion: u64, counters }).map((v) => body('heartbeat', v)),
+    fc
+      .record({ owner: u32, recordVersion: u32, count: u32, records: fc.uint8Array({ maxLength: 64 }) })
+      .map((v) => body('ownershipBatch', v)),
+    fc
+      .record({
+        version: u64,
+        members: fc.array(fc.record({ node: arbNode, status: enumVal, inScope: fc.boolean(), stats: arbStats }), { maxLength: 4 }),
+        tableSize: u32,
+        hashSeed: u32,
+      })
+      .map((v) => body('scopeUpdate', v)),
+    arbNode.map((node) => body('register', { node })),
+    fc
+      .record({ accepted: fc.boolean(), errorCode: str, errorMessage: str, scopeVersion: u64, heartbeatIntervalMs: u32 })
+      .map((v) => body('registerAck', v)),
+    fc
+      .record({
+        scopeVersion: u64,
+        nodes: fc.array(
+          fc.record({
+            node: arbNode,
+            status: enumVal,
+            inScope: fc.boolean(),
+            stats: arbStats,
+            lastHeartbeatMsAgo: i64,
+            counters,
+            appliedScopeVersion: u64,
+          }),
+          { maxLength: 3 },
+        ),
+      })
+      .map((v) => body('statusResponse', v)),
+  );
+  const arbEnv: fc.Arbitrary<EnvelopeObject> = fc.record({
+    protocolVersion: fc.constant(PROTOCOL_VERSION),
+    seq: u64,
+    replyTo: u64,
+    wantsReply: fc.boolean(),
+    body: arbBody,
+  });
+
+  it('property: every envelope round-trips', () => {
+    fc.assert(
+      fc.property(arbEnv, (e) => {
+        expect(plain(expectOk(decodeEnvelope(encodeEnvelope(e))))).toEqual(plain(e));
+      }),
+      { seed: SEED, numRuns: 500 },
+    );
+  });
+
+  it('property: mutated valid envelopes never throw and give a known outcome', () => {
+    fc.assert(
+      fc.property(arbEnv, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }), (e, muts) => {
+        const bytes = Uint8Array.from(encodeEnvelope(e));
+        for (const [pos, val] of muts) bytes[pos % bytes.length] = val;
+        checkNeverThrows(bytes);
+      }),
+      { seed: SEED + 1, numRuns: 1000 },
+    );
+  });
+});
+
+// -------------------------------------------------------------- garbage ----
+
+function checkNeverThrows(bytes: Uint8Array): DecodeResult {
+  const r = decodeEnvelope(bytes); // a throw fails the property
+  if (r.ok) {
+    expect(r.env.protocolVersion).toBe(PROTOCOL_VERSION);
+    expect(BODY_CASES).toContain(r.env.body.case);
+  } else expect(DECODE_FAILURES).toContain(r.code);
+  return r;
+}
+
+describe('garbage', () => {
+  it('property: random bytes never throw', () => {
+    const seen = new Set<string>();
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (b) => {
+        const r = checkNeverThrows(b);
+        seen.add(r.ok ? 'ok' : r.code);
+      }),
+      { seed: SEED + 2, numRuns: 3000 },
+    );
+    // Random bytes mostly fail to parse, or parse with a wrong version.
+    expect(seen.has('bad_protobuf')).toBe(true);
+    expect(seen.has('bad_version')).toBe(true);
+  });
+
+  const VALID = env(body('scopeUpdate', EXAMPLES.scopeUpdate), { seq: 5, replyTo: 0, wantsReply: false });
+
+  it('every truncation of a valid envelope fails with the right reason', () => {
+    const bytes = encodeEnvelope(VALID);
+    // Where the body field starts: the same envelope without a body (header fields 1..4 come first on the wire).
+    const bodyStart = EnvelopeType.encode({ protocolVersion: 1, seq: 5, replyTo: 0, wantsReply: false }).finish().length;
+    expect(bodyStart).toBeGreaterThan(2);
+    for (let k = 0; k < bytes.length; k++) {
+      const r = decodeEnvelope(bytes.subarray(0, k));
+      expect(r.ok, `prefix ${k}`).toBe(false);
+      if (r.ok) continue;
+      if (k === 0) expect(r.code).toBe('bad_version'); // nothing at all: protocol_version reads as 0
+      else if (k === bodyStart) expect(r.code).toBe('empty_body'); // header intact, body cut off whole
+      else if (k > bodyStart) expect(r.code, `prefix ${k}`).toBe('bad_protobuf'); // cut inside the body
+      else expect(['bad_protobuf', 'empty_body'], `prefix ${k}`).toContain(r.code); // inside / between header fields
+    }
+  });
+
+  // Hand-made frames: [description, bytes (hex), expected outcome].
+  const TABLE: [string, string, string][] = [
+    ['empty frame', '', 'bad_version'],
+    ['invalid wire type 7', '0f', 'bad_protobuf'],
+    ['varint tag never ends', 'ffffffffffffffffffffff', 'bad_protobuf'],
+    ['truncated varint value', '08', 'bad_protobuf'],
+    ['length-delimited beyond the frame', '080182010a', 'bad_protobuf'],
+    ['end-group without start', '0c', 'bad_protobuf'],
+    ['version 1, no body (empty oneof)', '0801', 'empty_body'],
+    ['version 1, seq, wants_reply, no body', '080110052001', 'empty_body'],
+    ['version 1, unknown non-body field 5, no body', '08012807', 'empty_body'],
+    ['version 1, unknown body tag 25 (newer peer)', '0801ca0100', 'unknown_body'],
+    ['version 1, unknown body tag 20', '0801a20100', 'unknown_body'],
+    ['version 2 with a ping', '08025200', 'bad_version'],
+    ['version 0 (absent) with a ping', '5200', 'bad_version'],
+    ['version 1, ping', '08015200', 'ok'],
+    ['version 1, ping, then an unknown field (ignored)', '080152002807', 'ok'],
+  ];
+  it.each(TABLE)('%s', (_name, hex, want) => {
+    const r = decodeEnvelope(Buffer.from(hex, 'hex'));
+    expect(r.ok ? 'ok' : r.code).toBe(want);
+  });
+
+  it('a wrong protocol_version still reports seq / reply_to / wants_reply (so the receiver can answer)', () => {
+    const r = decodeEnvelope(encodeEnvelope(env(body('statusRequest', {}), { protocolVersion: 2, seq: 77, wantsReply: true })));
+    expect(r).toEqual({ ok: false, code: 'bad_version', protocolVersion: 2, seq: 77, replyTo: 0, wantsReply: true });
+  });
+
+  it('an unknown body keeps the header too', () => {
+    const r = decodeEnvelope(Buffer.from('0801' + '1009' + '2001' + 'ca0100', 'hex'));
+    expect(r).toEqual({ ok: false, code: 'unknown_body', protocolVersion: 1, seq: 9, replyTo: 0, wantsReply: true });
+  });
+
+  it('a bytes field aliases the frame (documented): copy records to keep them', () => {
+    const frame = Uint8Array.from(encodeEnvelope(env(body('ownershipBatch', EXAMPLES.ownershipBatch))));
+    const got = expectOk(decodeEnvelope(frame));
+    if (got.body.case !== 'ownershipBatch') throw new Error('wrong case');
+    expect(got.body.value.records.buffer).toBe(frame.buffer);
+  });
+});
