@@ -1,0 +1,119 @@
+/**
+ * The hash scope: which FDs the hash tier sprays over (spec: "changing a hash
+ * scope in a hashing algorithm to remove the target node"). A HashScope is an
+ * immutable, versioned snapshot (sorted members + Maglev table); a
+ * ScopeHolder is the one mutable cell the hot path reads, swapped whole.
+ */
+import { BatonError, ErrorCode } from '../errors.js';
+import { MAGLEV_DEFAULT_SIZE, buildMaglevTable } from './maglev.js';
+
+export class HashScope {
+  readonly version: number;
+  /** Sorted (plain code-unit order), unique, frozen. */
+  readonly members: readonly string[];
+  /** table[bucket] = index into members. Treat as read-only. */
+  readonly table: Uint16Array;
+  readonly size: number;
+
+  private constructor(version: number, members: readonly string[], table: Uint16Array) {
+    this.version = version;
+    this.members = members;
+    this.table = table;
+    this.size = table.length;
+  }
+
+  /**
+   * Builds a snapshot. Members are deduplicated and sorted with the default
+   * Array.prototype.sort (UTF-16 code-unit order, locale-independent), so
+   * every node given the same set -- in any order, with repeats -- builds a
+   * byte-identical table. Throws BatonError (EMPTY_SCOPE, BAD_ARGUMENT).
+   */
+  static build(
+    version: number,
+    members: Iterable<string>,
+    size: number = MAGLEV_DEFAULT_SIZE,
+    seed = 0,
+  ): HashScope {
+    if (!Number.isSafeInteger(version) || version < 0) {
+      throw new BatonError(
+        ErrorCode.BAD_ARGUMENT,
+        `HashScope: version ${version} must be a non-negative safe integer`,
+        { version },
+      );
+    }
+    const sorted = Object.freeze([...new Set(members)].sort());
+    return new HashScope(version, sorted, buildMaglevTable(sorted, size, seed));
+  }
+
+  /** Member index owning a 32-bit hash. Hot path: one % and one load. */
+  pick(hash: number): number {
+    return this.table[(hash >>> 0) % this.size]!;
+  }
+
+  /** Name of the member owning a hash (no allocation: returns the stored string). */
+  memberOf(hash: number): string {
+    return this.members[this.table[(hash >>> 0) % this.size]!]!;
+  }
+
+  /** Index of a member name, or -1. Off the hot path (linear scan). */
+  indexOf(name: string): number {
+    return this.members.indexOf(name);
+  }
+
+  has(name: string): boolean {
+    return this.members.includes(name);
+  }
+}
+
+export type ScopeListener = (next: HashScope, prev: HashScope) => void;
+
+/**
+ * Holds the current HashScope. The hot path reads `holder.current` (a plain
+ * field) once per packet; apply() replaces it whole, so a reader sees either
+ * the old or the new snapshot, never a mix.
+ */
+export class ScopeHolder {
+  /** The current snapshot. Read freely; change only through apply(). */
+  readonly current: HashScope;
+  private readonly listeners: ScopeListener[] = [];
+
+  constructor(initial: HashScope) {
+    this.current = initial;
+  }
+
+  /**
+   * Swaps to `next` only if next.version > current.version; returns whether
+   * it swapped. Re-applying the same or an older version is a no-op (false),
+   * so scope updates can be delivered more than once or out of order.
+   * Listeners run after the swap; if any throws, the rest still run and the
+   * first error is rethrown (the swap stands).
+   */
+  apply(next: HashScope): boolean {
+    const prev = this.current;
+    if (!(next.version > prev.version)) return false;
+    (this as { current: HashScope }).current = next;
+    let firstError: unknown;
+    let failed = false;
+    for (const l of this.listeners.slice()) {
+      try {
+        l(next, prev);
+      } catch (e) {
+        if (!failed) {
+          failed = true;
+          firstError = e;
+        }
+      }
+    }
+    if (failed) throw firstError;
+    return true;
+  }
+
+  /** Registers a swap listener (off the hot path); returns an unsubscribe function. */
+  onSwap(listener: ScopeListener): () => void {
+    this.listeners.push(listener);
+    return () => {
+      const i = this.listeners.indexOf(listener);
+      if (i >= 0) this.listeners.splice(i, 1);
+    };
+  }
+}
