@@ -80,7 +80,7 @@ export class FlowHandler {
 
   private readonly policy: ServicePolicy;
   private readonly clock: Clock;
-  private readonly sink: OwnershipSink;
+  private sink: OwnershipSink;
   private readonly lingerMs: number;
   private readonly idleMs: number;
   private readonly expiryBudget: number;
@@ -213,6 +213,21 @@ export class FlowHandler {
       return false;
     }
     this.counters.inc(FD.flows_learned);
+    return true;
+  }
+
+  /** Where ownership changes are reported (set once the broadcast mesh exists). */
+  setOwnershipSink(sink: OwnershipSink): void {
+    this.sink = sink;
+  }
+
+  /** Forget a peer's flow (its owner ended it). Entries this FD owns are never touched. */
+  forgetOwnership(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, owner: number): boolean {
+    const t = this.table;
+    const slot = t.find(srcIp, dstIp, srcPort, dstPort, proto);
+    if (slot < 0 || t.owner(slot) !== owner || owner === this.selfId) return false;
+    t.removeAt(slot);
+    this.counters.inc(FD.flows_forgotten);
     return true;
   }
 

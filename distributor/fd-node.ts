@@ -1,0 +1,158 @@
+/**
+ * One flow distributor, assembled: flow table + flow handler (mechanism),
+ * rewrite policy over the registered service nodes (policy), data plane
+ * (RX ring → handler → TX lanes), ownership mesh with its peers, and the
+ * member agent that talks to the manager. Everything I/O comes in through
+ * `io`, so the same node runs as a process or in an in-memory cluster.
+ */
+import type { Scheduler } from '../shared/runtime/scheduler.js';
+import type { DatagramNet } from '../shared/io/datagram.js';
+import type { MessageNet } from '../shared/io/stream.js';
+import { parseAddress, formatAddress, type Address } from '../shared/io/address.js';
+import { FlowTable } from './flow-table.js';
+import { FlowHandler } from './flow-handler.js';
+import { HashRewritePolicy } from './service-policy.js';
+import { FdDataplane } from './fd-dataplane.js';
+import { OwnershipMesh } from './ownership-mesh.js';
+import { FD } from './fd-counters.js';
+import { MemberAgent } from '../shared/cluster/member-agent.js';
+import { Role, MemberStatus, nodeInfo, type FlowStats, type ScopeUpdate } from '../shared/control/messages.js';
+import { DP } from '../shared/dataplane/counters.js';
+import { ipv4ToInt, IPPROTO_TCP, IPPROTO_UDP } from '../shared/packet/meta.js';
+import type { BatonConfig, NodeConfig } from '../shared/config/config.js';
+import { PpsMeter } from '../shared/observability/pps.js';
+import { getLogger } from '../shared/observability/logger.js';
+
+export interface NodeIo {
+  scheduler: Scheduler;
+  datagrams: DatagramNet;
+  messages: MessageNet;
+}
+
+export class FdNode {
+  readonly table: FlowTable;
+  readonly handler: FlowHandler;
+  readonly policy: HashRewritePolicy;
+  dataplane!: FdDataplane;
+  mesh!: OwnershipMesh;
+  agent!: MemberAgent;
+  private readonly pps: PpsMeter;
+  private readonly log;
+
+  constructor(
+    readonly cfg: BatonConfig,
+    readonly me: NodeConfig,
+    private readonly io: NodeIo,
+    private readonly manager: Address,
+  ) {
+    this.log = getLogger('fd-node');
+    this.table = new FlowTable(cfg.flowTable.maxFlows);
+    this.policy = new HashRewritePolicy([], 0, cfg.hash.seed ^ 0x9e3779b9);
+    const vip = ipv4ToInt(cfg.cluster.vip);
+    this.policy.setServices(cfg.cluster.services.map((s) => ({ ip: vip, port: s.port, proto: s.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP })));
+    this.handler = new FlowHandler({
+      selfId: me.id,
+      table: this.table,
+      policy: this.policy,
+      clock: io.scheduler.clock,
+      lingerMs: cfg.flowTable.lingerMs,
+      idleMs: cfg.flowTable.idleMs,
+    });
+    this.pps = new PpsMeter(io.scheduler.clock, () => this.handler.counters.get(FD.rx_packets));
+  }
+
+  async start(): Promise<void> {
+    const { cfg, me, io } = this;
+    const sock = await io.datagrams.bind({ host: me.host, port: me.dataPort });
+    this.dataplane = new FdDataplane(this.handler, sock, io.scheduler, {
+      vni: cfg.cluster.vni,
+      rxCapacity: cfg.dataplane.rxCapacity,
+      batchDatagrams: cfg.dataplane.batchDatagrams,
+      hopLimit: cfg.dataplane.hopLimit,
+      tx: { maxDatagramBytes: cfg.dataplane.maxDatagramBytes, poolBuffers: cfg.dataplane.txPoolBuffers },
+    });
+    this.mesh = new OwnershipMesh(me.id, this.handler, io.messages, io.scheduler, cfg.control.ownershipFlushMs);
+    this.handler.setOwnershipSink(this.mesh);
+    const control = await this.mesh.start({ host: me.host, port: me.controlPort });
+    this.agent = new MemberAgent({
+      node: nodeInfo({
+        id: me.id,
+        name: me.name,
+        role: Role.FD,
+        dataAddr: formatAddress(sock.address),
+        controlAddr: formatAddress(control),
+        pid: process.pid,
+      }),
+      manager: this.manager,
+      net: io.messages,
+      scheduler: io.scheduler,
+      heartbeatMs: cfg.control.heartbeatMs,
+      requestTimeoutMs: cfg.control.requestTimeoutMs,
+      stats: () => this.stats(),
+      counters: () => ({ ...this.handler.counters.snapshot(), ...this.dataplane.counters.snapshot() }),
+      onScope: (u) => this.applyScope(u),
+    });
+    await this.agent.start();
+    this.log.info('fd started', { node: me.name, data: sock.address, control });
+  }
+
+  get dataAddress(): Address {
+    return this.dataplane.address;
+  }
+
+  /** Routes, peers and backends from the manager's view (a whole snapshot each time). */
+  private applyScope(u: ScopeUpdate): void {
+    let hashTier: Address | null = null;
+    const peers: { id: number; data: Address }[] = [];
+    const meshPeers: { id: number; controlAddr: string }[] = [];
+    const services: { virtualIp: number; data: Address; port: number; id: number }[] = [];
+    for (const m of u.members) {
+      const n = m.node;
+      if (!n.dataAddr) continue;
+      if (n.role === Role.HASH_TIER) hashTier = parseAddress(n.dataAddr);
+      else if (n.role === Role.FD && m.status !== MemberStatus.FAILED) {
+        peers.push({ id: n.id, data: parseAddress(n.dataAddr) });
+        meshPeers.push({ id: n.id, controlAddr: n.controlAddr });
+      } else if (n.role === Role.SERVICE && m.status === MemberStatus.ACTIVE && n.virtualIp) {
+        services.push({ id: n.id, virtualIp: ipv4ToInt(n.virtualIp), data: parseAddress(n.dataAddr), port: n.virtualPort });
+      }
+    }
+    services.sort((a, b) => a.id - b.id); // every FD picks backends from the same ordered list
+    this.dataplane.setRoutes({ hashTier, peers, services });
+    this.policy.setBackends(services.map((s) => ({ ip: s.virtualIp, port: s.port })));
+    this.mesh.setPeers(meshPeers);
+    this.log.info('scope applied', { version: u.version, peers: peers.length, services: services.length });
+  }
+
+  stats(): FlowStats {
+    const c = this.handler.counters;
+    const d = this.dataplane.counters;
+    let owned = 0;
+    const t = this.table;
+    // Off the hot path (heartbeat): count owned entries.
+    for (let s = t.nextOccupied(0); s >= 0; s = t.nextOccupied(s + 1)) if (t.owner(s) === this.me.id) owned++;
+    return {
+      flowsOwned: owned,
+      flowsTotal: t.size,
+      rxPackets: c.get(FD.rx_packets),
+      txPackets: d.get(DP.tx_frames),
+      drops: dropTotal(c.snapshot()) + dropTotal(d.snapshot()),
+      rxDepth: this.dataplane.dp.rx.depth,
+      txDepth: this.dataplane.dp.tx.depth,
+      sendQueueBytes: this.dataplane.dp.socket.sendQueueBytes(),
+      pps: this.pps.sample(),
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.agent?.stop();
+    await this.mesh?.stop();
+    await this.dataplane?.close();
+  }
+}
+
+export function dropTotal(snap: Record<string, number>): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(snap)) if (k.startsWith('drop') || k === 'dropped_full' || k === 'tx_dropped_full') n += v;
+  return n;
+}

@@ -1,0 +1,166 @@
+/**
+ * Flow-ownership broadcast among peer FDs (seed 003: "FD A broadcasts to its
+ * peer nodes that it is the owner of flow_a and reverse_flow_a"). Records are
+ * batched in an OwnershipBuffer (fixed 16-byte layout) and flushed every
+ * `flushMs` to every peer over its control connection; batches received from
+ * peers are applied to the local flow table as learned (redirect) entries.
+ */
+import type { Scheduler, Timer } from '../shared/runtime/scheduler.js';
+import type { MessageNet, MessageListener } from '../shared/io/stream.js';
+import type { Address } from '../shared/io/address.js';
+import { parseAddress } from '../shared/io/address.js';
+import { ControlChannel } from '../shared/control/channel.js';
+import { body, type EnvelopeObject, type Body } from '../shared/control/messages.js';
+import { OwnershipBuffer, forEachOwnershipBatch, OwnershipFlag, OWNERSHIP_RECORD_VERSION, OwnershipCheck } from '../shared/control/ownership.js';
+import { Counters, defineCounters } from '../shared/counters.js';
+import { getLogger, type Logger } from '../shared/observability/logger.js';
+import type { FlowHandler, OwnershipSink } from './flow-handler.js';
+
+export const MESH = defineCounters([
+  'batches_sent',
+  'records_sent',
+  'batches_received',
+  'records_received',
+  'batches_rejected',
+  'peer_connect_failures',
+] as const);
+
+export interface MeshPeer {
+  id: number;
+  controlAddr: string;
+}
+
+export class OwnershipMesh implements OwnershipSink {
+  readonly counters = new Counters(MESH);
+  private readonly buffer: OwnershipBuffer;
+  private readonly out = new Map<number, ControlChannel>();
+  private readonly connecting = new Set<number>();
+  private listener: MessageListener | null = null;
+  private flushTimer: Timer | null = null;
+  private readonly log: Logger;
+  private wanted = new Map<number, Address>();
+  /** Extra request handling for peer connections (the migration client plugs in here). */
+  peerRequestHandler: ((env: EnvelopeObject, ch: ControlChannel) => Body | void | Promise<Body | void>) | null = null;
+
+  constructor(
+    private readonly selfId: number,
+    private readonly handler: FlowHandler,
+    private readonly net: MessageNet,
+    private readonly scheduler: Scheduler,
+    private readonly flushMs: number,
+  ) {
+    this.log = getLogger('ownership-mesh');
+    this.buffer = new OwnershipBuffer(4096, (records, count) => this.broadcast(records, count));
+  }
+
+  /** Listens for peers; returns the bound control address. */
+  async start(listen: Address): Promise<Address> {
+    this.listener = await this.net.listen(listen, (conn) => {
+      const ch = new ControlChannel(conn, this.scheduler);
+      ch.onMessage((env) => this.onPeerMessage(env));
+      ch.onRequest((env) => this.peerRequestHandler?.(env, ch));
+    });
+    this.flushTimer = this.scheduler.every(this.flushMs, () => this.buffer.flush());
+    return this.listener.address;
+  }
+
+  // OwnershipSink (called by the flow handler per created/removed flow: no allocation)
+  flowCreated(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, owner: number): void {
+    this.buffer.add(srcIp, dstIp, srcPort, dstPort, proto, 0, owner);
+  }
+  flowRemoved(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number): void {
+    this.buffer.add(srcIp, dstIp, srcPort, dstPort, proto, OwnershipFlag.REMOVED, this.selfId);
+  }
+
+  /** Flushes pending records now. */
+  flush(): void {
+    this.buffer.flush();
+  }
+
+  get pendingRecords(): number {
+    return this.buffer.pending;
+  }
+
+  /** The peer set changed (from a scope update): connect to new peers, drop gone ones. */
+  setPeers(peers: readonly MeshPeer[]): void {
+    const wanted = new Map<number, Address>();
+    for (const p of peers) if (p.id !== this.selfId && p.controlAddr) wanted.set(p.id, parseAddress(p.controlAddr));
+    this.wanted = wanted;
+    for (const [id, ch] of this.out) {
+      if (!wanted.has(id)) {
+        ch.close();
+        this.out.delete(id);
+      }
+    }
+    for (const [id, addr] of wanted) if (!this.out.has(id)) this.connect(id, addr);
+  }
+
+  /** Outbound channel to a peer (null when not connected). */
+  peer(id: number): ControlChannel | null {
+    return this.out.get(id) ?? null;
+  }
+
+  private connect(id: number, addr: Address): void {
+    if (this.connecting.has(id)) return;
+    this.connecting.add(id);
+    this.net.connect(addr).then(
+      (conn) => {
+        this.connecting.delete(id);
+        const cur = this.wanted.get(id);
+        if (!cur || cur.host !== addr.host || cur.port !== addr.port) {
+          conn.close();
+          return;
+        }
+        const ch = new ControlChannel(conn, this.scheduler);
+        this.out.set(id, ch);
+        ch.onClose(() => {
+          if (this.out.get(id) === ch) this.out.delete(id);
+          const again = this.wanted.get(id);
+          if (again) this.scheduler.after(100, () => this.connect(id, again));
+        });
+      },
+      (e: Error) => {
+        this.connecting.delete(id);
+        this.counters.inc(MESH.peer_connect_failures);
+        this.log.debug('peer connect failed', { peer: id, err: e.message });
+        const again = this.wanted.get(id);
+        if (again) this.scheduler.after(200, () => this.connect(id, again));
+      },
+    );
+  }
+
+  private broadcast(records: Uint8Array, count: number): void {
+    const msg = body('ownershipBatch', { owner: this.selfId, recordVersion: OWNERSHIP_RECORD_VERSION, count, records });
+    for (const ch of this.out.values()) {
+      if (ch.send(msg)) {
+        this.counters.inc(MESH.batches_sent);
+        this.counters.inc(MESH.records_sent, count);
+      }
+    }
+  }
+
+  private onPeerMessage(env: EnvelopeObject): void {
+    if (env.body.case !== 'ownershipBatch') return;
+    const h = this.handler;
+    const b = env.body.value;
+    const r = forEachOwnershipBatch(b, (srcIp, dstIp, srcPort, dstPort, proto, flags, owner) => {
+      if (owner === this.selfId) return;
+      if ((flags & OwnershipFlag.REMOVED) !== 0) h.forgetOwnership(srcIp, dstIp, srcPort, dstPort, proto, owner);
+      else h.learnOwnership(srcIp, dstIp, srcPort, dstPort, proto, owner);
+    });
+    if (r !== OwnershipCheck.OK) {
+      this.counters.inc(MESH.batches_rejected);
+      return;
+    }
+    this.counters.inc(MESH.batches_received);
+    this.counters.inc(MESH.records_received, b.count);
+  }
+
+  async stop(): Promise<void> {
+    this.flushTimer?.cancel();
+    for (const ch of this.out.values()) ch.close();
+    this.out.clear();
+    this.wanted.clear();
+    await this.listener?.close();
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * The hash tier process: the forwarding engine (data plane) and the
+ * migration manager (control plane) it hosts.
+ */
+import type { BatonConfig } from '../shared/config/config.js';
+import { formatAddress, type Address } from '../shared/io/address.js';
+import { ForwardingEngine, HT } from './forwarding-engine.js';
+import { Manager } from '../migration-manager/manager.js';
+import { Role, nodeInfo, type FlowStats } from '../shared/control/messages.js';
+import { PpsMeter } from '../shared/observability/pps.js';
+import { getLogger } from '../shared/observability/logger.js';
+import type { NodeIo } from '../distributor/fd-node.js';
+import { dropTotal } from '../distributor/fd-node.js';
+
+export class HashTierNode {
+  engine!: ForwardingEngine;
+  manager!: Manager;
+  private pps!: PpsMeter;
+
+  constructor(
+    readonly cfg: BatonConfig,
+    private readonly io: NodeIo,
+  ) {}
+
+  async start(): Promise<{ data: Address; control: Address }> {
+    const { cfg, io } = this;
+    const me = cfg.hashTier;
+    const sock = await io.datagrams.bind({ host: me.host, port: me.dataPort });
+    this.engine = new ForwardingEngine(sock, io.scheduler, {
+      id: me.id,
+      vni: cfg.cluster.vni,
+      hashSeed: cfg.hash.seed,
+      symmetricHash: cfg.hash.symmetric,
+      rxCapacity: cfg.dataplane.rxCapacity,
+      batchDatagrams: cfg.dataplane.batchDatagrams,
+      tx: { maxDatagramBytes: cfg.dataplane.maxDatagramBytes, poolBuffers: cfg.dataplane.txPoolBuffers },
+    });
+    this.pps = new PpsMeter(io.scheduler.clock, () => this.engine.counters.get(HT.rx_frames));
+    this.manager = new Manager({
+      self: nodeInfo({ id: me.id, name: me.name, role: Role.HASH_TIER, dataAddr: formatAddress(sock.address), pid: process.pid }),
+      net: io.messages,
+      scheduler: io.scheduler,
+      listen: { host: me.host, port: me.controlPort },
+      engine: this.engine,
+      tableSize: cfg.hash.tableSize,
+      hashSeed: cfg.hash.seed,
+      heartbeatMs: cfg.control.heartbeatMs,
+      deadAfterMs: cfg.control.deadAfterMs,
+      selfStats: () => this.stats(),
+      selfCounters: () => ({ ...this.engine.counters.snapshot(), ...prefixed('mgr_', this.manager.counters.snapshot()) }),
+    });
+    const control = await this.manager.start();
+    // The manager's own NodeInfo carries the control address only once it is bound.
+    this.manager.registry.self.controlAddr = formatAddress(control);
+    getLogger('hash-tier').info('hash tier started', { data: sock.address, control });
+    return { data: sock.address, control };
+  }
+
+  stats(): FlowStats {
+    const c = this.engine.counters;
+    return {
+      flowsOwned: 0,
+      flowsTotal: 0,
+      rxPackets: c.get(HT.rx_frames),
+      txPackets: c.get(HT.tx_frames),
+      drops: dropTotal(c.snapshot()),
+      rxDepth: this.engine.dp.rx.depth,
+      txDepth: this.engine.dp.tx.depth,
+      sendQueueBytes: this.engine.dp.socket.sendQueueBytes(),
+      pps: this.pps.sample(),
+    };
+  }
+
+  async stop(): Promise<void> {
+    await this.manager?.stop();
+    await this.engine?.close();
+  }
+}
+
+function prefixed(p: string, o: Record<string, number>): Record<string, number> {
+  const r: Record<string, number> = {};
+  for (const [k, v] of Object.entries(o)) r[p + k] = v;
+  return r;
+}

@@ -1,0 +1,181 @@
+/**
+ * The migration manager, hosted by the hash tier (seed 003: "a migration
+ * manager may be provisioned in each aggregation router/switch"). In this
+ * issue it runs membership: registrations, heartbeats, liveness, the
+ * versioned hash scope (installed in the forwarding engine and pushed to
+ * every member), and status queries. Disengage/engage build on it.
+ */
+import type { Scheduler, Timer } from '../shared/runtime/scheduler.js';
+import type { MessageNet, MessageListener } from '../shared/io/stream.js';
+import type { Address } from '../shared/io/address.js';
+import { parseAddress } from '../shared/io/address.js';
+import { ControlChannel } from '../shared/control/channel.js';
+import { body, Role, type NodeInfo, type EnvelopeObject, type Body, type FlowStats } from '../shared/control/messages.js';
+import { isBatonError } from '../shared/errors.js';
+import { getLogger, type Logger } from '../shared/observability/logger.js';
+import { Counters, defineCounters } from '../shared/counters.js';
+import { Registry } from './registry.js';
+import type { ForwardingEngine } from '../hash-tier/forwarding-engine.js';
+
+export const MGR = defineCounters([
+  'registrations',
+  'registrations_refused',
+  'heartbeats',
+  'heartbeats_unknown',
+  'members_failed',
+  'scope_updates',
+  'status_requests',
+  'unexpected_messages',
+] as const);
+
+export interface ManagerOptions {
+  self: NodeInfo;
+  net: MessageNet;
+  scheduler: Scheduler;
+  listen: Address;
+  engine: ForwardingEngine;
+  tableSize: number;
+  hashSeed: number;
+  heartbeatMs: number;
+  deadAfterMs: number;
+  selfStats: () => FlowStats;
+  selfCounters: () => Record<string, number>;
+  logger?: Logger;
+}
+
+export class Manager {
+  readonly registry: Registry;
+  readonly counters = new Counters(MGR);
+  private listener: MessageListener | null = null;
+  private readonly channels = new Set<ControlChannel>();
+  private readonly channelOf = new Map<number, ControlChannel>();
+  private liveness: Timer | null = null;
+  private readonly log: Logger;
+
+  constructor(private readonly o: ManagerOptions) {
+    this.registry = new Registry(o.self, o.tableSize, o.hashSeed);
+    this.log = o.logger ?? getLogger('manager');
+  }
+
+  get address(): Address | null {
+    return this.listener?.address ?? null;
+  }
+
+  async start(): Promise<Address> {
+    this.listener = await this.o.net.listen(this.o.listen, (conn) => this.accept(new ControlChannel(conn, this.o.scheduler)));
+    this.liveness = this.o.scheduler.every(Math.max(10, Math.floor(this.o.heartbeatMs / 2)), () => this.checkLiveness());
+    this.log.info('manager listening', { control: this.listener.address });
+    return this.listener.address;
+  }
+
+  private accept(ch: ControlChannel): void {
+    this.channels.add(ch);
+    let memberId = 0;
+    ch.onClose(() => {
+      this.channels.delete(ch);
+      if (memberId && this.channelOf.get(memberId) === ch) {
+        this.channelOf.delete(memberId);
+        this.registry.disconnected(memberId);
+      }
+    });
+    ch.onMessage((env) => {
+      if (env.body.case === 'heartbeat') {
+        const h = env.body.value;
+        this.counters.inc(MGR.heartbeats);
+        if (!this.registry.heartbeat(h.nodeId, h.stats, h.counters, h.appliedScopeVersion, this.o.scheduler.clock.now())) {
+          this.counters.inc(MGR.heartbeats_unknown);
+        }
+      } else this.counters.inc(MGR.unexpected_messages);
+    });
+    ch.onRequest((env) => {
+      const r = this.handleRequest(env, ch);
+      if (r.registered) memberId = r.registered;
+      return r.reply;
+    });
+  }
+
+  private handleRequest(env: EnvelopeObject, ch: ControlChannel): { reply: Body | void; registered?: number } {
+    const now = this.o.scheduler.clock.now();
+    switch (env.body.case) {
+      case 'register': {
+        const info = env.body.value.node;
+        try {
+          this.registry.register(info, now);
+        } catch (e) {
+          this.counters.inc(MGR.registrations_refused);
+          this.log.warn('registration refused', { node: info.name, id: info.id, err: (e as Error).message });
+          return {
+            reply: body('registerAck', {
+              accepted: false,
+              errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
+              errorMessage: (e as Error).message,
+              scopeVersion: this.registry.scopeVersion,
+              heartbeatIntervalMs: this.o.heartbeatMs,
+            }),
+          };
+        }
+        this.counters.inc(MGR.registrations);
+        this.channelOf.set(info.id, ch);
+        this.log.info('member registered', { node: info.name, id: info.id, role: info.role, data: info.dataAddr });
+        // The ack goes first; the new scope follows to everyone (the new member included).
+        this.o.scheduler.defer(() => this.publishScope());
+        return {
+          registered: info.id,
+          reply: body('registerAck', {
+            accepted: true,
+            errorCode: '',
+            errorMessage: '',
+            scopeVersion: this.registry.scopeVersion,
+            heartbeatIntervalMs: this.o.heartbeatMs,
+          }),
+        };
+      }
+      case 'statusRequest':
+        this.counters.inc(MGR.status_requests);
+        return {
+          reply: body('statusResponse', {
+            scopeVersion: this.registry.scopeVersion,
+            nodes: this.registry.status(now, this.o.selfStats(), this.o.selfCounters()),
+          }),
+        };
+      case 'ping':
+        return { reply: body('pong', {}) };
+      default:
+        this.counters.inc(MGR.unexpected_messages);
+        return { reply: body('errorReply', { code: 'BATON_UNKNOWN_MESSAGE', message: `the manager does not serve ${env.body.case}` }) };
+    }
+  }
+
+  private checkLiveness(): void {
+    const dead = this.registry.expire(this.o.scheduler.clock.now(), this.o.deadAfterMs);
+    if (dead.length === 0) return;
+    for (const m of dead) {
+      this.counters.inc(MGR.members_failed);
+      this.log.warn('member failed: no heartbeat', { node: m.info.name, id: m.info.id });
+    }
+    this.publishScope();
+  }
+
+  /** Installs the current scope in the forwarding engine and pushes it to every member. */
+  publishScope(): void {
+    const reg = this.registry;
+    const addrOf = new Map<string, Address>();
+    for (const m of reg.all()) if (m.info.role === Role.FD && m.info.dataAddr) addrOf.set(m.info.name, parseAddress(m.info.dataAddr));
+    this.o.engine.setScope(reg.currentScope, (name) => addrOf.get(name));
+    const update = reg.scopeUpdate();
+    this.counters.inc(MGR.scope_updates);
+    for (const ch of this.channelOf.values()) ch.send(body('scopeUpdate', update));
+    this.log.info('scope published', { version: update.version, inScope: reg.scopeMembers() });
+  }
+
+  /** The channel of a registered member (for requests the manager initiates). */
+  channelTo(id: number): ControlChannel | undefined {
+    return this.channelOf.get(id);
+  }
+
+  async stop(): Promise<void> {
+    this.liveness?.cancel();
+    for (const ch of this.channels) ch.close();
+    await this.listener?.close();
+  }
+}

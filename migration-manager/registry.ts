@@ -1,0 +1,171 @@
+/**
+ * The manager's view of the cluster: every member, its status (an explicit
+ * state machine), its last statistics and heartbeat, and the versioned hash
+ * scope built from the FDs whose status puts them in scope.
+ */
+import { StatusMachine, inScope, statusName } from '../shared/membership/status.js';
+import { MemberStatus, Role, emptyFlowStats, type FlowStats, type NodeInfo, type ScopeUpdate, type NodeStatus } from '../shared/control/messages.js';
+import { HashScope } from '../shared/scope/hash-scope.js';
+import { BatonError, ErrorCode } from '../shared/errors.js';
+
+export interface MemberRecord {
+  info: NodeInfo;
+  machine: StatusMachine;
+  stats: FlowStats;
+  counters: Record<string, number>;
+  lastHeartbeatAt: number; // -1 never
+  appliedScopeVersion: number;
+  connected: boolean;
+}
+
+export class Registry {
+  private readonly members = new Map<number, MemberRecord>();
+  private version = 0;
+  private scope: HashScope | null = null;
+
+  constructor(
+    readonly self: NodeInfo,
+    readonly tableSize: number,
+    readonly hashSeed: number,
+  ) {}
+
+  get scopeVersion(): number {
+    return this.version;
+  }
+  get currentScope(): HashScope | null {
+    return this.scope;
+  }
+
+  get(id: number): MemberRecord | undefined {
+    return this.members.get(id);
+  }
+  byName(name: string): MemberRecord | undefined {
+    for (const m of this.members.values()) if (m.info.name === name) return m;
+    return undefined;
+  }
+  all(): MemberRecord[] {
+    return [...this.members.values()].sort((a, b) => a.info.id - b.info.id);
+  }
+
+  /**
+   * Registers (or re-registers after a restart) a member. A second live
+   * registration of the same id, or a name another id uses, is refused.
+   */
+  register(info: NodeInfo, now: number): MemberRecord {
+    if (info.role !== Role.FD && info.role !== Role.SERVICE) {
+      throw new BatonError(ErrorCode.BAD_ARGUMENT, `only FDs and service nodes register; got role ${info.role} for ${info.name}`);
+    }
+    if (info.id < 1 || info.id > 65534 || info.id === this.self.id) {
+      throw new BatonError(ErrorCode.BAD_ARGUMENT, `node id ${info.id} is invalid or taken by the manager`);
+    }
+    const byName = this.byName(info.name);
+    if (byName && byName.info.id !== info.id) {
+      throw new BatonError(ErrorCode.DUPLICATE_NODE, `name ${info.name} is already used by node ${byName.info.id}`);
+    }
+    const prev = this.members.get(info.id);
+    if (prev && prev.connected) {
+      throw new BatonError(ErrorCode.DUPLICATE_NODE, `node ${info.id} (${prev.info.name}) is already registered and connected`);
+    }
+    const rec: MemberRecord = prev ?? {
+      info,
+      machine: new StatusMachine(MemberStatus.JOINING),
+      stats: emptyFlowStats(),
+      counters: {},
+      lastHeartbeatAt: -1,
+      appliedScopeVersion: 0,
+      connected: true,
+    };
+    rec.info = info;
+    rec.connected = true;
+    rec.lastHeartbeatAt = now;
+    if (rec.machine.status !== MemberStatus.ACTIVE) rec.machine.transition(MemberStatus.ACTIVE, 'registered', now);
+    this.members.set(info.id, rec);
+    this.rebuild();
+    return rec;
+  }
+
+  heartbeat(id: number, stats: FlowStats, counters: Record<string, number>, applied: number, now: number): boolean {
+    const m = this.members.get(id);
+    if (!m) return false;
+    m.stats = stats;
+    m.counters = counters;
+    m.appliedScopeVersion = applied;
+    m.lastHeartbeatAt = now;
+    return true;
+  }
+
+  /** Marks members silent for longer than `deadAfterMs` FAILED; returns them. */
+  expire(now: number, deadAfterMs: number): MemberRecord[] {
+    const dead: MemberRecord[] = [];
+    for (const m of this.members.values()) {
+      if (m.machine.status === MemberStatus.FAILED || m.machine.status === MemberStatus.DISENGAGED) continue;
+      if (now - m.lastHeartbeatAt > deadAfterMs) {
+        m.machine.transition(MemberStatus.FAILED, `no heartbeat for ${Math.round(now - m.lastHeartbeatAt)} ms`, now);
+        m.connected = false;
+        dead.push(m);
+      }
+    }
+    if (dead.length) this.rebuild();
+    return dead;
+  }
+
+  disconnected(id: number): void {
+    const m = this.members.get(id);
+    if (m) m.connected = false;
+  }
+
+  /** Moves a member to another status (validated) and rebuilds the scope. */
+  setStatus(id: number, to: number, reason: string, now: number): void {
+    const m = this.members.get(id);
+    if (!m) throw new BatonError(ErrorCode.UNKNOWN_NODE, `unknown node ${id}`);
+    m.machine.transition(to, reason, now);
+    this.rebuild();
+  }
+
+  /** FDs in the hash scope, by name. */
+  scopeMembers(): string[] {
+    return this.all()
+      .filter((m) => m.info.role === Role.FD && inScope(m.machine.status))
+      .map((m) => m.info.name);
+  }
+
+  private rebuild(): void {
+    this.version++;
+    const names = this.scopeMembers();
+    this.scope = names.length ? HashScope.build(this.version, names, this.tableSize, this.hashSeed) : null;
+  }
+
+  scopeUpdate(): ScopeUpdate {
+    const members = this.all().map((m) => ({
+      node: m.info,
+      status: m.machine.status,
+      inScope: m.info.role === Role.FD && inScope(m.machine.status),
+      stats: m.stats,
+    }));
+    members.unshift({ node: this.self, status: MemberStatus.ACTIVE, inScope: false, stats: emptyFlowStats() });
+    return { version: this.version, members, tableSize: this.tableSize, hashSeed: this.hashSeed };
+  }
+
+  status(now: number, selfStats: FlowStats, selfCounters: Record<string, number>): NodeStatus[] {
+    const rows: NodeStatus[] = [
+      { node: this.self, status: MemberStatus.ACTIVE, inScope: false, stats: selfStats, lastHeartbeatMsAgo: 0, counters: selfCounters, appliedScopeVersion: this.version },
+    ];
+    for (const m of this.all()) {
+      rows.push({
+        node: m.info,
+        status: m.machine.status,
+        inScope: m.info.role === Role.FD && inScope(m.machine.status),
+        stats: m.stats,
+        lastHeartbeatMsAgo: m.lastHeartbeatAt < 0 ? -1 : Math.round(now - m.lastHeartbeatAt),
+        counters: m.counters,
+        appliedScopeVersion: m.appliedScopeVersion,
+      });
+    }
+    return rows;
+  }
+
+  describe(id: number): string {
+    const m = this.members.get(id);
+    return m ? `${m.info.name}(${id}) ${statusName(m.machine.status)}` : `unknown(${id})`;
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * A service node process: the echo backend (ServiceNode) plus its member
+ * agent, which registers the node (virtual ip:port + data address) with the
+ * manager so FDs can rewrite flows to it, and learns the hash tier's data
+ * address (where replies go) from the scope updates.
+ */
+import type { BatonConfig, ServiceConfig } from '../shared/config/config.js';
+import { parseAddress, formatAddress, sameAddress, type Address } from '../shared/io/address.js';
+import type { DatagramSocket } from '../shared/io/datagram.js';
+import { MemberAgent } from '../shared/cluster/member-agent.js';
+import { Role, nodeInfo, emptyFlowStats, type FlowStats, type ScopeUpdate } from '../shared/control/messages.js';
+import { Counters } from '../shared/counters.js';
+import { ServiceNode, SN } from './service-node.js';
+import type { NodeIo } from '../distributor/fd-node.js';
+import { PpsMeter } from '../shared/observability/pps.js';
+
+export class ServiceMember {
+  node: ServiceNode | null = null;
+  agent!: MemberAgent;
+  socket!: DatagramSocket;
+  readonly counters = new Counters(SN);
+  private pps: PpsMeter;
+
+  constructor(
+    readonly cfg: BatonConfig,
+    readonly me: ServiceConfig,
+    private readonly io: NodeIo,
+    private readonly manager: Address,
+  ) {
+    this.pps = new PpsMeter(io.scheduler.clock, () => this.counters.get(SN.rx_frames));
+  }
+
+  async start(): Promise<void> {
+    const { cfg, me, io } = this;
+    this.socket = await io.datagrams.bind({ host: me.host, port: me.dataPort });
+    this.agent = new MemberAgent({
+      node: nodeInfo({
+        id: me.id,
+        name: me.name,
+        role: Role.SERVICE,
+        dataAddr: formatAddress(this.socket.address),
+        virtualIp: me.virtualIp,
+        virtualPort: me.virtualPort,
+        pid: process.pid,
+      }),
+      manager: this.manager,
+      net: io.messages,
+      scheduler: io.scheduler,
+      heartbeatMs: cfg.control.heartbeatMs,
+      requestTimeoutMs: cfg.control.requestTimeoutMs,
+      stats: () => this.stats(),
+      counters: () => this.counters.snapshot(),
+      onScope: (u) => this.applyScope(u),
+    });
+    await this.agent.start();
+  }
+
+  private applyScope(u: ScopeUpdate): void {
+    const ht = u.members.find((m) => m.node.role === Role.HASH_TIER && m.node.dataAddr);
+    if (!ht) return;
+    const to = parseAddress(ht.node.dataAddr);
+    if (this.node && sameAddress(this.node.returnTo, to)) return;
+    this.node?.stop();
+    this.node = new ServiceNode({ id: this.me.id, socket: this.socket, scheduler: this.io.scheduler, returnTo: to, vni: this.cfg.cluster.vni, counters: this.counters });
+  }
+
+  stats(): FlowStats {
+    return { ...emptyFlowStats(), rxPackets: this.counters.get(SN.rx_frames), txPackets: this.counters.get(SN.tx_frames), pps: this.pps.sample() };
+  }
+
+  async stop(): Promise<void> {
+    this.agent?.stop();
+    this.node?.stop();
+    await this.socket?.close();
+  }
+}
