@@ -1,0 +1,113 @@
+/**
+ * A whole Baton cluster in one process on virtual time: the same HashTierNode,
+ * FdNode and ServiceMember code as the real processes, wired to an in-memory
+ * datagram network and in-memory control connections, all driven by one
+ * deterministic VirtualScheduler.
+ */
+import { VirtualScheduler } from '../shared/runtime/scheduler.js';
+import { MemoryNetwork } from '../shared/io/datagram.js';
+import { MemoryMessageNet } from '../shared/io/stream.js';
+import type { Address } from '../shared/io/address.js';
+import { parseConfig, type BatonConfig } from '../shared/config/config.js';
+import { HashTierNode } from '../hash-tier/hash-tier-node.js';
+import { FdNode, type NodeIo } from '../distributor/fd-node.js';
+import { ServiceMember } from '../service-node/service-member.js';
+
+export class InMemoryCluster {
+  readonly scheduler: VirtualScheduler;
+  readonly net: MemoryNetwork;
+  readonly messages: MemoryMessageNet;
+  readonly io: NodeIo;
+  readonly cfg: BatonConfig;
+  hashTier!: HashTierNode;
+  readonly fds: FdNode[] = [];
+  readonly services: ServiceMember[] = [];
+  hashTierData!: Address;
+  manager!: Address;
+
+  constructor(raw: unknown = {}, latencyMs = 0.05) {
+    this.cfg = parseConfig(raw);
+    this.scheduler = new VirtualScheduler(0);
+    this.net = new MemoryNetwork(this.scheduler, latencyMs);
+    this.messages = new MemoryMessageNet(this.scheduler);
+    this.io = { scheduler: this.scheduler, datagrams: this.net, messages: this.messages };
+  }
+
+  /**
+   * Advances virtual time in small steps, letting promise continuations run
+   * between steps, until `cond()` holds or `limitMs` of virtual time passed.
+   */
+  async runUntil(cond: () => boolean, limitMs: number, stepMs = 1): Promise<boolean> {
+    const end = this.scheduler.clock.now() + limitMs;
+    for (;;) {
+      await settle();
+      if (cond()) return true;
+      if (this.scheduler.clock.now() >= end) return false;
+      this.scheduler.runFor(stepMs);
+    }
+  }
+
+  async runFor(ms: number, stepMs = 1): Promise<void> {
+    await this.runUntil(() => false, ms, stepMs);
+  }
+
+  /** Starts a promise while pumping virtual time until it settles. */
+  async drive<T>(p: Promise<T>, limitMs = 10_000): Promise<T> {
+    let done = false;
+    let value: T | undefined;
+    let error: unknown;
+    p.then(
+      (v) => {
+        done = true;
+        value = v;
+      },
+      (e) => {
+        done = true;
+        error = e;
+      },
+    );
+    await this.runUntil(() => done, limitMs);
+    if (!done) throw new Error(`did not settle within ${limitMs} ms of virtual time`);
+    if (error !== undefined) throw error;
+    return value as T;
+  }
+
+  async start(): Promise<void> {
+    this.hashTier = new HashTierNode(this.cfg, this.io);
+    const { data, control } = await this.drive(this.hashTier.start());
+    this.hashTierData = data;
+    this.manager = control;
+    for (const s of this.cfg.services) {
+      const m = new ServiceMember(this.cfg, s, this.io, control);
+      await this.drive(m.start());
+      this.services.push(m);
+    }
+    for (const f of this.cfg.fds) {
+      const n = new FdNode(this.cfg, f, this.io, control);
+      await this.drive(n.start());
+      this.fds.push(n);
+    }
+    // Converged: every member applied the latest scope and the engine has all FDs.
+    const ok = await this.runUntil(() => this.converged(), 5_000);
+    if (!ok) throw new Error('in-memory cluster did not converge');
+  }
+
+  converged(): boolean {
+    const v = this.hashTier.manager.registry.scopeVersion;
+    return (
+      this.hashTier.engine.scope?.members.length === this.cfg.fds.length &&
+      this.fds.every((f) => f.agent.scopeVersion === v) &&
+      this.services.every((s) => s.agent.scopeVersion === v && s.node !== null)
+    );
+  }
+
+  async stop(): Promise<void> {
+    for (const f of this.fds) await f.stop();
+    for (const s of this.services) await s.stop();
+    await this.hashTier?.stop();
+  }
+}
+
+function settle(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
+}
