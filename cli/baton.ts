@@ -1,0 +1,155 @@
+/**
+ * The Baton command line (commander).
+ *   baton up        start the local cluster (hash tier, FDs, service nodes) as processes
+ *   baton status    the manager's view: node, role, status, flows, RX/TX depth, pps
+ *   baton traffic   verified traffic against a running cluster
+ */
+import { Command, Option, InvalidArgumentError } from 'commander';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { loadConfig, type BatonConfig } from '../shared/config/config.js';
+import { parseAddress, type Address } from '../shared/io/address.js';
+import { isBatonError } from '../shared/errors.js';
+import { Launcher, type LaunchedNode } from './launcher.js';
+import { fetchStatus, formatStatus, statusRows } from './status.js';
+import { trafficAgainst, progressLine } from './traffic-cmd.js';
+import { formatReport } from '../traffic/report.js';
+import type { TrafficOptions } from '../traffic/options.js';
+import type { Role } from './node-main.js';
+
+function num(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a number in ${min}..${max}, got ${JSON.stringify(v)}`);
+    return n;
+  };
+}
+
+function managerOf(cfg: BatonConfig, opt?: string): Address {
+  return opt ? parseAddress(opt) : { host: cfg.hashTier.host, port: cfg.hashTier.controlPort };
+}
+
+function trafficOptions(o: Record<string, unknown>): TrafficOptions {
+  const t: TrafficOptions = {
+    concurrency: o.flows as number,
+    totalFlows: 10_000_000, // effectively unbounded: --duration ends the run
+    packetsPerFlow: o.packetsPerFlow as number,
+    udpRatio: o.udpRatio as number,
+    durationMs: (o.duration as number) * 1000,
+    payloadSize: o.payload as number,
+  };
+  if (o.rate !== undefined) t.ratePps = o.rate as number;
+  return t;
+}
+
+const program = new Command();
+program.name('baton').description('Baton: a cluster flow distributor whose nodes can leave without dropping a packet').showHelpAfterError();
+
+const configOpt = () => new Option('-c, --config <file>', 'config file (JSON or YAML); defaults apply without one');
+
+function addTrafficOptions(c: Command): Command {
+  return c
+    .option('--flows <k>', 'concurrent flows', num('--flows', 1, 100_000), 64)
+    .option('--packets-per-flow <n>', 'data packets per flow', num('--packets-per-flow', 1), 200)
+    .option('--udp-ratio <r>', 'fraction of UDP flows', num('--udp-ratio', 0, 1), 0.5)
+    .option('--rate <pps>', 'target packets per second (default: as fast as a window of 256 allows)', num('--rate', 1))
+    .option('--payload <bytes>', 'payload bytes per data packet (>= 20)', num('--payload', 20, 1400), 64);
+}
+
+const up = program
+  .command('up')
+  .description('start the local cluster as processes; Ctrl-C stops it')
+  .addOption(configOpt())
+  .option('--run-dir <dir>', 'where node logs and the resolved config go')
+  .option('--demo <seconds>', 'run verified traffic for this long, print the report, stop the cluster and exit', num('--demo', 1, 3600))
+  .option('--json', 'with --demo: print the report as JSON');
+addTrafficOptions(up).action(async (o) => {
+  const cfg = loadConfig(o.config);
+  const runDir = o.runDir ?? join(tmpdir(), `baton-${process.pid}`);
+  const launcher = new Launcher(cfg, { runDir });
+  let stopping = false;
+  const stop = async (code: number): Promise<never> => {
+    if (!stopping) {
+      stopping = true;
+      console.log('stopping the cluster…');
+      await launcher.down();
+    }
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stop(130));
+  process.on('SIGTERM', () => void stop(143));
+  console.log(`starting 1 hash tier, ${cfg.fds.length} FDs, ${cfg.services.length} service nodes (logs: ${runDir})`);
+  try {
+    await launcher.up();
+  } catch (e) {
+    console.error((e as Error).message);
+    await stop(1);
+  }
+  printNodes([...launcher.nodes.values()]);
+  const manager = parseAddress(launcher.managerAddress);
+  if (o.demo === undefined) {
+    console.log(`\ncluster up. Try: npx baton status --manager ${launcher.managerAddress}   |   npx baton traffic --manager ${launcher.managerAddress} --duration 5\nCtrl-C stops it.`);
+    return; // children keep the event loop alive until a signal
+  }
+  console.log(`\nrunning verified traffic for ${o.demo} s…`);
+  const report = await trafficAgainst(cfg, manager, trafficOptions({ ...o, duration: o.demo }), (p) => console.log(progressLine(p)));
+  console.log('\n' + formatStatus(await fetchStatus(manager)));
+  console.log('\n' + (o.json ? JSON.stringify(report, null, 2) : formatReport(report)));
+  await stop(report.ok ? 0 : 1);
+});
+
+program
+  .command('status')
+  .description("print the manager's view of the cluster")
+  .addOption(configOpt())
+  .option('--manager <host:port>', 'manager control address (default: from the config)')
+  .option('--json', 'print JSON')
+  .action(async (o) => {
+    const cfg = loadConfig(o.config);
+    const s = await fetchStatus(managerOf(cfg, o.manager));
+    console.log(o.json ? JSON.stringify({ scopeVersion: s.scopeVersion, nodes: statusRows(s) }, null, 2) : formatStatus(s));
+  });
+
+const traffic = program
+  .command('traffic')
+  .description('send verified traffic through a running cluster and report loss, duplicates, reordering and latency')
+  .addOption(configOpt())
+  .option('--manager <host:port>', 'manager control address (default: from the config)')
+  .option('--duration <seconds>', 'how long to send', num('--duration', 0.1, 86400), 10)
+  .option('--json', 'print the report as JSON');
+addTrafficOptions(traffic).action(async (o) => {
+  const cfg = loadConfig(o.config);
+  const report = await trafficAgainst(cfg, managerOf(cfg, o.manager), trafficOptions(o), (p) => {
+    if (!o.json) console.log(progressLine(p));
+  });
+  console.log(o.json ? JSON.stringify(report, null, 2) : formatReport(report));
+  process.exitCode = report.ok ? 0 : 1;
+});
+
+program
+  .command('node', { hidden: true })
+  .description('run one node in this process (used by baton up)')
+  .requiredOption('--role <role>', 'hash | fd | service')
+  .requiredOption('--name <name>', 'node name from the config')
+  .addOption(configOpt().makeOptionMandatory())
+  .option('--manager <host:port>', 'manager control address')
+  .action(async (o) => {
+    const { runNode } = await import('./node-main.js');
+    if (!['hash', 'fd', 'service'].includes(o.role)) throw new InvalidArgumentError(`--role must be hash, fd or service, got ${o.role}`);
+    await runNode(loadConfig(o.config), o.role as Role, o.name, o.manager);
+  });
+
+function printNodes(nodes: LaunchedNode[]): void {
+  const rows = nodes
+    .sort((a, b) => a.id - b.id)
+    .map((n) => [n.name, n.role, String(n.pid), n.data, n.control ?? '', n.metrics, n.logFile]);
+  const head = ['NODE', 'ROLE', 'PID', 'DATA (udp)', 'CONTROL (tcp)', 'METRICS', 'LOG'];
+  const all = [head, ...rows];
+  const w = head.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
+  for (const r of all) console.log(r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd());
+}
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  console.error(isBatonError(e) ? `error [${e.code}]: ${e.message}` : e instanceof Error ? `error: ${e.message}` : String(e));
+  process.exit(1);
+});

@@ -1,0 +1,133 @@
+/**
+ * Starts Baton nodes as real child processes and reaps them. Each child runs
+ * `baton node ...` (cli/node-main.ts) and announces itself with a READY line;
+ * its logs go to <runDir>/<name>.log. Children also exit when the launcher's
+ * pipe to their stdin closes, so a killed launcher leaves no orphans.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import type { BatonConfig } from '../shared/config/config.js';
+import type { ReadyLine, Role } from './node-main.js';
+import { BatonError, ErrorCode } from '../shared/errors.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const CLI = join(here, 'baton.ts');
+
+export interface LaunchedNode extends ReadyLine {
+  proc: ChildProcess;
+  logFile: string;
+}
+
+export interface LauncherOptions {
+  /** Folder for the resolved config and per-node logs. */
+  runDir: string;
+  readyTimeoutMs?: number;
+}
+
+export class Launcher {
+  readonly nodes = new Map<string, LaunchedNode>();
+  readonly configPath: string;
+  private manager: string | null = null;
+
+  constructor(
+    readonly cfg: BatonConfig,
+    readonly opts: LauncherOptions,
+  ) {
+    mkdirSync(opts.runDir, { recursive: true });
+    this.configPath = join(opts.runDir, 'config.json');
+    writeFileSync(this.configPath, JSON.stringify(cfg, null, 2));
+  }
+
+  get managerAddress(): string {
+    if (!this.manager) throw new Error('hash tier not started');
+    return this.manager;
+  }
+
+  /** Starts one node and resolves with its READY line (rejects with its log tail if it dies first). */
+  startNode(role: Role, name: string): Promise<LaunchedNode> {
+    const logFile = join(this.opts.runDir, `${name}.log`);
+    const fd = openSync(logFile, 'a');
+    const args = ['--import', 'tsx', CLI, 'node', '--role', role, '--name', name, '--config', this.configPath];
+    if (this.manager) args.push('--manager', this.manager);
+    const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', fd], cwd: resolve(here, '..'), env: { ...process.env } });
+    closeSync(fd);
+    const timeoutMs = this.opts.readyTimeoutMs ?? 20_000;
+    return new Promise<LaunchedNode>((resolveP, reject) => {
+      let done = false;
+      const fail = (why: string): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        proc.kill('SIGKILL');
+        reject(new BatonError(ErrorCode.BAD_ARGUMENT, `${role} ${name} did not start: ${why}\n--- ${logFile} (tail) ---\n${tail(logFile)}`));
+      };
+      const timer = setTimeout(() => fail(`no READY line within ${timeoutMs} ms`), timeoutMs);
+      proc.once('exit', (code, sig) => fail(`exited (${code ?? sig}) before it was ready`));
+      proc.once('error', (e) => fail(e.message));
+      const rl = createInterface({ input: proc.stdout! });
+      rl.on('line', (line) => {
+        if (done || !line.startsWith('READY ')) return;
+        done = true;
+        clearTimeout(timer);
+        const r = JSON.parse(line.slice(6)) as ReadyLine;
+        const n: LaunchedNode = { ...r, proc, logFile };
+        this.nodes.set(name, n);
+        if (role === 'hash' && r.control) this.manager = r.control;
+        resolveP(n);
+      });
+    });
+  }
+
+  /** Hash tier first (the others need its control address), then service nodes and FDs. */
+  async up(onNode?: (n: LaunchedNode) => void): Promise<void> {
+    const h = await this.startNode('hash', this.cfg.hashTier.name);
+    onNode?.(h);
+    const rest = [
+      ...this.cfg.services.map((s) => this.startNode('service', s.name)),
+      ...this.cfg.fds.map((f) => this.startNode('fd', f.name)),
+    ];
+    const started = await Promise.allSettled(rest);
+    for (const s of started) if (s.status === 'fulfilled') onNode?.(s.value);
+    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** Stops one node (SIGTERM, then SIGKILL after `graceMs`) and waits until it is reaped. */
+  async stopNode(name: string, graceMs = 5000): Promise<void> {
+    const n = this.nodes.get(name);
+    if (!n) return;
+    this.nodes.delete(name);
+    await reap(n.proc, graceMs);
+  }
+
+  /** Stops everything, FDs and service nodes first, the hash tier last. */
+  async down(graceMs = 5000): Promise<void> {
+    const hash = this.cfg.hashTier.name;
+    await Promise.all([...this.nodes.keys()].filter((k) => k !== hash).map((k) => this.stopNode(k, graceMs)));
+    await this.stopNode(hash, graceMs);
+  }
+}
+
+function reap(proc: ChildProcess, graceMs: number): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
+  return new Promise((r) => {
+    const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+    proc.once('exit', () => {
+      clearTimeout(t);
+      r();
+    });
+    proc.kill('SIGTERM');
+    proc.stdin?.end();
+  });
+}
+
+function tail(file: string, lines = 15): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}

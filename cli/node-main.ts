@@ -1,0 +1,106 @@
+/**
+ * Runs one Baton node (hash tier, FD or service node) in this process on
+ * real sockets and real time. Started by the launcher (`baton up`) as
+ *   baton node --role fd --name fd-1 --config <file> [--manager host:port]
+ * Prints one line `READY {json}` on stdout once serving, then runs until
+ * SIGTERM/SIGINT, when it closes its sockets and exits 0.
+ */
+import { RealScheduler } from '../shared/runtime/scheduler.js';
+import { UdpNet } from '../shared/io/datagram.js';
+import { TcpNet } from '../shared/io/stream.js';
+import { parseAddress, formatAddress, type Address } from '../shared/io/address.js';
+import type { BatonConfig } from '../shared/config/config.js';
+import { BatonError, ErrorCode } from '../shared/errors.js';
+import { HashTierNode } from '../hash-tier/hash-tier-node.js';
+import { FdNode, type NodeIo } from '../distributor/fd-node.js';
+import { ServiceMember } from '../service-node/service-member.js';
+import { MetricsRegistry } from '../shared/observability/metrics.js';
+import { configureLogging, getLogger } from '../shared/observability/logger.js';
+
+export type Role = 'hash' | 'fd' | 'service';
+
+export interface ReadyLine {
+  role: Role;
+  name: string;
+  id: number;
+  pid: number;
+  data: string;
+  control?: string;
+  metrics: string;
+}
+
+export async function runNode(cfg: BatonConfig, role: Role, name: string, managerArg?: string): Promise<void> {
+  configureLogging({ level: cfg.log.level, node: name });
+  const log = getLogger('node');
+  const io: NodeIo = {
+    scheduler: new RealScheduler(),
+    datagrams: new UdpNet({ recvBufferSize: cfg.dataplane.socketBufferBytes, sendBufferSize: cfg.dataplane.socketBufferBytes }),
+    messages: new TcpNet(),
+  };
+  const manager: Address = managerArg ? parseAddress(managerArg) : { host: cfg.hashTier.host, port: cfg.hashTier.controlPort };
+  const metrics = new MetricsRegistry(name);
+  let stop: () => Promise<void>;
+  let ready: Omit<ReadyLine, 'metrics'>;
+  let metricsPort = 0;
+  let metricsHost = '127.0.0.1';
+
+  if (role === 'hash') {
+    const n = new HashTierNode(cfg, io);
+    const { data, control } = await n.start();
+    metrics.addCounters('hash_tier', 'Forwarding-engine decisions and drops, by counter', () => n.engine.counters);
+    metrics.addCounters('manager', 'Migration-manager events, by counter', () => n.manager.counters);
+    metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.engine.dp.rx.depth);
+    metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.engine.dp.tx.depth);
+    metrics.addGauge('scope_version', 'Hash-scope version in use', () => n.engine.scope?.version ?? 0);
+    metrics.addGauge('frames_per_second', 'Frames received per second', () => n.stats().pps);
+    stop = () => n.stop();
+    ready = { role, name: cfg.hashTier.name, id: cfg.hashTier.id, pid: process.pid, data: formatAddress(data), control: formatAddress(control) };
+    metricsPort = cfg.hashTier.metricsPort;
+    metricsHost = cfg.hashTier.host;
+  } else if (role === 'fd') {
+    const me = cfg.fds.find((f) => f.name === name);
+    if (!me) throw new BatonError(ErrorCode.UNKNOWN_NODE, `no FD named ${JSON.stringify(name)} in the config (have ${cfg.fds.map((f) => f.name).join(', ')})`);
+    const n = new FdNode(cfg, me, io, manager);
+    await n.start();
+    metrics.addCounters('fd', 'Flow-handler decisions and drops, by counter', () => n.handler.counters);
+    metrics.addCounters('fd_dataplane', 'FD ring, socket and routing counters', () => n.dataplane.counters);
+    metrics.addCounters('fd_ownership', 'Ownership broadcast counters', () => n.mesh.counters);
+    metrics.addGauge('flows', 'Flow-table entries (owned and learned)', () => n.table.size);
+    metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.dataplane.dp.rx.depth);
+    metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.dataplane.dp.tx.depth);
+    metrics.addGauge('socket_send_queue_bytes', 'Bytes in the UDP socket send queue', () => n.dataplane.dp.socket.sendQueueBytes());
+    stop = () => n.stop();
+    ready = { role, name, id: me.id, pid: process.pid, data: formatAddress(n.dataAddress), control: formatAddress(n.controlAddress) };
+    metricsPort = me.metricsPort;
+    metricsHost = me.host;
+  } else {
+    const me = cfg.services.find((s) => s.name === name);
+    if (!me) throw new BatonError(ErrorCode.UNKNOWN_NODE, `no service node named ${JSON.stringify(name)} in the config (have ${cfg.services.map((s) => s.name).join(', ')})`);
+    const n = new ServiceMember(cfg, me, io, manager);
+    await n.start();
+    metrics.addCounters('service', 'Service-node counters', () => n.counters);
+    stop = () => n.stop();
+    ready = { role, name, id: me.id, pid: process.pid, data: formatAddress(n.socket.address) };
+    metricsPort = me.metricsPort;
+    metricsHost = me.host;
+  }
+
+  const m = await metrics.serve(metricsHost, metricsPort);
+  process.stdout.write(`READY ${JSON.stringify({ ...ready, metrics: `http://${formatAddress(m.address)}/metrics` })}\n`);
+  log.info('node ready', { role, name });
+
+  let stopping = false;
+  const shutdown = (sig: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping', { signal: sig });
+    Promise.allSettled([stop(), m.close()]).then(() => process.exit(0));
+    setTimeout(() => process.exit(1), 3000).unref();
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  // The launcher closes our stdin when it goes away: never outlive it.
+  process.stdin.on('end', () => shutdown('parent-exit'));
+  process.stdin.on('error', () => shutdown('parent-exit'));
+  process.stdin.resume();
+}
