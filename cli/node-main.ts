@@ -49,6 +49,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     const { data, control } = await n.start();
     metrics.addCounters('hash_tier', 'Forwarding-engine decisions and drops, by counter', () => n.engine.counters);
     metrics.addCounters('manager', 'Migration-manager events, by counter', () => n.manager.counters);
+    metrics.addCounters('manager_control', 'Control connections accepted by the manager: messages and decode failures', () => n.manager.channelCounters);
     metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.engine.dp.rx.depth);
     metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.engine.dp.tx.depth);
     metrics.addGauge('scope_version', 'Hash-scope version in use', () => n.engine.scope?.version ?? 0);
@@ -65,6 +66,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addCounters('fd', 'Flow-handler decisions and drops, by counter', () => n.handler.counters);
     metrics.addCounters('fd_dataplane', 'FD ring, socket and routing counters', () => n.dataplane.counters);
     metrics.addCounters('fd_ownership', 'Ownership broadcast counters', () => n.mesh.counters);
+    metrics.addCounters('fd_control', 'Peer control connections accepted: messages and decode failures', () => n.mesh.channelCounters);
     metrics.addGauge('flows', 'Flow-table entries (owned and learned)', () => n.table.size);
     metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.dataplane.dp.rx.depth);
     metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.dataplane.dp.tx.depth);

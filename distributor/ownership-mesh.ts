@@ -9,7 +9,7 @@ import type { Scheduler, Timer } from '../shared/runtime/scheduler.js';
 import type { MessageNet, MessageListener } from '../shared/io/stream.js';
 import type { Address } from '../shared/io/address.js';
 import { parseAddress } from '../shared/io/address.js';
-import { ControlChannel } from '../shared/control/channel.js';
+import { ControlChannel, CHANNEL_COUNTERS } from '../shared/control/channel.js';
 import { body, type EnvelopeObject, type Body } from '../shared/control/messages.js';
 import { OwnershipBuffer, forEachOwnershipBatch, OwnershipFlag, OWNERSHIP_RECORD_VERSION, OwnershipCheck } from '../shared/control/ownership.js';
 import { Counters, defineCounters } from '../shared/counters.js';
@@ -32,6 +32,8 @@ export interface MeshPeer {
 
 export class OwnershipMesh implements OwnershipSink {
   readonly counters = new Counters(MESH);
+  /** Every peer control connection accepted, summed (garbage ones included). */
+  readonly channelCounters = new Counters(CHANNEL_COUNTERS);
   private readonly buffer: OwnershipBuffer;
   private readonly out = new Map<number, ControlChannel>();
   private readonly connecting = new Set<number>();
@@ -56,7 +58,7 @@ export class OwnershipMesh implements OwnershipSink {
   /** Listens for peers; returns the bound control address. */
   async start(listen: Address): Promise<Address> {
     this.listener = await this.net.listen(listen, (conn) => {
-      const ch = new ControlChannel(conn, this.scheduler);
+      const ch = new ControlChannel(conn, this.scheduler, { counters: this.channelCounters });
       ch.onMessage((env) => this.onPeerMessage(env));
       ch.onRequest((env) => this.peerRequestHandler?.(env, ch));
     });

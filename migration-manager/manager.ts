@@ -9,7 +9,7 @@ import type { Scheduler, Timer } from '../shared/runtime/scheduler.js';
 import type { MessageNet, MessageListener } from '../shared/io/stream.js';
 import type { Address } from '../shared/io/address.js';
 import { parseAddress } from '../shared/io/address.js';
-import { ControlChannel } from '../shared/control/channel.js';
+import { ControlChannel, CHANNEL_COUNTERS } from '../shared/control/channel.js';
 import { body, Role, type NodeInfo, type EnvelopeObject, type Body, type FlowStats } from '../shared/control/messages.js';
 import { isBatonError } from '../shared/errors.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
@@ -46,6 +46,8 @@ export interface ManagerOptions {
 export class Manager {
   readonly registry: Registry;
   readonly counters = new Counters(MGR);
+  /** Every control connection the manager accepted, summed (decode failures of garbage peers included). */
+  readonly channelCounters = new Counters(CHANNEL_COUNTERS);
   private listener: MessageListener | null = null;
   private readonly channels = new Set<ControlChannel>();
   private readonly channelOf = new Map<number, ControlChannel>();
@@ -62,7 +64,7 @@ export class Manager {
   }
 
   async start(): Promise<Address> {
-    this.listener = await this.o.net.listen(this.o.listen, (conn) => this.accept(new ControlChannel(conn, this.o.scheduler)));
+    this.listener = await this.o.net.listen(this.o.listen, (conn) => this.accept(new ControlChannel(conn, this.o.scheduler, { counters: this.channelCounters })));
     this.liveness = this.o.scheduler.every(Math.max(10, Math.floor(this.o.heartbeatMs / 2)), () => this.checkLiveness());
     this.log.info('manager listening', { control: this.listener.address });
     return this.listener.address;

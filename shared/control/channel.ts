@@ -63,6 +63,11 @@ export type MessageHandler = (env: EnvelopeObject) => void;
 export interface ControlChannelOptions {
   /** Told about every callback that threw or rejected (after it was counted and, for requests, answered). */
   onHandlerError?: (err: unknown, env: EnvelopeObject) => void;
+  /**
+   * Count into this (CHANNEL_COUNTERS layout) instead of a private set, so a
+   * server can aggregate every connection it ever accepted (garbage ones too).
+   */
+  counters?: Counters;
 }
 
 interface Pending {
@@ -73,7 +78,7 @@ interface Pending {
 }
 
 export class ControlChannel {
-  readonly counters = new Counters(CHANNEL_COUNTERS);
+  readonly counters: Counters;
   private seq = 0;
   private readonly pending = new Map<number, Pending>();
   private requestHandler: RequestHandler | null = null;
@@ -88,6 +93,7 @@ export class ControlChannel {
     opts: ControlChannelOptions = {},
   ) {
     this.onHandlerError = opts.onHandlerError;
+    this.counters = opts.counters ?? new Counters(CHANNEL_COUNTERS);
     conn.onMessage((frame) => this.onFrame(frame));
     conn.onClose((reason) => this.shutdown(reason));
   }

@@ -4,7 +4,8 @@ import { Counters, defineCounters } from '../counters.js';
 export const DP = defineCounters([
   'rx_datagrams',
   'rx_frames',
-  'drop_bad_encap', // decodeEncap rejected the frame (incl. bad version)
+  'drop_bad_encap', // decodeEncap rejected the frame
+  'drop_bad_encap_version', // a Baton option data version this build does not speak
   'drop_wrong_vni', // frame for another cluster
   'drop_hop_limit', // redirected too often: a forwarding loop
   'drop_unknown_owner', // redirect target is not a known peer

@@ -82,7 +82,8 @@ export class Datapath {
       while (off < len) {
         const r = decodeEncap(d, off, len - off, m);
         if (r !== Reject.OK) {
-          c.inc(DP.drop_bad_encap); // the rest of the datagram cannot be delimited
+          // The rest of the datagram cannot be delimited either.
+          c.inc(r === Reject.BAD_ENCAP_VERSION ? DP.drop_bad_encap_version : DP.drop_bad_encap);
           break;
         }
         c.inc(DP.rx_frames);
