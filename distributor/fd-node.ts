@@ -36,6 +36,8 @@ export class FdNode {
   dataplane!: FdDataplane;
   mesh!: OwnershipMesh;
   agent!: MemberAgent;
+  /** Where peers (and later the migration manager) reach this FD's control plane. */
+  controlAddress!: Address;
   private readonly pps: PpsMeter;
   private readonly log;
 
@@ -74,6 +76,7 @@ export class FdNode {
     this.mesh = new OwnershipMesh(me.id, this.handler, io.messages, io.scheduler, cfg.control.ownershipFlushMs);
     this.handler.setOwnershipSink(this.mesh);
     const control = await this.mesh.start({ host: me.host, port: me.controlPort });
+    this.controlAddress = control;
     this.agent = new MemberAgent({
       node: nodeInfo({
         id: me.id,
