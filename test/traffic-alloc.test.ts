@@ -108,7 +108,8 @@ it('generator packet writing + verifier bookkeeping: 1 M packets allocate nothin
   console.log(`generator+verifier: ${N} packets, heap growth ${growth} B, GCs ${gcs}`);
   expect(result).toBe(N);
   expect(gcs).toBe(0);
-  // The only growth: the two clocks' new readings, one 16-byte HeapNumber each per batch of 32.
-  // Slack of 256 KiB: one allocation per packet would be >= 16 MB.
-  expect(growth).toBeLessThan(256 * 1024 + (N / 32) * 2 * 16);
+  // Growth seen: ~1.0-1.5 MB, the two clocks' new readings (a 16-byte HeapNumber
+  // each per batch of 32 = 1 MB) plus JIT noise. One 16-byte allocation per
+  // packet would add >= 16 MB (and force scavenges), so 4 MB separates the two.
+  expect(growth).toBeLessThan(4 * 1024 * 1024);
 });
