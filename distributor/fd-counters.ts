@@ -13,6 +13,7 @@ const STATIC = [
   'rewritten', // owned flow, action rewrite (NAT)
   'redirected', // flow owned by a peer: sent to the owner
   'redirected_by_hint', // no entry yet, sent to the owner named by the encapsulation's owner hint
+  'redirected_leaving', // this FD is disengaging: no entry, sent where the shrunken scope points
   'flows_created', // forward+reverse pair created (counts pairs)
   'flows_closing', // FIN/RST seen, linger started
   'flows_closed', // removed after the linger

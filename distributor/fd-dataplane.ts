@@ -98,7 +98,7 @@ export class FdDataplane {
       }
       o.flags = m.flags | EncapFlag.REDIRECTED;
       o.hopCount = m.hopCount + 1;
-      o.ownerHint = m.ownerHint;
+      o.ownerHint = h.redirectHint;
     } else {
       const svc = rt.serviceLane.get(h.meta.dstIp);
       lane = svc === undefined ? rt.hashTierLane : svc;

@@ -23,6 +23,8 @@ import { BatonError, ErrorCode } from '../shared/errors.js';
 import { FlowTable, NetAction, FlowFlag } from './flow-table.js';
 import { FlowAction, type ServicePolicy } from './service-policy.js';
 import { FD, rejectCounter, newFdCounters } from './fd-counters.js';
+import { hashFiveTuple } from '../shared/hash/xxh32.js';
+import type { HashScope } from '../shared/scope/hash-scope.js';
 
 export const Verdict = {
   /** Send the (possibly rewritten) packet on to meta.dstIp:dstPort. */
@@ -71,8 +73,10 @@ export class FlowHandler {
   readonly counters: Counters;
   /** The parse result of the last packet (dst fields are the rewritten ones after FORWARD). */
   readonly meta = new PacketMeta();
-  /** Set when handle() returns REDIRECT. */
+  /** Set when handle() returns REDIRECT: where to send the packet. */
   redirectOwner = 0;
+  /** Set when handle() returns REDIRECT: the owner hint to write (the known owner, or NO_OWNER). */
+  redirectHint = NO_OWNER;
   /** Set when handle() returns DROP. */
   dropCounter = 0;
   /** Time sampled by the last tick(). */
@@ -151,7 +155,20 @@ export class FlowHandler {
     if (slot < 0) {
       if (ownerHint !== NO_OWNER && ownerHint !== 0 && ownerHint !== this.selfId) {
         this.redirectOwner = ownerHint;
+        this.redirectHint = ownerHint;
         c.inc(FD.redirected_by_hint);
+        return Verdict.REDIRECT;
+      }
+      const next = this.nextScope;
+      if (next !== null) {
+        // Leaving the cluster: this FD creates no flow any more. A packet it has
+        // no entry for goes where the shrunken scope will send it; that FD owns
+        // the flow, knows its owner from the (acknowledged) broadcasts, or, for
+        // a SYN, creates it.
+        const h = hashFiveTuple(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, this.nextSeed);
+        this.redirectOwner = this.nextIds[next.pick(h)]!;
+        this.redirectHint = NO_OWNER;
+        c.inc(FD.redirected_leaving);
         return Verdict.REDIRECT;
       }
       if (isTcp && !isSyn) return this.drop(FD.drop_no_flow);
@@ -161,6 +178,7 @@ export class FlowHandler {
       // Touch keeps a learned entry alive while its flow is active here.
       t.touch(slot, len, this.nowMs);
       this.redirectOwner = t.owner(slot);
+      this.redirectHint = this.redirectOwner;
       c.inc(FD.redirected);
       return Verdict.REDIRECT;
     }
@@ -215,6 +233,27 @@ export class FlowHandler {
     this.counters.inc(FD.flows_learned);
     return true;
   }
+
+  /**
+   * Enter (scope, ids, seed) or leave (null) "leaving" mode: while this FD
+   * disengages, packets it has no entry for are redirected to the FD that
+   * `scope` (the cluster without this FD) picks, and no flow is created here.
+   * `ids[i]` is the node id of scope member i. Off the hot path.
+   */
+  setLeaving(scope: HashScope | null, ids: Uint16Array | null = null, seed = 0): void {
+    if (scope !== null && (ids === null || ids.length !== scope.members.length)) {
+      throw new BatonError(ErrorCode.BAD_ARGUMENT, 'setLeaving: ids must give a node id for every scope member');
+    }
+    this.nextScope = scope;
+    this.nextIds = ids ?? new Uint16Array(0);
+    this.nextSeed = seed >>> 0;
+  }
+  get leaving(): boolean {
+    return this.nextScope !== null;
+  }
+  private nextScope: HashScope | null = null;
+  private nextIds: Uint16Array = new Uint16Array(0);
+  private nextSeed = 0;
 
   /** Where ownership changes are reported (set once the broadcast mesh exists). */
   setOwnershipSink(sink: OwnershipSink): void {
