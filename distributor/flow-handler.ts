@@ -24,6 +24,7 @@ import { FlowTable, NetAction, FlowFlag } from './flow-table.js';
 import { FlowAction, type ServicePolicy } from './service-policy.js';
 import { FD, rejectCounter, newFdCounters } from './fd-counters.js';
 import { hashFiveTuple } from '../shared/hash/xxh32.js';
+import { FlowKey, partnerKey } from './flow-pair.js';
 import type { HashScope } from '../shared/scope/hash-scope.js';
 
 export const Verdict = {
@@ -97,10 +98,7 @@ export class FlowHandler {
   private lingerHead = 0;
   private lingerCount = 0;
   // Scratch for the partner (other direction) key.
-  private pSrcIp = 0;
-  private pDstIp = 0;
-  private pSrcPort = 0;
-  private pDstPort = 0;
+  private readonly p = new FlowKey();
 
   constructor(o: FlowHandlerOptions) {
     if (!Number.isInteger(o.selfId) || o.selfId < 0 || o.selfId >= 0xffff) {
@@ -320,37 +318,13 @@ export class FlowHandler {
     return fwd;
   }
 
-  /** Computes the key of the other direction of the flow at `slot` into p*. */
-  private partnerOf(slot: number): void {
-    const t = this.table;
-    if (t.netAction(slot) === NetAction.REWRITE) {
-      if ((t.flags(slot) & FlowFlag.REWRITE_SRC) !== 0) {
-        // reverse entry (B -> C, rewrite src to VIP) pairs with C -> VIP
-        this.pSrcIp = t.dstIp(slot);
-        this.pSrcPort = t.dstPort(slot);
-        this.pDstIp = t.rewriteIp(slot);
-        this.pDstPort = t.rewritePort(slot);
-      } else {
-        // forward entry (C -> VIP, rewrite dst to B) pairs with B -> C
-        this.pSrcIp = t.rewriteIp(slot);
-        this.pSrcPort = t.rewritePort(slot);
-        this.pDstIp = t.srcIp(slot);
-        this.pDstPort = t.srcPort(slot);
-      }
-    } else {
-      this.pSrcIp = t.dstIp(slot);
-      this.pSrcPort = t.dstPort(slot);
-      this.pDstIp = t.srcIp(slot);
-      this.pDstPort = t.srcPort(slot);
-    }
-  }
-
   private startLinger(slot: number): void {
     const t = this.table;
     t.setFlags(slot, t.flags(slot) | FlowFlag.CLOSING);
-    this.partnerOf(slot);
-    const proto = t.proto(slot);
-    const p = t.find(this.pSrcIp, this.pDstIp, this.pSrcPort, this.pDstPort, proto);
+    const pk = this.p;
+    partnerKey(t, slot, pk);
+    const proto = pk.proto;
+    const p = t.find(pk.srcIp, pk.dstIp, pk.srcPort, pk.dstPort, proto);
     if (p >= 0) t.setFlags(p, t.flags(p) | FlowFlag.CLOSING);
     this.counters.inc(FD.flows_closing);
     const cap = this.lingerDeadline.length;
@@ -372,18 +346,19 @@ export class FlowHandler {
   /** Removes the flow at `slot` and its other direction (slots move on removal: partner is looked up by key). */
   private removePair(slot: number): void {
     const t = this.table;
-    this.partnerOf(slot);
-    const proto = t.proto(slot);
+    const k = this.p;
+    partnerKey(t, slot, k);
+    const proto = k.proto;
     const sIp = t.srcIp(slot);
     const dIp = t.dstIp(slot);
     const sP = t.srcPort(slot);
     const dP = t.dstPort(slot);
     t.removeAt(slot);
-    t.remove(this.pSrcIp, this.pDstIp, this.pSrcPort, this.pDstPort, proto);
+    t.remove(k.srcIp, k.dstIp, k.srcPort, k.dstPort, proto);
     const s = this.sink;
     if (s.flowRemoved) {
       s.flowRemoved(sIp, dIp, sP, dP, proto);
-      s.flowRemoved(this.pSrcIp, this.pDstIp, this.pSrcPort, this.pDstPort, proto);
+      s.flowRemoved(k.srcIp, k.dstIp, k.srcPort, k.dstPort, proto);
     }
   }
 }
