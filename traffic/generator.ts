@@ -163,7 +163,7 @@ export class TrafficGenerator {
     this.sched = io.scheduler;
     this.target = { host: io.target.host, port: io.target.port };
     this.onProgress = onProgress;
-    this.verifier = new Verifier({ packetsPerFlow: op.packetsPerFlow, initialFlows: Math.min(op.totalFlows, 4096) });
+    this.verifier = new Verifier({ packetsPerFlow: op.packetsPerFlow, initialFlows: Math.min(op.totalFlows, 256) });
     const K = (this.K = op.concurrency);
     this.sFlow = new Int32Array(K).fill(-1);
     this.sState = new Uint8Array(K);

@@ -5,6 +5,10 @@
  * Per flow it keeps two bitmaps over the sequence space (sent, echoed) and a
  * few numeric columns, all in typed arrays grown by doubling; 1000 flows x
  * 1000 packets cost 2 x 125 KB of bitmaps, no objects per packet or flow.
+ * The bitmaps are paged: a page covers min(packetsPerFlow rounded up to a
+ * power of two, 65536) sequence numbers and is taken from a shared store the
+ * first time a flow sends into it, so a huge packetsPerFlow (a run bounded by
+ * time instead) costs only what is actually sent.
  *
  * Definitions (also in docs/traffic.md):
  *   lost       = sent but never echoed (at report time: after the drain)
@@ -137,11 +141,16 @@ function ratePerSec(n: number, firstMs: number, lastMs: number): number {
 
 export class Verifier {
   readonly packetsPerFlow: number;
-  private readonly words: number; // bitmap words per flow
+  private readonly pageShift: number; // log2(sequence numbers per page)
+  private readonly pageMask: number;
+  private readonly pageWords: number; // words per bitmap page
+  private readonly pagesPerFlow: number;
+  private pageOf: Int32Array; // [flow * pagesPerFlow + page] -> page id in the store, -1 = none yet
+  private pageCap: number;
+  private pagesUsed = 0;
   private cap: number;
   private n = 0;
-  private sentBits: Uint32Array;
-  private recvBits: Uint32Array;
+  private bits: Uint32Array; // page id p: sent words at p * 2 * pageWords, echoed words right after
   private kind: Uint8Array;
   private status: Uint8Array;
   private fSent: Uint32Array;
@@ -170,10 +179,17 @@ export class Verifier {
     const init = opts.initialFlows ?? 64;
     if (!Number.isInteger(init) || init < 1) bad('initialFlows', init, 'must be a positive integer');
     this.packetsPerFlow = ppf;
-    this.words = Math.max(1, (ppf + 31) >>> 5);
+    let shift = 5;
+    while (shift < 16 && 1 << shift < ppf) shift++;
+    this.pageShift = shift;
+    this.pageMask = (1 << shift) - 1;
+    this.pageWords = 1 << (shift - 5);
+    this.pagesPerFlow = Math.ceil(ppf / (1 << shift));
     this.cap = init;
-    this.sentBits = new Uint32Array(init * this.words);
-    this.recvBits = new Uint32Array(init * this.words);
+    this.pageOf = new Int32Array(init * this.pagesPerFlow).fill(-1);
+    // Small pages (short flows): one per flow up front; 16 KB pages: start with 64.
+    this.pageCap = Math.max(1, Math.min(init, (1 << 20) / (8 * this.pageWords)));
+    this.bits = new Uint32Array(this.pageCap * 2 * this.pageWords);
     this.kind = new Uint8Array(init);
     this.status = new Uint8Array(init);
     this.fSent = new Uint32Array(init);
@@ -208,10 +224,13 @@ export class Verifier {
   /** Records a data packet as sent. False (nothing recorded) for an unknown flow, bad seq or a second send of the same seq. */
   recordSent(flow: number, seq: number, nowMs: number): boolean {
     if (flow < 0 || flow >= this.n || seq < 0 || seq >= this.packetsPerFlow) return false;
-    const i = flow * this.words + (seq >>> 5);
+    const pi = flow * this.pagesPerFlow + (seq >>> this.pageShift);
+    let page = this.pageOf[pi]!;
+    if (page < 0) page = this.newPage(pi);
+    const i = page * 2 * this.pageWords + ((seq & this.pageMask) >>> 5);
     const bit = 1 << (seq & 31);
-    if ((this.sentBits[i]! & bit) !== 0) return false;
-    this.sentBits[i] = this.sentBits[i]! | bit;
+    if ((this.bits[i]! & bit) !== 0) return false;
+    this.bits[i] = this.bits[i]! | bit;
     this.fSent[flow]++;
     this.totSent++;
     if (this.firstSend < 0) this.firstSend = nowMs;
@@ -236,18 +255,19 @@ export class Verifier {
       this.malformed[Malformed.UNKNOWN_FLOW]++;
       return Echo.UNKNOWN;
     }
-    const i = flow * this.words + (seq >>> 5);
+    const i = this.wordIndex(flow, seq);
     const bit = 1 << (seq & 31);
-    if ((this.sentBits[i]! & bit) === 0) {
+    if (i < 0 || (this.bits[i]! & bit) === 0) {
       this.malformed[Malformed.UNKNOWN_FLOW]++;
       return Echo.UNKNOWN;
     }
-    if ((this.recvBits[i]! & bit) !== 0) {
+    const r = i + this.pageWords; // the echoed bitmap of the same page
+    if ((this.bits[r]! & bit) !== 0) {
       this.fDup[flow]++;
       this.totDup++;
       return Echo.DUPLICATE;
     }
-    this.recvBits[i] = this.recvBits[i]! | bit;
+    this.bits[r] = this.bits[r]! | bit;
     this.fRecv[flow]++;
     this.totRecv++;
     if (seq < this.fHigh[flow]!) {
@@ -266,12 +286,14 @@ export class Verifier {
 
   isSent(flow: number, seq: number): boolean {
     if (flow < 0 || flow >= this.n || seq < 0 || seq >= this.packetsPerFlow) return false;
-    return (this.sentBits[flow * this.words + (seq >>> 5)]! & (1 << (seq & 31))) !== 0;
+    const i = this.wordIndex(flow, seq);
+    return i >= 0 && (this.bits[i]! & (1 << (seq & 31))) !== 0;
   }
 
   isEchoed(flow: number, seq: number): boolean {
     if (flow < 0 || flow >= this.n || seq < 0 || seq >= this.packetsPerFlow) return false;
-    return (this.recvBits[flow * this.words + (seq >>> 5)]! & (1 << (seq & 31))) !== 0;
+    const i = this.wordIndex(flow, seq);
+    return i >= 0 && (this.bits[i + this.pageWords]! & (1 << (seq & 31))) !== 0;
   }
 
   recordMalformed(kind: Malformed): void {
@@ -409,14 +431,30 @@ export class Verifier {
     };
   }
 
+  /** Index of the sent-bitmap word holding (flow, seq) (range already checked), or -1 if its page was never used. */
+  private wordIndex(flow: number, seq: number): number {
+    const page = this.pageOf[flow * this.pagesPerFlow + (seq >>> this.pageShift)]!;
+    return page < 0 ? -1 : page * 2 * this.pageWords + ((seq & this.pageMask) >>> 5);
+  }
+
+  /** Takes the next page from the store (doubling it when full). Once per page, not per packet. */
+  private newPage(pi: number): number {
+    if (this.pagesUsed === this.pageCap) {
+      const cap = this.pageCap * 2;
+      const b = new Uint32Array(cap * 2 * this.pageWords);
+      b.set(this.bits);
+      this.bits = b;
+      this.pageCap = cap;
+    }
+    const p = this.pagesUsed++;
+    this.pageOf[pi] = p;
+    return p;
+  }
+
   private growTo(cap: number): void {
-    const w = this.words;
-    const sb = new Uint32Array(cap * w);
-    sb.set(this.sentBits);
-    this.sentBits = sb;
-    const rb = new Uint32Array(cap * w);
-    rb.set(this.recvBits);
-    this.recvBits = rb;
+    const po = new Int32Array(cap * this.pagesPerFlow).fill(-1);
+    po.set(this.pageOf);
+    this.pageOf = po;
     this.kind = grow(this.kind, cap);
     this.status = grow(this.status, cap);
     this.fSent = grow(this.fSent, cap);
