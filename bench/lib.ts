@@ -80,13 +80,4 @@ export function timeResult(name: string, valueMs: number, baselineMs?: number, b
   return r;
 }
 
-/** Deterministic PRNG (mulberry32) so benches and tests are reproducible. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+export { mulberry32 } from '../shared/random.js';
