@@ -14,6 +14,7 @@ import { body, type EnvelopeObject, type Body } from '../shared/control/messages
 import { OwnershipBuffer, forEachOwnershipBatch, OwnershipFlag, OWNERSHIP_RECORD_VERSION, OwnershipCheck } from '../shared/control/ownership.js';
 import { Counters, defineCounters } from '../shared/counters.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
+import { BatonError, ErrorCode } from '../shared/errors.js';
 import type { FlowHandler, OwnershipSink } from './flow-handler.js';
 
 export const MESH = defineCounters([
@@ -60,7 +61,14 @@ export class OwnershipMesh implements OwnershipSink {
     this.listener = await this.net.listen(listen, (conn) => {
       const ch = new ControlChannel(conn, this.scheduler, { counters: this.channelCounters });
       ch.onMessage((env) => this.onPeerMessage(env));
-      ch.onRequest((env) => this.peerRequestHandler?.(env, ch));
+      ch.onRequest((env) => {
+        // An acknowledged ownership batch (migration broadcasts, joiner syncs):
+        // applied before the answer goes back, so the sender knows we know.
+        if (env.body.case === 'ownershipBatch') {
+          return this.onPeerMessage(env) ? body('pong', {}) : body('errorReply', { code: 'BATON_BAD_OWNERSHIP_BATCH', message: 'ownership batch rejected (length or record version)' });
+        }
+        return this.peerRequestHandler?.(env, ch);
+      });
     });
     this.flushTimer = this.scheduler.every(this.flushMs, () => this.buffer.flush());
     return this.listener.address;
@@ -141,8 +149,8 @@ export class OwnershipMesh implements OwnershipSink {
     }
   }
 
-  private onPeerMessage(env: EnvelopeObject): void {
-    if (env.body.case !== 'ownershipBatch') return;
+  private onPeerMessage(env: EnvelopeObject): boolean {
+    if (env.body.case !== 'ownershipBatch') return false;
     const h = this.handler;
     const b = env.body.value;
     const r = forEachOwnershipBatch(b, (srcIp, dstIp, srcPort, dstPort, proto, flags, owner) => {
@@ -152,10 +160,35 @@ export class OwnershipMesh implements OwnershipSink {
     });
     if (r !== OwnershipCheck.OK) {
       this.counters.inc(MESH.batches_rejected);
-      return;
+      return false;
     }
     this.counters.inc(MESH.batches_received);
     this.counters.inc(MESH.records_received, b.count);
+    return true;
+  }
+
+  /**
+   * The outbound channel to peer `id`, connecting first if needed (to
+   * `addr`, or the address the last scope update gave). Off the hot path.
+   */
+  async channelTo(id: number, addr?: Address, timeoutMs = 3000): Promise<ControlChannel> {
+    const have = this.out.get(id);
+    if (have && !have.closed) return have;
+    const to = addr ?? this.wanted.get(id);
+    if (!to) throw new BatonError(ErrorCode.UNKNOWN_NODE, `no control address known for peer ${id}`);
+    if (!this.wanted.has(id)) this.wanted.set(id, to);
+    const conn = await withTimeout(this.net.connect(to), this.scheduler, timeoutMs, `connect to peer ${id} at ${to.host}:${to.port}`);
+    const again = this.out.get(id);
+    if (again && !again.closed) {
+      conn.close();
+      return again;
+    }
+    const ch = new ControlChannel(conn, this.scheduler);
+    this.out.set(id, ch);
+    ch.onClose(() => {
+      if (this.out.get(id) === ch) this.out.delete(id);
+    });
+    return ch;
   }
 
   async stop(): Promise<void> {
@@ -165,4 +198,21 @@ export class OwnershipMesh implements OwnershipSink {
     this.wanted.clear();
     await this.listener?.close();
   }
+}
+
+/** Rejects with BATON_TIMEOUT when `p` has not settled within `ms` (scheduler time). */
+export function withTimeout<T>(p: Promise<T>, scheduler: Scheduler, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = scheduler.after(ms, () => reject(new BatonError(ErrorCode.TIMEOUT, `${what}: no answer within ${ms} ms`)));
+    p.then(
+      (v) => {
+        t.cancel();
+        resolve(v);
+      },
+      (e) => {
+        t.cancel();
+        reject(e);
+      },
+    );
+  });
 }
