@@ -13,9 +13,11 @@ import {
   nodeInfo,
   type Body,
   type BodyCase,
+  type DisengageReply,
   type EnvelopeObject,
   type FlowStats,
   type NodeInfo,
+  type NodeRef,
 } from '../shared/control/messages.js';
 import { isBatonError, ErrorCode } from '../shared/errors.js';
 
@@ -57,6 +59,42 @@ const STATS: FlowStats = {
   pps: 12345.625,
 };
 
+const FD_PEER: NodeInfo = {
+  id: 8,
+  name: 'fd-8',
+  role: Role.FD,
+  dataAddr: '127.0.0.1:40008',
+  controlAddr: '127.0.0.1:41008',
+  metricsAddr: '127.0.0.1:9108',
+  virtualIp: '',
+  virtualPort: 0,
+  pid: 4244,
+};
+const REF_8: NodeRef = { id: 8, name: 'fd-8' };
+const REF_9: NodeRef = { id: 9, name: 'fd-9' };
+/** A complete DisengageReply (reused inside UpgradeReply / PowerdownReply). */
+const DISENGAGE_REPLY: DisengageReply = {
+  ok: true,
+  errorCode: 'BATON_CONNECTION_CLOSED',
+  errorMessage: 'fd-8 died; fell back to fd-9',
+  migrationId: 2 ** 40 + 3, // needs > 32 bits
+  target: 'fd-7',
+  policy: 'least-flows',
+  shares: [
+    { node: REF_8, flows: 700, backup: false },
+    { node: REF_9, flows: 534, backup: true },
+  ],
+  entriesMoved: 1234,
+  durationMs: 812.5,
+  copyMs: 301.25,
+  broadcastMs: 12.75,
+  drainMs: 40.125,
+  redirectsServed: 77,
+  scopeVersion: 13,
+  fellBackToBackup: true,
+  packetsLost: 2,
+};
+
 /** One fully populated example of every body (typed: the compiler checks each against messages.ts). */
 const EXAMPLES: { [K in BodyCase]: Extract<Body, { case: K }>['value'] } = {
   ping: {},
@@ -83,6 +121,68 @@ const EXAMPLES: { [K in BodyCase]: Extract<Body, { case: K }>['value'] } = {
       { node: SERVICE, status: MemberStatus.FAILED, inScope: false, stats: emptyFlowStats(), lastHeartbeatMsAgo: -1, counters: {}, appliedScopeVersion: 0 },
     ],
   },
+  disengageRequest: {
+    target: 'fd-7',
+    targetId: 7,
+    policy: 'named',
+    inheritor: 'fd-8',
+    backup: 'fd-9',
+    timeoutMs: 30000,
+    migrationId: 2 ** 40 + 3,
+    peers: [
+      { node: FD_PEER, status: MemberStatus.ACTIVE, inScope: true, stats: STATS },
+      { node: { ...FD_PEER, id: 9, name: 'fd-9' }, status: MemberStatus.ACTIVE, inScope: true, stats: emptyFlowStats() },
+    ],
+    nextScope: { version: 13, members: [REF_8, REF_9], tableSize: 65537, hashSeed: 0xdeadbeef },
+    chunkRecords: 4096,
+    randomSeed: 0xfeedface,
+  },
+  disengageReply: DISENGAGE_REPLY,
+  migrationChunk: {
+    migrationId: 2 ** 40 + 3,
+    seq: 3,
+    owner: 8,
+    standby: true,
+    count: 2,
+    records: Uint8Array.from([0xc0, 0x00, 0x02, 0x0a, 0xff, 0x00, 0x01, 0x80]),
+  },
+  migrationAck: { migrationId: 2 ** 40 + 3, seq: 3, imported: 2, errorCode: 'BATON_BAD_EXPORT_FORMAT', errorMessage: 'records length does not match count' },
+  migrationProgress: {
+    migrationId: 2 ** 40 + 3,
+    target: 'fd-7',
+    phase: 'copy',
+    copied: 600,
+    total: 1234,
+    rxDepth: 12,
+    txDepth: 5,
+    sendQueueBytes: 2 ** 33,
+    redirects: 41,
+  },
+  engageRequest: { target: 'fd-7', timeoutMs: 15000 },
+  engageReply: { ok: true, errorCode: 'BATON_TIMEOUT', errorMessage: 'fd-9 did not sync in time', scopeVersion: 14, recordsSynced: 2 ** 36 + 1 },
+  syncRequest: { joinerId: 7, joinerControlAddr: '127.0.0.1:41007' },
+  syncReply: { records: 2 ** 35 + 9 },
+  orchestratorHello: { name: 'baton-up-4242' },
+  orchestratorCommand: { op: 'restart', node: 'fd-7' },
+  orchestratorReply: { ok: true, errorMessage: 'was not running', pid: 4245 },
+  upgradeRequest: { batch: 2, policy: 'spread', timeoutMs: 60000 },
+  upgradeReply: {
+    ok: true,
+    errorCode: 'BATON_TIMEOUT',
+    errorMessage: 'fd-9 skipped',
+    upgraded: ['fd-7', 'fd-8'],
+    durationMs: 4321.5,
+    disengages: [DISENGAGE_REPLY, { ...DISENGAGE_REPLY, target: 'fd-8', shares: [{ node: REF_9, flows: 9, backup: false }] }],
+  },
+  powerdownRequest: { thresholdPps: 1500.5, minActive: 2, sustainMs: 10000, policy: 'hash-aligned', stopProcesses: true },
+  powerdownReply: {
+    ok: true,
+    errorCode: 'BATON_INVALID_TRANSITION',
+    errorMessage: 'kept 2 active',
+    poweredDown: ['fd-7'],
+    disengages: [DISENGAGE_REPLY],
+  },
+  operationProgress: { operation: 'upgrade', message: 'fd-7: disengaged, restarting' },
 };
 
 function env(b: Body, over: Partial<EnvelopeObject> = {}): EnvelopeObject {
@@ -105,10 +205,10 @@ function plain(v: unknown): unknown {
 // --------------------------------------------------------------- schema ----
 
 describe('schema vs messages.ts', () => {
-  it('has a body case per BODY_CASES entry, in tag order 10..19', () => {
+  it('has a body case per BODY_CASES entry, in tag order 10..36', () => {
     const fields = EnvelopeType.oneofs['body']!.fieldsArray.slice().sort((a, b) => a.id - b.id);
     expect(fields.map((f) => f.name)).toEqual([...BODY_CASES]);
-    expect(fields.map((f) => f.id)).toEqual([10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
+    expect(fields.map((f) => f.id)).toEqual(Array.from({ length: 27 }, (_, i) => 10 + i));
     expect(EnvelopeType.fieldsArray.filter((f) => !f.partOf).map((f) => [f.name, f.id, f.type])).toEqual([
       ['protocolVersion', 1, 'uint32'],
       ['seq', 2, 'uint64'],
@@ -161,6 +261,32 @@ describe('round trip', () => {
     });
     const reg = expectOk(decodeEnvelope(EnvelopeType.encode({ protocolVersion: 1, seq: 2, register: {} }).finish()));
     expect(reg.body).toEqual({ case: 'register', value: { node: nodeInfo({ id: 0, role: Role.ROLE_UNSPECIFIED }) } });
+  });
+
+  it('fills absent nested messages in the new bodies too (ScopePlan, NodeRef inside repeated and nested repeated fields)', () => {
+    const req = expectOk(decodeEnvelope(EnvelopeType.encode({ protocolVersion: 1, seq: 3, disengageRequest: { target: 'fd-7' } }).finish()));
+    expect(req.body).toEqual({
+      case: 'disengageRequest',
+      value: {
+        target: 'fd-7',
+        targetId: 0,
+        policy: '',
+        inheritor: '',
+        backup: '',
+        timeoutMs: 0,
+        migrationId: 0,
+        peers: [],
+        nextScope: { version: 0, members: [], tableSize: 0, hashSeed: 0 },
+        chunkRecords: 0,
+        randomSeed: 0,
+      },
+    });
+    const up = expectOk(
+      decodeEnvelope(EnvelopeType.encode({ protocolVersion: 1, seq: 4, upgradeReply: { disengages: [{ shares: [{ flows: 5 }] }] } }).finish()),
+    );
+    if (up.body.case !== 'upgradeReply') throw new Error('wrong case');
+    expect(up.body.value.disengages[0]!.shares).toEqual([{ node: { id: 0, name: '' }, flows: 5, backup: false }]);
+    expect(up.body.value.disengages[0]!.target).toBe('');
   });
 
   it('keeps enum values unknown to this build (open enums) and negative int64', () => {
@@ -223,6 +349,26 @@ describe('round trip', () => {
     sendQueueBytes: u64,
     pps: fc.double(),
   });
+  const arbMember = fc.record({ node: arbNode, status: enumVal, inScope: fc.boolean(), stats: arbStats });
+  const arbRef = fc.record({ id: u32, name: str });
+  const arbDisengageReply = fc.record({
+    ok: fc.boolean(),
+    errorCode: str,
+    errorMessage: str,
+    migrationId: u64,
+    target: str,
+    policy: str,
+    shares: fc.array(fc.record({ node: arbRef, flows: u64, backup: fc.boolean() }), { maxLength: 3 }),
+    entriesMoved: u64,
+    durationMs: fc.double(),
+    copyMs: fc.double(),
+    broadcastMs: fc.double(),
+    drainMs: fc.double(),
+    redirectsServed: u64,
+    scopeVersion: u64,
+    fellBackToBackup: fc.boolean(),
+    packetsLost: u64,
+  });
   const arbBody: fc.Arbitrary<Body> = fc.oneof(
     fc.constant(body('ping', {})),
     fc.constant(body('pong', {})),
@@ -235,7 +381,7 @@ describe('round trip', () => {
     fc
       .record({
         version: u64,
-        members: fc.array(fc.record({ node: arbNode, status: enumVal, inScope: fc.boolean(), stats: arbStats }), { maxLength: 4 }),
+        members: fc.array(arbMember, { maxLength: 4 }),
         tableSize: u32,
         hashSeed: u32,
       })
@@ -261,6 +407,72 @@ describe('round trip', () => {
         ),
       })
       .map((v) => body('statusResponse', v)),
+    fc
+      .record({
+        target: str,
+        targetId: u32,
+        policy: str,
+        inheritor: str,
+        backup: str,
+        timeoutMs: u32,
+        migrationId: u64,
+        peers: fc.array(arbMember, { maxLength: 3 }),
+        nextScope: fc.record({ version: u64, members: fc.array(arbRef, { maxLength: 4 }), tableSize: u32, hashSeed: u32 }),
+        chunkRecords: u32,
+        randomSeed: u32,
+      })
+      .map((v) => body('disengageRequest', v)),
+    arbDisengageReply.map((v) => body('disengageReply', v)),
+    fc
+      .record({ migrationId: u64, seq: u32, owner: u32, standby: fc.boolean(), count: u32, records: fc.uint8Array({ maxLength: 64 }) })
+      .map((v) => body('migrationChunk', v)),
+    fc.record({ migrationId: u64, seq: u32, imported: u32, errorCode: str, errorMessage: str }).map((v) => body('migrationAck', v)),
+    fc
+      .record({
+        migrationId: u64,
+        target: str,
+        phase: str,
+        copied: u64,
+        total: u64,
+        rxDepth: u32,
+        txDepth: u32,
+        sendQueueBytes: u64,
+        redirects: u64,
+      })
+      .map((v) => body('migrationProgress', v)),
+    fc.record({ target: str, timeoutMs: u32 }).map((v) => body('engageRequest', v)),
+    fc
+      .record({ ok: fc.boolean(), errorCode: str, errorMessage: str, scopeVersion: u64, recordsSynced: u64 })
+      .map((v) => body('engageReply', v)),
+    fc.record({ joinerId: u32, joinerControlAddr: str }).map((v) => body('syncRequest', v)),
+    fc.record({ records: u64 }).map((v) => body('syncReply', v)),
+    fc.record({ name: str }).map((v) => body('orchestratorHello', v)),
+    fc.record({ op: str, node: str }).map((v) => body('orchestratorCommand', v)),
+    fc.record({ ok: fc.boolean(), errorMessage: str, pid: u32 }).map((v) => body('orchestratorReply', v)),
+    fc.record({ batch: u32, policy: str, timeoutMs: u32 }).map((v) => body('upgradeRequest', v)),
+    fc
+      .record({
+        ok: fc.boolean(),
+        errorCode: str,
+        errorMessage: str,
+        upgraded: fc.array(str, { maxLength: 3 }),
+        durationMs: fc.double(),
+        disengages: fc.array(arbDisengageReply, { maxLength: 2 }),
+      })
+      .map((v) => body('upgradeReply', v)),
+    fc
+      .record({ thresholdPps: fc.double(), minActive: u32, sustainMs: u32, policy: str, stopProcesses: fc.boolean() })
+      .map((v) => body('powerdownRequest', v)),
+    fc
+      .record({
+        ok: fc.boolean(),
+        errorCode: str,
+        errorMessage: str,
+        poweredDown: fc.array(str, { maxLength: 3 }),
+        disengages: fc.array(arbDisengageReply, { maxLength: 2 }),
+      })
+      .map((v) => body('powerdownReply', v)),
+    fc.record({ operation: str, message: str }).map((v) => body('operationProgress', v)),
   );
   const arbEnv: fc.Arbitrary<EnvelopeObject> = fc.record({
     protocolVersion: fc.constant(PROTOCOL_VERSION),
@@ -346,8 +558,12 @@ describe('garbage', () => {
     ['version 1, no body (empty oneof)', '0801', 'empty_body'],
     ['version 1, seq, wants_reply, no body', '080110052001', 'empty_body'],
     ['version 1, unknown non-body field 5, no body', '08012807', 'empty_body'],
-    ['version 1, unknown body tag 25 (newer peer)', '0801ca0100', 'unknown_body'],
-    ['version 1, unknown body tag 20', '0801a20100', 'unknown_body'],
+    ['version 1, unknown body tag 37 (first spare; newer peer)', '0801aa0200', 'unknown_body'],
+    ['version 1, unknown body tag 49 (last spare)', '08018a0300', 'unknown_body'],
+    ['version 1, unknown body tag 50', '0801920300', 'unknown_body'],
+    ['version 1, empty disengage_request (tag 20, now known)', '0801a20100', 'ok'],
+    ['version 1, empty engage_request (tag 25, now known)', '0801ca0100', 'ok'],
+    ['version 1, empty operation_progress (tag 36, the last known)', '0801a20200', 'ok'],
     ['version 2 with a ping', '08025200', 'bad_version'],
     ['version 0 (absent) with a ping', '5200', 'bad_version'],
     ['version 1, ping', '08015200', 'ok'],
@@ -364,7 +580,7 @@ describe('garbage', () => {
   });
 
   it('an unknown body keeps the header too', () => {
-    const r = decodeEnvelope(Buffer.from('0801' + '1009' + '2001' + 'ca0100', 'hex'));
+    const r = decodeEnvelope(Buffer.from('0801' + '1009' + '2001' + 'aa0200', 'hex')); // body tag 37
     expect(r).toEqual({ ok: false, code: 'unknown_body', protocolVersion: 1, seq: 9, replyTo: 0, wantsReply: true });
   });
 
@@ -373,5 +589,9 @@ describe('garbage', () => {
     const got = expectOk(decodeEnvelope(frame));
     if (got.body.case !== 'ownershipBatch') throw new Error('wrong case');
     expect(got.body.value.records.buffer).toBe(frame.buffer);
+    const chunkFrame = Uint8Array.from(encodeEnvelope(env(body('migrationChunk', EXAMPLES.migrationChunk))));
+    const chunk = expectOk(decodeEnvelope(chunkFrame));
+    if (chunk.body.case !== 'migrationChunk') throw new Error('wrong case');
+    expect(chunk.body.value.records.buffer).toBe(chunkFrame.buffer);
   });
 });
