@@ -144,7 +144,7 @@ export class FlowHandler {
     const flags = m.tcpFlags;
     const isSyn = isTcp && (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
 
-    if (slot >= 0 && isSyn && (t.flags(slot) & FlowFlag.CLOSING) !== 0 && t.owner(slot) === this.selfId) {
+    if (slot >= 0 && isSyn && (t.flags(slot) & FlowFlag.CLOSING) !== 0 && t.owner(slot) === this.selfId && this.nextScope === null) {
       // Port reuse: a new connection on a 5-tuple that is still lingering.
       this.removePair(slot);
       slot = -1;
@@ -202,6 +202,9 @@ export class FlowHandler {
   tick(): void {
     const now = this.clock.now();
     this.nowMs = now;
+    // While leaving, the table is being migrated: no entry may move (slots are
+    // the migration's handles), so removals wait; the purge empties it anyway.
+    if (this.nextScope !== null) return;
     while (this.lingerCount > 0 && this.lingerDeadline[this.lingerHead]! <= now) {
       const k = this.lingerHead * 4;
       const w = this.lingerKeys;
@@ -220,6 +223,7 @@ export class FlowHandler {
 
   /** Record that peer `owner` owns a flow (from an ownership broadcast). Off the per-packet path. */
   learnOwnership(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, owner: number): boolean {
+    if (this.nextScope !== null) return false; // leaving: redirects go by the next scope, the table only shrinks
     const t = this.table;
     const slot = t.find(srcIp, dstIp, srcPort, dstPort, proto);
     if (slot >= 0) {
@@ -260,6 +264,7 @@ export class FlowHandler {
 
   /** Forget a peer's flow (its owner ended it). Entries this FD owns are never touched. */
   forgetOwnership(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, owner: number): boolean {
+    if (this.nextScope !== null) return false;
     const t = this.table;
     const slot = t.find(srcIp, dstIp, srcPort, dstPort, proto);
     if (slot < 0 || t.owner(slot) !== owner || owner === this.selfId) return false;

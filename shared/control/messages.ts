@@ -144,6 +144,161 @@ export interface StatusResponse {
   nodes: NodeStatus[];
 }
 
+// -------------------------------------------------- disengage (tags 20..36) ----
+
+export interface NodeRef {
+  id: number;
+  name: string;
+}
+
+export interface ScopePlan {
+  version: number;
+  members: NodeRef[];
+  tableSize: number;
+  hashSeed: number;
+}
+
+export interface DisengageRequest {
+  target: string;
+  targetId: number;
+  policy: string;
+  inheritor: string;
+  backup: string;
+  timeoutMs: number;
+  migrationId: number;
+  peers: Member[];
+  nextScope: ScopePlan;
+  chunkRecords: number;
+  randomSeed: number;
+}
+
+export interface InheritorShare {
+  node: NodeRef;
+  flows: number;
+  backup: boolean;
+}
+
+export interface DisengageReply {
+  ok: boolean;
+  errorCode: string;
+  errorMessage: string;
+  migrationId: number;
+  target: string;
+  policy: string;
+  shares: InheritorShare[];
+  entriesMoved: number;
+  durationMs: number;
+  copyMs: number;
+  broadcastMs: number;
+  drainMs: number;
+  redirectsServed: number;
+  scopeVersion: number;
+  fellBackToBackup: boolean;
+  packetsLost: number;
+}
+
+export interface MigrationChunk {
+  migrationId: number;
+  seq: number;
+  owner: number;
+  standby: boolean;
+  count: number;
+  records: Uint8Array;
+}
+
+export interface MigrationAck {
+  migrationId: number;
+  seq: number;
+  imported: number;
+  errorCode: string;
+  errorMessage: string;
+}
+
+export interface MigrationProgress {
+  migrationId: number;
+  target: string;
+  phase: string;
+  copied: number;
+  total: number;
+  rxDepth: number;
+  txDepth: number;
+  sendQueueBytes: number;
+  redirects: number;
+}
+
+export interface EngageRequest {
+  target: string;
+  timeoutMs: number;
+}
+
+export interface EngageReply {
+  ok: boolean;
+  errorCode: string;
+  errorMessage: string;
+  scopeVersion: number;
+  recordsSynced: number;
+}
+
+export interface SyncRequest {
+  joinerId: number;
+  joinerControlAddr: string;
+}
+
+export interface SyncReply {
+  records: number;
+}
+
+export interface OrchestratorHello {
+  name: string;
+}
+
+export interface OrchestratorCommand {
+  op: string;
+  node: string;
+}
+
+export interface OrchestratorReply {
+  ok: boolean;
+  errorMessage: string;
+  pid: number;
+}
+
+export interface UpgradeRequest {
+  batch: number;
+  policy: string;
+  timeoutMs: number;
+}
+
+export interface UpgradeReply {
+  ok: boolean;
+  errorCode: string;
+  errorMessage: string;
+  upgraded: string[];
+  durationMs: number;
+  disengages: DisengageReply[];
+}
+
+export interface PowerdownRequest {
+  thresholdPps: number;
+  minActive: number;
+  sustainMs: number;
+  policy: string;
+  stopProcesses: boolean;
+}
+
+export interface PowerdownReply {
+  ok: boolean;
+  errorCode: string;
+  errorMessage: string;
+  poweredDown: string[];
+  disengages: DisengageReply[];
+}
+
+export interface OperationProgress {
+  operation: string;
+  message: string;
+}
+
 /** Every envelope body, by oneof case name (proto field name in camelCase). */
 export interface BodyMap {
   ping: Ping;
@@ -156,11 +311,28 @@ export interface BodyMap {
   registerAck: RegisterAck;
   statusRequest: StatusRequest;
   statusResponse: StatusResponse;
+  disengageRequest: DisengageRequest;
+  disengageReply: DisengageReply;
+  migrationChunk: MigrationChunk;
+  migrationAck: MigrationAck;
+  migrationProgress: MigrationProgress;
+  engageRequest: EngageRequest;
+  engageReply: EngageReply;
+  syncRequest: SyncRequest;
+  syncReply: SyncReply;
+  orchestratorHello: OrchestratorHello;
+  orchestratorCommand: OrchestratorCommand;
+  orchestratorReply: OrchestratorReply;
+  upgradeRequest: UpgradeRequest;
+  upgradeReply: UpgradeReply;
+  powerdownRequest: PowerdownRequest;
+  powerdownReply: PowerdownReply;
+  operationProgress: OperationProgress;
 }
 export type BodyCase = keyof BodyMap;
 export type Body = { [K in BodyCase]: { case: K; value: BodyMap[K] } }[BodyCase];
 
-/** All body cases, in tag order (10..19). */
+/** All body cases, in tag order (10..36). */
 export const BODY_CASES: readonly BodyCase[] = [
   'ping',
   'pong',
@@ -172,6 +344,23 @@ export const BODY_CASES: readonly BodyCase[] = [
   'registerAck',
   'statusRequest',
   'statusResponse',
+  'disengageRequest',
+  'disengageReply',
+  'migrationChunk',
+  'migrationAck',
+  'migrationProgress',
+  'engageRequest',
+  'engageReply',
+  'syncRequest',
+  'syncReply',
+  'orchestratorHello',
+  'orchestratorCommand',
+  'orchestratorReply',
+  'upgradeRequest',
+  'upgradeReply',
+  'powerdownRequest',
+  'powerdownReply',
+  'operationProgress',
 ];
 
 export interface EnvelopeObject {
