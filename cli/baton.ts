@@ -16,6 +16,8 @@ import { trafficAgainst, progressLine } from './traffic-cmd.js';
 import { formatReport } from '../traffic/report.js';
 import type { TrafficOptions } from '../traffic/options.js';
 import type { Role } from './node-main.js';
+import { operation, progressBar, formatDisengage, formatEngage, body } from './operations-cmd.js';
+import { POLICIES } from '../migration-client/inheritor-selector.js';
 
 function num(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
@@ -125,6 +127,50 @@ addTrafficOptions(traffic).action(async (o) => {
   console.log(o.json ? JSON.stringify(report, null, 2) : formatReport(report));
   process.exitCode = report.ok ? 0 : 1;
 });
+
+program
+  .command('disengage <fd>')
+  .description('move an FD\'s flows to inheritors with zero packet loss, then take it out of the hash scope')
+  .addOption(configOpt())
+  .option('--manager <host:port>', 'manager control address (default: from the config)')
+  .addOption(new Option('--policy <policy>', 'inheritor selection').choices([...POLICIES]).default('least-flows'))
+  .option('--inheritor <fd>', 'with --policy named: the inheritor')
+  .option('--backup <fd>', 'a backup inheritor that also receives the entries')
+  .option('--timeout <seconds>', 'how long the manager waits for the confirmation', num('--timeout', 0.1, 3600), 30)
+  .option('--json', 'print the summary as JSON')
+  .action(async (fd: string, o) => {
+    const cfg = loadConfig(o.config);
+    const tty = process.stdout.isTTY && !o.json;
+    const req = body('disengageRequest', {
+      target: fd, targetId: 0, policy: o.policy, inheritor: o.inheritor ?? '', backup: o.backup ?? '', timeoutMs: Math.round(o.timeout * 1000),
+      migrationId: 0, peers: [], nextScope: { version: 0, members: [], tableSize: 0, hashSeed: 0 }, chunkRecords: 0, randomSeed: 0,
+    });
+    let last = '';
+    const r = await operation(managerOf(cfg, o.manager), req, o.timeout * 1000 + 5000, ({ migration }) => {
+      if (!migration || o.json) return;
+      last = progressBar(migration);
+      if (tty) process.stdout.write(`\r${last}\x1b[K`);
+      else console.log(last);
+    });
+    if (tty && last) process.stdout.write('\n');
+    if (r.case !== 'disengageReply') throw new Error(`manager answered ${r.case}`);
+    console.log(o.json ? JSON.stringify(r.value, null, 2) : formatDisengage(r.value));
+    process.exitCode = r.value.ok ? 0 : 1;
+  });
+
+program
+  .command('engage <fd>')
+  .description('(re-)add a disengaged FD: it learns its peers\' flows, then the scope grows (existing flows keep their owner)')
+  .addOption(configOpt())
+  .option('--manager <host:port>', 'manager control address (default: from the config)')
+  .option('--timeout <seconds>', 'how long to wait', num('--timeout', 0.1, 3600), 30)
+  .action(async (fd: string, o) => {
+    const cfg = loadConfig(o.config);
+    const r = await operation(managerOf(cfg, o.manager), body('engageRequest', { target: fd, timeoutMs: Math.round(o.timeout * 1000) }), o.timeout * 1000 + 5000, () => {});
+    if (r.case !== 'engageReply') throw new Error(`manager answered ${r.case}`);
+    console.log(formatEngage(fd, r.value));
+    process.exitCode = r.value.ok ? 0 : 1;
+  });
 
 program
   .command('node', { hidden: true })

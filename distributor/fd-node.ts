@@ -16,7 +16,11 @@ import { FdDataplane } from './fd-dataplane.js';
 import { OwnershipMesh } from './ownership-mesh.js';
 import { FD } from './fd-counters.js';
 import { MemberAgent } from '../shared/cluster/member-agent.js';
-import { Role, MemberStatus, nodeInfo, type FlowStats, type ScopeUpdate } from '../shared/control/messages.js';
+import { Role, MemberStatus, nodeInfo, body, type FlowStats, type ScopeUpdate, type EnvelopeObject, type Body } from '../shared/control/messages.js';
+import { MigrationClient } from '../migration-client/migration-client.js';
+import { handleMigrationChunk } from '../migration-client/migration-receiver.js';
+import { syncOwnershipTo } from '../migration-client/ownership-sync.js';
+import { failedReply } from '../migration-manager/manager.js';
 import { DP } from '../shared/dataplane/counters.js';
 import { ipv4ToInt, IPPROTO_TCP, IPPROTO_UDP } from '../shared/packet/meta.js';
 import type { BatonConfig, NodeConfig } from '../shared/config/config.js';
@@ -36,6 +40,7 @@ export class FdNode {
   dataplane!: FdDataplane;
   mesh!: OwnershipMesh;
   agent!: MemberAgent;
+  migration!: MigrationClient;
   /** Where peers (and later the migration manager) reach this FD's control plane. */
   controlAddress!: Address;
   private readonly pps: PpsMeter;
@@ -75,6 +80,17 @@ export class FdNode {
     });
     this.mesh = new OwnershipMesh(me.id, this.handler, io.messages, io.scheduler, cfg.control.ownershipFlushMs);
     this.handler.setOwnershipSink(this.mesh);
+    this.migration = new MigrationClient({
+      selfId: me.id,
+      selfName: me.name,
+      table: this.table,
+      handler: this.handler,
+      mesh: this.mesh,
+      scheduler: io.scheduler,
+      queues: () => ({ rx: this.dataplane.dp.rx.depth, tx: this.dataplane.dp.tx.depth, sendQueueBytes: this.dataplane.dp.socket.sendQueueBytes() }),
+    });
+    // Inheritor side: chunks of a peer's flow table arrive on peer channels.
+    this.mesh.peerRequestHandler = (env) => (env.body.case === 'migrationChunk' ? handleMigrationChunk(this.table, this.handler, this.migration.counters, env.body.value) : undefined);
     const control = await this.mesh.start({ host: me.host, port: me.controlPort });
     this.controlAddress = control;
     this.agent = new MemberAgent({
@@ -94,6 +110,7 @@ export class FdNode {
       stats: () => this.stats(),
       counters: () => ({ ...this.handler.counters.snapshot(), ...this.dataplane.counters.snapshot() }),
       onScope: (u) => this.applyScope(u),
+      onRequest: (env) => this.managerRequest(env),
     });
     await this.agent.start();
     this.log.info('fd started', { node: me.name, data: sock.address, control });
@@ -124,7 +141,34 @@ export class FdNode {
     this.dataplane.setRoutes({ hashTier, peers, services });
     this.policy.setBackends(services.map((s) => ({ ip: s.virtualIp, port: s.port })));
     this.mesh.setPeers(meshPeers);
+    // Engaged again after a disengage: back to an ordinary member once the
+    // scope holds this FD again (until then, redirecting by the scope without
+    // it is right: that is where the hash tier sends).
+    const mine = u.members.find((m) => m.node.id === this.me.id);
+    if (mine && mine.inScope && this.handler.leaving && !this.migration.migrating) this.migration.rejoin();
     this.log.info('scope applied', { version: u.version, peers: peers.length, services: services.length });
+  }
+
+  /** Requests from the migration manager. */
+  private managerRequest(env: EnvelopeObject): Body | void | Promise<Body> {
+    switch (env.body.case) {
+      case 'disengageRequest': {
+        const req = env.body.value;
+        const ch = this.agent.managerChannel;
+        return this.migration
+          .disengage(req, (p) => ch?.send(body('migrationProgress', p)))
+          .then(
+            (r) => body('disengageReply', r),
+            (e: Error) => body('disengageReply', failedReply(req.target, req.policy, e)),
+          );
+      }
+      case 'syncRequest': {
+        const q = env.body.value;
+        return syncOwnershipTo(this.me.id, this.table, this.mesh, q.joinerId, q.joinerControlAddr, this.cfg.control.requestTimeoutMs).then((records) => body('syncReply', { records }));
+      }
+      default:
+        return undefined;
+    }
   }
 
   stats(): FlowStats {

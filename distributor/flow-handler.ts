@@ -117,7 +117,7 @@ export class FlowHandler {
     this.lingerKeys = new Uint32Array(cap * 4);
     this.lingerDeadline = new Float64Array(cap);
     this.verifyL4 = o.verifyL4Checksum ?? true;
-    this.nowMs = this.clock.now();
+    this.nowMs = Math.floor(this.clock.now());
   }
 
   /**
@@ -144,7 +144,7 @@ export class FlowHandler {
     const flags = m.tcpFlags;
     const isSyn = isTcp && (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
 
-    if (slot >= 0 && isSyn && (t.flags(slot) & FlowFlag.CLOSING) !== 0 && t.owner(slot) === this.selfId && this.nextScope === null) {
+    if (slot >= 0 && isSyn && (t.flags(slot) & FlowFlag.CLOSING) !== 0 && t.owner(slot) === this.selfId && !this.frozen) {
       // Port reuse: a new connection on a 5-tuple that is still lingering.
       this.removePair(slot);
       slot = -1;
@@ -200,11 +200,13 @@ export class FlowHandler {
    * linger ended, and examines up to `expiryBudget` slots for idle expiry.
    */
   tick(): void {
-    const now = this.clock.now();
+    // Integer milliseconds: a fractional number passed to a table method V8 did
+    // not inline would be boxed (an allocation per packet).
+    const now = Math.floor(this.clock.now());
     this.nowMs = now;
-    // While leaving, the table is being migrated: no entry may move (slots are
-    // the migration's handles), so removals wait; the purge empties it anyway.
-    if (this.nextScope !== null) return;
+    // While the table is being migrated no entry may move (slots are the
+    // migration's handles), so removals wait; the purge empties it anyway.
+    if (this.frozen) return;
     while (this.lingerCount > 0 && this.lingerDeadline[this.lingerHead]! <= now) {
       const k = this.lingerHead * 4;
       const w = this.lingerKeys;
@@ -223,7 +225,7 @@ export class FlowHandler {
 
   /** Record that peer `owner` owns a flow (from an ownership broadcast). Off the per-packet path. */
   learnOwnership(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, owner: number): boolean {
-    if (this.nextScope !== null) return false; // leaving: redirects go by the next scope, the table only shrinks
+    if (this.frozen) return false; // a migration holds slot indexes: nothing may move
     const t = this.table;
     const slot = t.find(srcIp, dstIp, srcPort, dstPort, proto);
     if (slot >= 0) {
@@ -253,6 +255,13 @@ export class FlowHandler {
   get leaving(): boolean {
     return this.nextScope !== null;
   }
+
+  /**
+   * While frozen no entry is added or removed (no learning, no linger or idle
+   * removals): a migration walks the table by slot index. Packets are still
+   * handled, and their counters still move.
+   */
+  frozen = false;
   private nextScope: HashScope | null = null;
   private nextIds: Uint16Array = new Uint16Array(0);
   private nextSeed = 0;
@@ -264,7 +273,7 @@ export class FlowHandler {
 
   /** Forget a peer's flow (its owner ended it). Entries this FD owns are never touched. */
   forgetOwnership(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, owner: number): boolean {
-    if (this.nextScope !== null) return false;
+    if (this.frozen) return false;
     const t = this.table;
     const slot = t.find(srcIp, dstIp, srcPort, dstPort, proto);
     if (slot < 0 || t.owner(slot) !== owner || owner === this.selfId) return false;

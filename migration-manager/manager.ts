@@ -15,6 +15,8 @@ import { isBatonError } from '../shared/errors.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
 import { Counters, defineCounters } from '../shared/counters.js';
 import { Registry } from './registry.js';
+import { Operations } from './operations.js';
+import type { DisengageReply } from '../shared/control/messages.js';
 import type { ForwardingEngine } from '../hash-tier/forwarding-engine.js';
 
 export const MGR = defineCounters([
@@ -26,6 +28,11 @@ export const MGR = defineCounters([
   'scope_updates',
   'status_requests',
   'unexpected_messages',
+  'disengages_started',
+  'disengages_completed',
+  'disengages_failed',
+  'engages',
+  'engages_failed',
 ] as const);
 
 export interface ManagerOptions {
@@ -40,6 +47,8 @@ export interface ManagerOptions {
   deadAfterMs: number;
   selfStats: () => FlowStats;
   selfCounters: () => Record<string, number>;
+  /** How long a disengage or engage may take by default (ms). */
+  operationTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -53,10 +62,20 @@ export class Manager {
   private readonly channelOf = new Map<number, ControlChannel>();
   private liveness: Timer | null = null;
   private readonly log: Logger;
+  readonly ops: Operations;
 
   constructor(private readonly o: ManagerOptions) {
     this.registry = new Registry(o.self, o.tableSize, o.hashSeed);
     this.log = o.logger ?? getLogger('manager');
+    this.ops = new Operations({
+      registry: this.registry,
+      scheduler: o.scheduler,
+      counters: this.counters,
+      channelTo: (id) => this.channelOf.get(id),
+      publishScope: () => this.publishScope(),
+      defaultTimeoutMs: o.operationTimeoutMs ?? 30_000,
+      logger: this.log,
+    });
   }
 
   get address(): Address | null {
@@ -87,6 +106,8 @@ export class Manager {
         if (!this.registry.heartbeat(h.nodeId, h.stats, h.counters, h.appliedScopeVersion, this.o.scheduler.clock.now())) {
           this.counters.inc(MGR.heartbeats_unknown);
         }
+      } else if (env.body.case === 'migrationProgress') {
+        this.ops.progress(env.body.value);
       } else this.counters.inc(MGR.unexpected_messages);
     });
     ch.onRequest((env) => {
@@ -96,7 +117,7 @@ export class Manager {
     });
   }
 
-  private handleRequest(env: EnvelopeObject, ch: ControlChannel): { reply: Body | void; registered?: number } {
+  private handleRequest(env: EnvelopeObject, ch: ControlChannel): { reply: Body | void | Promise<Body>; registered?: number } {
     const now = this.o.scheduler.clock.now();
     switch (env.body.case) {
       case 'register': {
@@ -119,8 +140,17 @@ export class Manager {
         this.counters.inc(MGR.registrations);
         this.channelOf.set(info.id, ch);
         this.log.info('member registered', { node: info.name, id: info.id, role: info.role, data: info.dataAddr });
-        // The ack goes first; the new scope follows to everyone (the new member included).
-        this.o.scheduler.defer(() => this.publishScope());
+        // The ack goes first; the new scope follows to everyone (the new member
+        // included); an FD then joins the scope once its peers synced it.
+        this.o.scheduler.defer(() => {
+          this.publishScope();
+          if (info.role === Role.FD) {
+            this.ops.engage(info.name).catch((e: Error) => {
+              this.counters.inc(MGR.engages_failed);
+              this.log.warn('automatic engage failed', { node: info.name, err: e.message });
+            });
+          }
+        });
         return {
           registered: info.id,
           reply: body('registerAck', {
@@ -142,6 +172,25 @@ export class Manager {
         };
       case 'ping':
         return { reply: body('pong', {}) };
+      case 'disengageRequest': {
+        const q = env.body.value;
+        const opts = { target: q.target, policy: q.policy || 'least-flows', inheritor: q.inheritor, backup: q.backup, ...(q.timeoutMs ? { timeoutMs: q.timeoutMs } : {}), ...(q.chunkRecords ? { chunkRecords: q.chunkRecords } : {}) };
+        return {
+          reply: this.ops
+            .disengage(opts, (p) => ch.send(body('migrationProgress', p)))
+            .then(
+              (r) => body('disengageReply', r),
+              (e: Error) => body('disengageReply', failedReply(q.target, q.policy, e)),
+            ),
+        };
+      }
+      case 'engageRequest':
+        return {
+          reply: this.ops.engage(env.body.value.target, env.body.value.timeoutMs || undefined).then(
+            (r) => body('engageReply', r),
+            (e: Error) => body('engageReply', { ok: false, errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL', errorMessage: e.message, scopeVersion: this.registry.scopeVersion, recordsSynced: 0 }),
+          ),
+        };
       default:
         this.counters.inc(MGR.unexpected_messages);
         return { reply: body('errorReply', { code: 'BATON_UNKNOWN_MESSAGE', message: `the manager does not serve ${env.body.case}` }) };
@@ -180,4 +229,25 @@ export class Manager {
     for (const ch of this.channels) ch.close();
     await this.listener?.close();
   }
+}
+
+export function failedReply(target: string, policy: string, e: Error): DisengageReply {
+  return {
+    ok: false,
+    errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
+    errorMessage: e.message,
+    migrationId: 0,
+    target,
+    policy,
+    shares: [],
+    entriesMoved: 0,
+    durationMs: 0,
+    copyMs: 0,
+    broadcastMs: 0,
+    drainMs: 0,
+    redirectsServed: 0,
+    scopeVersion: 0,
+    fellBackToBackup: false,
+    packetsLost: 0,
+  };
 }

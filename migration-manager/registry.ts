@@ -78,7 +78,15 @@ export class Registry {
     rec.info = info;
     rec.connected = true;
     rec.lastHeartbeatAt = now;
-    if (rec.machine.status !== MemberStatus.ACTIVE) rec.machine.transition(MemberStatus.ACTIVE, 'registered', now);
+    // Service nodes serve at once. An FD joins: it enters the scope only once
+    // its peers have told it about every flow they own (the manager's engage).
+    // A node that comes back while still ACTIVE has restarted without its state:
+    // it failed, then rejoins.
+    const S = MemberStatus;
+    const m = rec.machine;
+    if (prev && (m.status === S.ACTIVE || m.status === S.DISENGAGING)) m.transition(S.FAILED, 'registered again: restarted without its state', now);
+    if (m.status === S.FAILED || m.status === S.DISENGAGED) m.transition(S.JOINING, prev ? 're-registered' : 'registered', now);
+    if (info.role === Role.SERVICE && m.status === S.JOINING) m.transition(S.ACTIVE, 'registered', now);
     this.members.set(info.id, rec);
     this.rebuild();
     return rec;

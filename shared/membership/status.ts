@@ -2,11 +2,11 @@
  * Member status: an explicit state machine, not booleans. Documented in
  * docs/membership.md; the values are the wire enum MemberStatus.
  *
- *   JOINING ──register──▶ ACTIVE ──disengage──▶ DISENGAGING ──confirmed──▶ DISENGAGED
- *      │                  ▲   │                    │   │                      │
- *      │                  │   │                    │   └─abort/timeout─▶ ACTIVE
- *      └──────────────────┴───┴── heartbeat lost ──┴──────────▶ FAILED       │
- *                         └──────────── engage / re-register ◀───────────────┘
+ *   (register) ─▶ JOINING ──synced──▶ ACTIVE ──disengage──▶ DISENGAGING ──confirmed──▶ DISENGAGED
+ *                   ▲                  ▲                        │                           │
+ *                   │                  └──── abort / timeout ───┘                           │
+ *                   ├──────────────────────── engage ◀──────────────────────────────────────┘
+ *                   └──── re-register ◀── FAILED ◀── heartbeat lost (from any state) 
  */
 import { MemberStatus } from '../control/messages.js';
 import { BatonError, ErrorCode } from '../errors.js';
@@ -26,8 +26,8 @@ const ALLOWED: Readonly<Record<number, readonly number[]>> = {
   [MemberStatus.JOINING]: [MemberStatus.ACTIVE, MemberStatus.FAILED],
   [MemberStatus.ACTIVE]: [MemberStatus.DISENGAGING, MemberStatus.FAILED],
   [MemberStatus.DISENGAGING]: [MemberStatus.DISENGAGED, MemberStatus.ACTIVE, MemberStatus.FAILED],
-  [MemberStatus.DISENGAGED]: [MemberStatus.ACTIVE, MemberStatus.FAILED],
-  [MemberStatus.FAILED]: [MemberStatus.ACTIVE],
+  [MemberStatus.DISENGAGED]: [MemberStatus.JOINING, MemberStatus.FAILED],
+  [MemberStatus.FAILED]: [MemberStatus.JOINING],
 };
 
 export function statusName(s: number): string {

@@ -1,0 +1,57 @@
+/** `baton disengage` / `baton engage`: ask the manager, show progress, print a summary. */
+import { TcpNet } from '../shared/io/stream.js';
+import { RealScheduler } from '../shared/runtime/scheduler.js';
+import { ControlChannel } from '../shared/control/channel.js';
+import { body, type Body, type DisengageReply, type EngageReply, type MigrationProgress, type OperationProgress } from '../shared/control/messages.js';
+import type { Address } from '../shared/io/address.js';
+import { BatonError, ErrorCode } from '../shared/errors.js';
+
+export async function managerChannel(manager: Address): Promise<ControlChannel> {
+  try {
+    return new ControlChannel(await new TcpNet().connect(manager), new RealScheduler());
+  } catch (e) {
+    throw new BatonError(ErrorCode.CONNECTION_CLOSED, `cannot reach the manager at ${manager.host}:${manager.port} (${(e as Error).message}); is the cluster up? (baton up)`);
+  }
+}
+
+/** Sends one long request to the manager, passing progress messages to `onProgress`. */
+export async function operation(
+  manager: Address,
+  req: Body,
+  timeoutMs: number,
+  onProgress: (p: { migration?: MigrationProgress; operation?: OperationProgress }) => void,
+): Promise<Body> {
+  const ch = await managerChannel(manager);
+  ch.onMessage((env) => {
+    if (env.body.case === 'migrationProgress') onProgress({ migration: env.body.value });
+    else if (env.body.case === 'operationProgress') onProgress({ operation: env.body.value });
+  });
+  try {
+    return (await ch.request(req, timeoutMs)).body;
+  } finally {
+    ch.close();
+  }
+}
+
+export function progressBar(p: MigrationProgress, width = 30): string {
+  const frac = p.total > 0 ? Math.min(1, p.copied / p.total) : p.phase === 'done' ? 1 : 0;
+  const full = Math.round(frac * width);
+  return `${p.target} ${p.phase.padEnd(9)} [${'#'.repeat(full)}${'.'.repeat(width - full)}] ${p.copied}/${p.total} entries  rx ${p.rxDepth} tx ${p.txDepth} sendq ${p.sendQueueBytes} B  redirects ${p.redirects}`;
+}
+
+export function formatDisengage(r: DisengageReply): string {
+  if (!r.ok) return `disengage of ${r.target} FAILED [${r.errorCode}]: ${r.errorMessage}`;
+  const lines = [
+    `${r.target} DISENGAGED (migration #${r.migrationId}, policy ${r.policy}${r.fellBackToBackup ? ', fell back to the backup inheritor' : ''})`,
+    `  entries moved ${r.entriesMoved} in ${r.durationMs.toFixed(1)} ms (copy ${r.copyMs.toFixed(1)} ms, broadcast ${r.broadcastMs.toFixed(1)} ms, drain ${r.drainMs.toFixed(1)} ms)`,
+    `  redirects served during the disengage: ${r.redirectsServed}; scope version now ${r.scopeVersion}`,
+    ...r.shares.map((s) => `  → ${s.node.name} (${s.node.id}): ${s.flows} entries${s.backup ? ' (backup)' : ''}`),
+  ];
+  return lines.join('\n');
+}
+
+export function formatEngage(target: string, r: EngageReply): string {
+  return r.ok ? `${target} ACTIVE (engaged; ${r.recordsSynced} ownership records synced from its peers; scope version ${r.scopeVersion})` : `engage of ${target} FAILED [${r.errorCode}]: ${r.errorMessage}`;
+}
+
+export { body };
