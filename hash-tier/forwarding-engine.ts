@@ -21,25 +21,38 @@ import { Reject } from '../shared/packet/reject.js';
 import { hashFiveTuple, hashFiveTupleSymmetric } from '../shared/hash/xxh32.js';
 import type { HashScope } from '../shared/scope/hash-scope.js';
 
-const HT_STATIC = ['to_fd', 'to_client', 'clients_learned', 'drop_bad_inner', 'drop_empty_scope', 'drop_unknown_client', 'drop_bad_tier'] as const;
+const HT_STATIC = ['to_fd', 'to_fd_by_hint', 'to_client', 'clients_learned', 'drop_bad_inner', 'drop_empty_scope', 'drop_unknown_client', 'drop_bad_tier'] as const;
 export const HT = defineCounters([...DP.names, ...HT_STATIC] as unknown as readonly [...typeof DP.names, ...typeof HT_STATIC]);
 
 export interface ForwardingEngineOptions extends DatapathOptions {
   id: number;
   hashSeed: number;
   symmetricHash?: boolean;
+  /**
+   * Send a service node's reply straight to the FD its owner hint names (when
+   * that FD is in scope) instead of hashing it: saves the redirect hop a reply
+   * takes when the hash picks another FD. Default true.
+   */
+  replyByOwnerHint?: boolean;
 }
 
-/** One immutable routing snapshot: scope + the TX lane of each scope member. */
+/** One immutable routing snapshot: scope + the TX lane of each scope member (by index and by node id). */
 export interface Routing {
   scope: HashScope | null;
   laneOfMember: Int32Array;
+  laneOfId: Int32Array;
+}
+
+export interface ScopeMember {
+  name: string;
+  id: number;
+  data: Address;
 }
 
 export class ForwardingEngine {
   readonly dp: Datapath;
   readonly counters: Counters;
-  private routing: Routing = { scope: null, laneOfMember: new Int32Array(0) };
+  private routing: Routing = { scope: null, laneOfMember: new Int32Array(0), laneOfId: new Int32Array(65536).fill(-1) };
   private readonly laneByAddr = new Map<string, number>();
   private readonly clientLane = new Map<number, number>(); // client virtual IP -> lane
   private readonly out = new EncapMeta();
@@ -47,6 +60,7 @@ export class ForwardingEngine {
   private readonly id: number;
   private readonly seed: number;
   private readonly symmetric: boolean;
+  private readonly byHint: boolean;
 
   constructor(socket: DatagramSocket, scheduler: Scheduler, opts: ForwardingEngineOptions) {
     this.counters = new Counters(HT);
@@ -54,6 +68,7 @@ export class ForwardingEngine {
     this.id = opts.id;
     this.seed = opts.hashSeed >>> 0;
     this.symmetric = opts.symmetricHash ?? false;
+    this.byHint = opts.replyByOwnerHint ?? true;
     this.out.vni = opts.vni;
     this.dp.start((buf, m, from) => this.frame(buf, m, from));
   }
@@ -65,16 +80,20 @@ export class ForwardingEngine {
     return this.routing.scope;
   }
 
-  /** Installs a new scope; `addrOf(name)` gives each member FD's data address. Off the hot path. */
-  setScope(scope: HashScope | null, addrOf: (member: string) => Address | undefined): void {
+  /** Installs a new scope; `fds` gives every FD's id and data address. Built off the hot path, swapped whole. */
+  setScope(scope: HashScope | null, fds: readonly ScopeMember[]): void {
     const lanes = new Int32Array(scope ? scope.members.length : 0).fill(-1);
+    const byId = new Int32Array(65536).fill(-1);
     if (scope) {
+      const byName = new Map(fds.map((f) => [f.name, f]));
       scope.members.forEach((name, i) => {
-        const a = addrOf(name);
-        if (a) lanes[i] = this.laneFor(a);
+        const f = byName.get(name);
+        if (!f) return;
+        lanes[i] = this.laneFor(f.data);
+        byId[f.id] = lanes[i]!;
       });
     }
-    this.routing = { scope, laneOfMember: lanes };
+    this.routing = { scope, laneOfMember: lanes, laneOfId: byId };
   }
 
   private laneFor(a: Address): number {
@@ -124,6 +143,14 @@ export class ForwardingEngine {
     if (scope === null) {
       c.inc(HT.drop_empty_scope);
       return;
+    }
+    if (tier === Tier.SERVICE && this.byHint) {
+      const hinted = rt.laneOfId[m.ownerHint]!; // -1 for NO_OWNER (0xFFFF) and FDs out of scope
+      if (hinted >= 0) {
+        o.scopeVersion = scope.version;
+        if (this.dp.emit(hinted, o, buf, m.innerOffset, m.innerLength)) c.inc(HT.to_fd_by_hint);
+        return;
+      }
     }
     const h = this.symmetric
       ? hashFiveTupleSymmetric(p.srcIp, p.dstIp, p.srcPort, p.dstPort, p.proto, this.seed)

@@ -31,6 +31,7 @@ export class HashTierNode {
       vni: cfg.cluster.vni,
       hashSeed: cfg.hash.seed,
       symmetricHash: cfg.hash.symmetric,
+      replyByOwnerHint: cfg.hash.replyByOwnerHint,
       rxCapacity: cfg.dataplane.rxCapacity,
       batchDatagrams: cfg.dataplane.batchDatagrams,
       tx: { maxDatagramBytes: cfg.dataplane.maxDatagramBytes, poolBuffers: cfg.dataplane.txPoolBuffers },

@@ -210,9 +210,11 @@ export class Manager {
   /** Installs the current scope in the forwarding engine and pushes it to every member. */
   publishScope(): void {
     const reg = this.registry;
-    const addrOf = new Map<string, Address>();
-    for (const m of reg.all()) if (m.info.role === Role.FD && m.info.dataAddr) addrOf.set(m.info.name, parseAddress(m.info.dataAddr));
-    this.o.engine.setScope(reg.currentScope, (name) => addrOf.get(name));
+    const fds = reg
+      .all()
+      .filter((m) => m.info.role === Role.FD && m.info.dataAddr)
+      .map((m) => ({ name: m.info.name, id: m.info.id, data: parseAddress(m.info.dataAddr) }));
+    this.o.engine.setScope(reg.currentScope, fds);
     const update = reg.scopeUpdate();
     this.counters.inc(MGR.scope_updates);
     for (const ch of this.channelOf.values()) ch.send(body('scopeUpdate', update));

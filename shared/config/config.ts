@@ -63,6 +63,8 @@ export const ConfigSchema = z
         seed: z.number().int().min(0).max(0xffffffff).default(0x5eed),
         tableSize: z.number().int().min(3).max(1_000_003).refine(isPrime, 'must be a prime number').default(65537),
         symmetric: z.boolean().default(false),
+        /** The hash tier sends a service node's reply to the FD its owner hint names (saves a redirect hop). */
+        replyByOwnerHint: z.boolean().default(true),
       })
       .prefault({}),
     flowTable: z
