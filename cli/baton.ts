@@ -17,6 +17,7 @@ import { formatReport } from '../traffic/report.js';
 import type { TrafficOptions } from '../traffic/options.js';
 import type { Role } from './node-main.js';
 import { operation, progressBar, formatDisengage, formatEngage, body } from './operations-cmd.js';
+import { attachOrchestrator } from './orchestrator.js';
 import { POLICIES } from '../migration-client/inheritor-selector.js';
 
 function num(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -89,6 +90,7 @@ addTrafficOptions(up).action(async (o) => {
   }
   printNodes([...launcher.nodes.values()]);
   const manager = parseAddress(launcher.managerAddress);
+  await attachOrchestrator(launcher, manager, (m) => console.log(m));
   if (o.demo === undefined) {
     console.log(`\ncluster up. Try: npx baton status --manager ${launcher.managerAddress}   |   npx baton traffic --manager ${launcher.managerAddress} --duration 5\nCtrl-C stops it.`);
     return; // children keep the event loop alive until a signal
@@ -170,6 +172,59 @@ program
     if (r.case !== 'engageReply') throw new Error(`manager answered ${r.case}`);
     console.log(formatEngage(fd, r.value));
     process.exitCode = r.value.ok ? 0 : 1;
+  });
+
+program
+  .command('upgrade')
+  .description('rolling upgrade: disengage each FD (k at a time), restart its process, engage it again')
+  .addOption(configOpt())
+  .option('--manager <host:port>', 'manager control address (default: from the config)')
+  .option('--batch <k>', 'FDs upgraded at the same time', num('--batch', 1, 1000), 1)
+  .addOption(new Option('--policy <policy>', 'inheritor selection for each disengage').choices([...POLICIES]).default('hash-aligned'))
+  .option('--timeout <seconds>', 'per step', num('--timeout', 1, 3600), 60)
+  .option('--json', 'print the result as JSON')
+  .action(async (o) => {
+    const cfg = loadConfig(o.config);
+    const r = await operation(managerOf(cfg, o.manager), body('upgradeRequest', { batch: o.batch, policy: o.policy, timeoutMs: Math.round(o.timeout * 1000) }), 24 * 3600 * 1000, ({ operation: p, migration }) => {
+      if (o.json) return;
+      if (p) console.log(p.message);
+      else if (migration && migration.phase === 'done') console.log(progressBar(migration));
+    });
+    if (r.case !== 'upgradeReply') throw new Error(`manager answered ${r.case}`);
+    const v = r.value;
+    if (o.json) console.log(JSON.stringify(v, null, 2));
+    else {
+      for (const d of v.disengages) console.log(formatDisengage(d));
+      console.log(v.ok ? `upgrade done: ${v.upgraded.join(', ')} in ${(v.durationMs / 1000).toFixed(1)} s` : `upgrade FAILED [${v.errorCode}]: ${v.errorMessage} (upgraded so far: ${v.upgraded.join(', ') || 'none'})`);
+    }
+    process.exitCode = v.ok ? 0 : 1;
+  });
+
+program
+  .command('powerdown')
+  .description('disengage (and stop) FDs whose load is under a threshold, keeping a minimum number ACTIVE')
+  .addOption(configOpt())
+  .option('--manager <host:port>', 'manager control address (default: from the config)')
+  .option('--threshold <pps>', 'an FD under this many packets/s is idle', num('--threshold', 0), 100)
+  .option('--min <n>', 'FDs that stay ACTIVE whatever the load', num('--min', 1), 2)
+  .option('--sustain <seconds>', 'the load must have stayed under the threshold this long (needs powerdown.enabled in the config to be tracked); 0 = now', num('--sustain', 0), 0)
+  .addOption(new Option('--policy <policy>', 'inheritor selection').choices([...POLICIES]).default('least-flows'))
+  .option('--keep-running', 'disengage only; leave the processes running idle')
+  .option('--json', 'print the result as JSON')
+  .action(async (o) => {
+    const cfg = loadConfig(o.config);
+    const req = body('powerdownRequest', { thresholdPps: o.threshold, minActive: o.min, sustainMs: Math.round(o.sustain * 1000), policy: o.policy, stopProcesses: !o.keepRunning });
+    const r = await operation(managerOf(cfg, o.manager), req, 24 * 3600 * 1000, ({ operation: p }) => {
+      if (p && !o.json) console.log(p.message);
+    });
+    if (r.case !== 'powerdownReply') throw new Error(`manager answered ${r.case}`);
+    const v = r.value;
+    if (o.json) console.log(JSON.stringify(v, null, 2));
+    else {
+      for (const d of v.disengages) console.log(formatDisengage(d));
+      console.log(v.ok ? `powered down: ${v.poweredDown.join(', ') || 'none'}` : `powerdown FAILED [${v.errorCode}]: ${v.errorMessage}`);
+    }
+    process.exitCode = v.ok ? 0 : 1;
   });
 
 program

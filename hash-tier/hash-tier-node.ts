@@ -47,6 +47,8 @@ export class HashTierNode {
       hashSeed: cfg.hash.seed,
       heartbeatMs: cfg.control.heartbeatMs,
       deadAfterMs: cfg.control.deadAfterMs,
+      operationTimeoutMs: cfg.operations.timeoutMs,
+      powerdown: cfg.powerdown,
       selfStats: () => this.stats(),
       selfCounters: () => ({ ...this.engine.counters.snapshot(), ...prefixed('mgr_', this.manager.counters.snapshot()) }),
     });

@@ -16,6 +16,7 @@ import { getLogger, type Logger } from '../shared/observability/logger.js';
 import { Counters, defineCounters } from '../shared/counters.js';
 import { Registry } from './registry.js';
 import { Operations } from './operations.js';
+import { Workflows } from './workflows.js';
 import type { DisengageReply } from '../shared/control/messages.js';
 import type { ForwardingEngine } from '../hash-tier/forwarding-engine.js';
 
@@ -49,6 +50,8 @@ export interface ManagerOptions {
   selfCounters: () => Record<string, number>;
   /** How long a disengage or engage may take by default (ms). */
   operationTimeoutMs?: number;
+  /** Scheduled power-down of idle FDs (off when absent or disabled). */
+  powerdown?: { enabled: boolean; everyMs: number; thresholdPps: number; sustainMs: number; minActive: number; policy: string; stopProcesses: boolean };
   logger?: Logger;
 }
 
@@ -63,6 +66,9 @@ export class Manager {
   private liveness: Timer | null = null;
   private readonly log: Logger;
   readonly ops: Operations;
+  readonly workflows: Workflows;
+  private orchestrator: ControlChannel | null = null;
+  private powerdownTimer: Timer | null = null;
 
   constructor(private readonly o: ManagerOptions) {
     this.registry = new Registry(o.self, o.tableSize, o.hashSeed);
@@ -76,6 +82,14 @@ export class Manager {
       defaultTimeoutMs: o.operationTimeoutMs ?? 30_000,
       logger: this.log,
     });
+    this.workflows = new Workflows({
+      registry: this.registry,
+      ops: this.ops,
+      scheduler: o.scheduler,
+      orchestrator: () => (this.orchestrator && !this.orchestrator.closed ? this.orchestrator : null),
+      heartbeatMs: o.heartbeatMs,
+      logger: this.log,
+    });
   }
 
   get address(): Address | null {
@@ -85,6 +99,16 @@ export class Manager {
   async start(): Promise<Address> {
     this.listener = await this.o.net.listen(this.o.listen, (conn) => this.accept(new ControlChannel(conn, this.o.scheduler, { counters: this.channelCounters })));
     this.liveness = this.o.scheduler.every(Math.max(10, Math.floor(this.o.heartbeatMs / 2)), () => this.checkLiveness());
+    const pd = this.o.powerdown;
+    if (pd?.enabled) {
+      this.powerdownTimer = this.o.scheduler.every(pd.everyMs, () => {
+        this.workflows
+          .powerdown({ ...pd, timeoutMs: this.o.operationTimeoutMs ?? 30_000 }, (msg) => this.log.info('scheduled power-down', { msg }))
+          .then((r) => {
+            if (!r.ok) this.log.warn('scheduled power-down failed', { err: r.errorMessage });
+          });
+      });
+    }
     this.log.info('manager listening', { control: this.listener.address });
     return this.listener.address;
   }
@@ -103,8 +127,11 @@ export class Manager {
       if (env.body.case === 'heartbeat') {
         const h = env.body.value;
         this.counters.inc(MGR.heartbeats);
-        if (!this.registry.heartbeat(h.nodeId, h.stats, h.counters, h.appliedScopeVersion, this.o.scheduler.clock.now())) {
+        const now = this.o.scheduler.clock.now();
+        if (!this.registry.heartbeat(h.nodeId, h.stats, h.counters, h.appliedScopeVersion, now)) {
           this.counters.inc(MGR.heartbeats_unknown);
+        } else if (this.o.powerdown?.enabled) {
+          this.workflows.observeLoad(h.nodeId, h.stats.pps, this.o.powerdown.thresholdPps, now);
         }
       } else if (env.body.case === 'migrationProgress') {
         this.ops.progress(env.body.value);
@@ -184,6 +211,31 @@ export class Manager {
             ),
         };
       }
+      case 'orchestratorHello':
+        this.orchestrator = ch;
+        this.log.info('orchestrator registered', { name: env.body.value.name });
+        ch.onClose(() => {
+          if (this.orchestrator === ch) this.orchestrator = null;
+        });
+        return { reply: body('pong', {}) };
+      case 'upgradeRequest': {
+        const q = env.body.value;
+        const say = (message: string): void => {
+          ch.send(body('operationProgress', { operation: 'upgrade', message }));
+        };
+        return { reply: this.workflows.upgrade({ batch: q.batch, policy: q.policy || 'hash-aligned', timeoutMs: q.timeoutMs || (this.o.operationTimeoutMs ?? 30_000) }, say).then((r) => body('upgradeReply', r)) };
+      }
+      case 'powerdownRequest': {
+        const q = env.body.value;
+        const say = (message: string): void => {
+          ch.send(body('operationProgress', { operation: 'powerdown', message }));
+        };
+        return {
+          reply: this.workflows
+            .powerdown({ thresholdPps: q.thresholdPps, minActive: q.minActive, sustainMs: q.sustainMs, policy: q.policy || 'least-flows', stopProcesses: q.stopProcesses, timeoutMs: this.o.operationTimeoutMs ?? 30_000 }, say)
+            .then((r) => body('powerdownReply', r)),
+        };
+      }
       case 'engageRequest':
         return {
           reply: this.ops.engage(env.body.value.target, env.body.value.timeoutMs || undefined).then(
@@ -228,6 +280,7 @@ export class Manager {
 
   async stop(): Promise<void> {
     this.liveness?.cancel();
+    this.powerdownTimer?.cancel();
     for (const ch of this.channels) ch.close();
     await this.listener?.close();
   }

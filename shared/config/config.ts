@@ -92,6 +92,19 @@ export const ConfigSchema = z
         requestTimeoutMs: z.number().int().min(10).default(5000),
       })
       .prefault({}),
+    powerdown: z
+      .strictObject({
+        /** Run the power-down check on a schedule (every `everyMs`). */
+        enabled: z.boolean().default(false),
+        everyMs: z.number().int().min(100).default(60_000),
+        thresholdPps: z.number().min(0).default(100),
+        sustainMs: z.number().int().min(0).default(30_000),
+        minActive: z.number().int().min(1).default(2),
+        policy: z.enum(['least-flows', 'spread', 'random', 'hash-aligned']).default('least-flows'),
+        stopProcesses: z.boolean().default(true),
+      })
+      .prefault({}),
+    operations: z.strictObject({ timeoutMs: z.number().int().min(100).default(30_000) }).prefault({}),
     log: z.strictObject({ level: z.enum(['error', 'warn', 'info', 'debug']).default('info') }).prefault({}),
   })
   .superRefine((c, ctx) => {
