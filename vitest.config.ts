@@ -1,11 +1,21 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Two projects: `unit` (fast, in-process, files in parallel) and `system`
+ * (real processes and sockets at high packet rates: one file at a time, so
+ * the 2-core machine is not shared with other test files). `npm test` runs
+ * unit, then system.
+ */
+const SYSTEM = ['test/cluster-processes.test.ts', 'test/chaos.test.ts'];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    // 2-core machine: keep parallelism honest so timing-sensitive integration tests stay stable.
-    maxWorkers: 2,
+    globalSetup: ['test/setup/kernel.ts'],
+    projects: [
+      { extends: true, test: { name: 'unit', include: ['test/**/*.test.ts'], exclude: SYSTEM, maxWorkers: 2 } },
+      { extends: true, test: { name: 'system', include: SYSTEM, maxWorkers: 1, fileParallelism: false } },
+    ],
   },
 });

@@ -21,6 +21,7 @@ import { MigrationClient } from '../migration-client/migration-client.js';
 import { handleMigrationChunk } from '../migration-client/migration-receiver.js';
 import { syncOwnershipTo } from '../migration-client/ownership-sync.js';
 import { failedReply } from '../migration-manager/manager.js';
+import { HashScope } from '../shared/scope/hash-scope.js';
 import { DP } from '../shared/dataplane/counters.js';
 import { ipv4ToInt, IPPROTO_TCP, IPPROTO_UDP } from '../shared/packet/meta.js';
 import type { BatonConfig, NodeConfig } from '../shared/config/config.js';
@@ -145,7 +146,17 @@ export class FdNode {
     // scope holds this FD again (until then, redirecting by the scope without
     // it is right: that is where the hash tier sends).
     const mine = u.members.find((m) => m.node.id === this.me.id);
-    if (mine && mine.inScope && this.handler.leaving && !this.migration.migrating) this.migration.rejoin();
+    if (mine && mine.inScope && mine.status === MemberStatus.ACTIVE && this.handler.leaving && !this.migration.migrating) this.migration.rejoin();
+    else if (this.handler.leaving) {
+      // Still leaving: follow the cluster's scope (without this FD) as it
+      // changes, e.g. when a peer fails, so no packet is sent to a dead FD.
+      const next = u.members.filter((m) => m.node.role === Role.FD && m.inScope && m.node.id !== this.me.id);
+      if (next.length > 0) {
+        const scope = HashScope.build(u.version, next.map((m) => m.node.name), u.tableSize, u.hashSeed);
+        const idOf = new Map(next.map((m) => [m.node.name, m.node.id]));
+        this.handler.setLeaving(scope, Uint16Array.from(scope.members, (n) => idOf.get(n)!), u.hashSeed);
+      }
+    }
     this.log.info('scope applied', { version: u.version, peers: peers.length, services: services.length });
   }
 

@@ -41,6 +41,7 @@ export const MIG = defineCounters([
   'entries_copied',
   'entries_switched',
   'broadcast_records',
+  'broadcast_peer_failures',
   'entries_purged',
   'chunks_received',
   'entries_imported',
@@ -339,7 +340,7 @@ export class MigrationClient {
     }
     this.counters.inc(MIG.broadcast_records, owned.length);
     const peers = req.peers.map((m) => m.node.id).filter((id) => id !== d.selfId);
-    await Promise.all(
+    const results = await Promise.allSettled(
       peers.map(async (id) => {
         const addr = addrOf.get(id);
         const ch = await d.mesh.channelTo(id, addr ? parseHostPort(addr) : undefined);
@@ -352,6 +353,15 @@ export class MigrationClient {
         );
       }),
     );
+    // A peer that does not acknowledge (dead, hung) does not stop the disengage:
+    // should it come back with stale ownership, its redirects still reach the
+    // owner through this FD (by table until the purge, then by the next scope).
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') {
+        this.counters.inc(MIG.broadcast_peer_failures);
+        this.log.warn('ownership broadcast not acknowledged', { peer: peers[i], err: (r.reason as Error).message });
+      }
+    });
   }
 
   private waitDrained(say: (phase: string, copied: number, total: number) => void, copied: number, total: number): Promise<void> {

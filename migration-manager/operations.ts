@@ -102,8 +102,10 @@ export class Operations {
     };
     if (onProgress) this.listeners.set(migrationId, onProgress);
     this.log.info('disengage started', { target: rec.info.name, policy: req.policy, migrationId });
+    let answered = false;
     try {
       const r = await ch.request(body('disengageRequest', req), timeoutMs);
+      answered = true;
       if (r.body.case !== 'disengageReply') throw new BatonError(ErrorCode.REMOTE_ERROR, `${o.target} answered ${r.body.case}`);
       const reply = r.body.value;
       if (!reply.ok) throw new BatonError((reply.errorCode || ErrorCode.REMOTE_ERROR) as ErrorCode, `${o.target}: ${reply.errorMessage}`);
@@ -122,7 +124,7 @@ export class Operations {
       d.counters.inc(MGR.disengages_failed);
       const err = e as Error;
       const code = isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR;
-      const msg = code === ErrorCode.TIMEOUT ? `${o.target} did not confirm within ${timeoutMs} ms; it stays ACTIVE and in scope` : `${err.message}; ${o.target} stays ACTIVE and in scope`;
+      const msg = !answered && code === ErrorCode.TIMEOUT ? `${o.target} did not confirm within ${timeoutMs} ms; it stays ACTIVE and in scope` : `${err.message}; ${o.target} stays ACTIVE and in scope`;
       this.log.warn('disengage failed', { target: rec.info.name, err: msg });
       throw new BatonError(code, msg);
     } finally {

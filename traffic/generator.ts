@@ -209,6 +209,15 @@ export class TrafficGenerator {
   }
 
   /** Ends the run now (no drain); the pending run() resolves with an aborted report. */
+  /**
+   * Ends the send phase now, as if the duration had passed: flows in
+   * progress are closed with FIN, then the run drains normally (unlike stop(),
+   * nothing in flight is given up on).
+   */
+  endSending(): void {
+    this.stopped = true;
+  }
+
   stop(): void {
     if (this.phase === Phase.DONE || this.phase === Phase.NEW) return;
     this.aborted = true;
@@ -486,6 +495,12 @@ export class TrafficGenerator {
       this.free[this.freeTop++] = i;
       if (this.opts.ratePps === 0 && this.phase === Phase.SEND) this.requestPump();
     };
+  }
+
+  /** The forward 5-tuple of flow `f` (client → VIP), as its packets carry it. */
+  flowTuple(f: number, kind: 'tcp' | 'udp'): { srcIp: number; dstIp: number; srcPort: number; dstPort: number; proto: number } {
+    const tcp = kind === 'tcp';
+    return { srcIp: this.clientIp(f), dstIp: this.opts.vipInt, srcPort: this.clientPort(f), dstPort: tcp ? this.opts.tcpPort : this.opts.udpPort, proto: tcp ? 6 : 17 };
   }
 
   private clientIp(f: number): number {
