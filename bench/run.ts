@@ -9,6 +9,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import os from 'node:os';
 import type { BenchCase, BenchResult } from './lib.js';
+import { configureLogging } from '../shared/observability/logger.js';
+
+// In-process nodes log through winston: keep the bench output to its table.
+configureLogging({ silent: process.env.BATON_LOG_LEVEL === undefined });
 
 const here = dirname(fileURLToPath(import.meta.url));
 

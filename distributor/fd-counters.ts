@@ -20,6 +20,7 @@ const STATIC = [
   'flows_expired', // removed by idle expiry
   'flows_learned', // ownership learned from a peer
   'flows_forgotten', // a peer's flow ended (its owner said so)
+  'flows_remapped', // learned entries re-assigned in bulk (a peer disengaged to one inheritor)
   'drop_no_flow', // TCP non-SYN with no entry and no known owner
   'drop_table_full',
   'drop_no_backend', // policy refused the new flow

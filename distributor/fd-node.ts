@@ -69,7 +69,12 @@ export class FdNode {
     this.pps = new PpsMeter(io.scheduler.clock, () => this.handler.counters.get(FD.rx_packets));
   }
 
-  async start(): Promise<void> {
+  /**
+   * Binds the sockets and starts the node. `register: false` leaves out the
+   * member agent (no manager): benches and tests that drive the migration
+   * client directly use it.
+   */
+  async start(opts: { register?: boolean } = {}): Promise<void> {
     const { cfg, me, io } = this;
     const sock = await io.datagrams.bind({ host: me.host, port: me.dataPort });
     this.dataplane = new FdDataplane(this.handler, sock, io.scheduler, {
@@ -113,7 +118,7 @@ export class FdNode {
       onScope: (u) => this.applyScope(u),
       onRequest: (env) => this.managerRequest(env),
     });
-    await this.agent.start();
+    if (opts.register !== false) await this.agent.start();
     this.log.info('fd started', { node: me.name, data: sock.address, control });
   }
 

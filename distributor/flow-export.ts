@@ -273,7 +273,6 @@ export function importFlows(table: FlowTable, buf: Uint8Array, off: number, len:
   const nowOpt = opts?.nowMs;
   if (nowOpt !== undefined && !Number.isFinite(nowOpt)) throw badArg(`nowMs must be a finite number, got ${nowOpt}`, 'nowMs', nowOpt);
   const nowMs = nowOpt ?? table.latestNowMs;
-  const now = nowMs >>> 0;
   const count = hdr.recordCount;
   const base = buf.byteOffset + off + FLOW_EXPORT_HEADER_SIZE;
   const words = count * RECORD_WORDS;
@@ -301,34 +300,14 @@ export function importFlows(table: FlowTable, buf: Uint8Array, off: number, len:
     if (act > MAX_NET_ACTION) throw badFormat(`record ${r}: unknown netAction ${act}`);
   }
 
-  // Pass 2: insert.
-  for (let r = 0; r < count; r++) {
-    const o = r * RECORD_WORDS;
-    const ports = u32[o + 2]!;
-    const meta = u32[o + 3]!;
-    const act = u32[o + 4]!;
-    const slot = table.insert(
-      u32[o]!,
-      u32[o + 1]!,
-      ports >>> 16,
-      ports & 0xffff,
-      meta & 0xff,
-      ownerOverride ?? meta >>> 16,
-      act & 0xf,
-      (act >>> 4) & 0xfff,
-      u32[o + 5]!,
-      act >>> 16,
-      (meta >>> 8) & 0xff,
-      nowMs,
+  // Pass 2: insert (the record layout is the slot layout but for the last word).
+  const stored = table.putRecords(u32, count, ownerOverride ?? -1, nowMs);
+  if (stored < count) {
+    throw new BatonError(
+      ErrorCode.TABLE_FULL,
+      `flow table full after importing ${stored} of ${count} records (capacity ${table.maxFlows} flows); the first ${stored} were imported`,
+      { imported: stored, total: count, capacity: table.maxFlows },
     );
-    if (slot < 0) {
-      throw new BatonError(
-        ErrorCode.TABLE_FULL,
-        `flow table full after importing ${r} of ${count} records (capacity ${table.maxFlows} flows); the first ${r} were imported`,
-        { imported: r, total: count, capacity: table.maxFlows },
-      );
-    }
-    table.setCounters(slot, u32[o + 6]!, u32[o + 7]!, (now - u32[o + 8]!) >>> 0);
   }
   return count;
 }

@@ -271,6 +271,18 @@ export class FlowHandler {
     this.sink = sink;
   }
 
+  /**
+   * Every entry owned by `from` now belongs to `to` (a peer handed all its
+   * flows to one inheritor). One walk over the table; moves no entry, so it
+   * is safe while frozen. Returns how many entries changed.
+   */
+  remapOwner(from: number, to: number): number {
+    if (from === this.selfId) return 0; // our own flows only move by our own migration
+    const n = this.table.reassignOwner(from, to);
+    this.counters.inc(FD.flows_remapped, n);
+    return n;
+  }
+
   /** Forget a peer's flow (its owner ended it). Entries this FD owns are never touched. */
   forgetOwnership(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, owner: number): boolean {
     if (this.frozen) return false;

@@ -298,6 +298,96 @@ export class FlowTable {
     return i;
   }
 
+  /**
+   * Bulk insert of records in the slot layout (9 words each; word 8 holds
+   * the idle time in ms, stored back as lastSeen = nowMs - idle), as the
+   * flow-export format carries them. Existing keys are overwritten. `owner`
+   * >= 0 replaces every record's owner. The records' home slots are touched
+   * in groups first so their cache misses overlap. Returns how many records
+   * were stored: less than `count` only when the table filled up.
+   * Validation is the caller's (importFlows checks the chunk first).
+   */
+  putRecords(src: Uint32Array, count: number, owner: number, nowMs: number): number {
+    const W = this.w32;
+    const H = this.hints;
+    const cap = this.slots;
+    const seed = this.hashSeed;
+    const now = nowMs >>> 0;
+    const GROUP = 16;
+    let sink = 0;
+    this.clock[0] = nowMs;
+    for (let r = 0; r < count; r++) {
+      if ((r & (GROUP - 1)) === 0) {
+        const end = Math.min(count, r + GROUP);
+        for (let g = r; g < end; g++) {
+          const q = g * SLOT_WORDS;
+          const hh = flowHash(seed, src[q]! | 0, src[q + 1]! | 0, src[q + 2]! | 0, src[q + 3]! & 0xff);
+          const ii = ((hh >>> 0) * cap * INV_2_32) | 0;
+          sink = (sink + H[ii]! + W[ii * SLOT_WORDS]!) | 0;
+        }
+      }
+      const q = r * SLOT_WORDS;
+      const a = src[q]! | 0;
+      const b = src[q + 1]! | 0;
+      const p = src[q + 2]! | 0;
+      const meta = src[q + 3]!;
+      const pr = meta & 0xff;
+      const h = flowHash(seed, a, b, p, pr);
+      const f = h & 0xff;
+      const fp = f === 0 ? 1 : f;
+      let i = ((h >>> 0) * cap * INV_2_32) | 0;
+      let o = 0;
+      for (;;) {
+        const t = H[i]!;
+        o = i * SLOT_WORDS;
+        if (t === 0) {
+          if (this.count === this.maxFlows) {
+            this.touchSink = sink;
+            return r;
+          }
+          W[o] = a;
+          W[o + 1] = b;
+          W[o + 2] = p;
+          H[i] = fp;
+          this.count++;
+          this.mutationCount++;
+          break;
+        }
+        if (t === fp && W[o] === a && W[o + 1] === b && W[o + 2] === p && (W[o + 3]! & 0xff) === pr) break;
+        if (++i === cap) i = 0;
+      }
+      W[o + W_META] = owner >= 0 ? (meta & 0xffff) | ((owner & 0xffff) << 16) : meta;
+      W[o + W_ACT] = src[q + 4]!;
+      W[o + W_RWIP] = src[q + 5]!;
+      W[o + W_PKTS] = src[q + 6]!;
+      W[o + W_BYTES] = src[q + 7]!;
+      W[o + W_SEEN] = (now - src[q + 8]!) >>> 0;
+    }
+    this.touchSink = sink;
+    return count;
+  }
+  /** Keeps putRecords' touch pass observable (not optimised away). */
+  touchSink = 0;
+
+  /**
+   * Every entry owned by `from` now names `to`; returns how many. One pass
+   * over the slots' owner words; moves nothing.
+   */
+  reassignOwner(from: number, to: number): number {
+    const W = this.w32;
+    const H = this.hints;
+    const f = from & 0xffff;
+    const nt = (to & 0xffff) << 16;
+    let n = 0;
+    for (let i = 0, o = W_META; i < this.slots; i++, o += SLOT_WORDS) {
+      if (H[i] !== 0 && W[o]! >>> 16 === f) {
+        W[o] = (W[o]! & 0xffff) | nt;
+        n++;
+      }
+    }
+    return n;
+  }
+
   /** insert() for off-hot-path callers: throws BatonError(TABLE_FULL) instead of returning -1. */
   insertOrThrow(
     srcIp: number,

@@ -140,7 +140,7 @@ export class OwnershipMesh implements OwnershipSink {
   }
 
   private broadcast(records: Uint8Array, count: number): void {
-    const msg = body('ownershipBatch', { owner: this.selfId, recordVersion: OWNERSHIP_RECORD_VERSION, count, records });
+    const msg = body('ownershipBatch', { owner: this.selfId, recordVersion: OWNERSHIP_RECORD_VERSION, count, records, remapFrom: 0, remapTo: 0 });
     for (const ch of this.out.values()) {
       if (ch.send(msg)) {
         this.counters.inc(MESH.batches_sent);
@@ -153,6 +153,7 @@ export class OwnershipMesh implements OwnershipSink {
     if (env.body.case !== 'ownershipBatch') return false;
     const h = this.handler;
     const b = env.body.value;
+    if (b.remapTo !== 0 && b.remapFrom !== 0) h.remapOwner(b.remapFrom, b.remapTo);
     const r = forEachOwnershipBatch(b, (srcIp, dstIp, srcPort, dstPort, proto, flags, owner) => {
       if (owner === this.selfId) return;
       if ((flags & OwnershipFlag.REMOVED) !== 0) h.forgetOwnership(srcIp, dstIp, srcPort, dstPort, proto, owner);

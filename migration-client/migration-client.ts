@@ -62,7 +62,7 @@ export interface MigrationDeps {
 }
 
 const DEFAULT_CHUNK = 16384;
-const WINDOW = 4; // chunks in flight per inheritor
+const WINDOW = 8; // chunks in flight per inheritor
 const ACK_TIMEOUT_MS = 5000;
 const DRAIN_POLL_MS = 1;
 
@@ -259,6 +259,7 @@ export class MigrationClient {
     const t = this.d.table;
     const k = this.key;
     const a = new Uint16Array(owned.length);
+    if (plan.inheritors.length === 1) return a; // everything to inheritor 0
     for (let i = 0; i < owned.length; i++) {
       forwardKey(t, owned[i]!, k);
       a[i] = plan.assign(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto);
@@ -285,20 +286,33 @@ export class MigrationClient {
   ): Promise<void> {
     const d = this.d;
     const ch = await d.mesh.channelTo(peerId, addr ? parseHostPort(addr) : undefined);
-    const chunk = req.chunkRecords || DEFAULT_CHUNK;
+    const maxChunk = req.chunkRecords || DEFAULT_CHUNK;
+    // Start small and double: the first acknowledgement (the receiver's import
+    // code not yet optimised) comes back fast and the pipeline fills sooner.
+    let chunk = Math.min(maxChunk, 2048);
     const t = d.table;
     const pick = (i: number): boolean => assignment[i] === index;
     // Walk owned entries in order; a chunk = one exportFlows over the slots it selects.
     const inFlight = new Set<Promise<void>>();
     let seq = 0;
     let i = 0;
+    const all = index === 0 && assignment.every((v) => v === 0);
+    const scratch = new Int32Array(maxChunk);
     while (i < owned.length) {
-      const sel: number[] = [];
-      while (i < owned.length && sel.length < chunk) {
-        if (pick(i)) sel.push(owned[i]!);
-        i++;
+      let sel: Int32Array;
+      if (all) {
+        sel = owned.subarray(i, Math.min(owned.length, i + chunk));
+        i += sel.length;
+      } else {
+        let n = 0;
+        while (i < owned.length && n < chunk) {
+          if (pick(i)) scratch[n++] = owned[i]!;
+          i++;
+        }
+        sel = scratch.subarray(0, n);
       }
       if (sel.length === 0) break;
+      chunk = Math.min(maxChunk, chunk * 2);
       const buf = new Uint8Array(exportedSize(sel.length));
       const n = exportFlowSlots(t, sel, buf, 0, d.handler.nowMs);
       const s = ++seq;
@@ -328,15 +342,21 @@ export class MigrationClient {
     const d = this.d;
     const t = d.table;
     const PER = 8192;
+    // One inheritor: a single "all of mine now belong to X" message, which each
+    // peer applies in one table walk. Several: explicit 16-byte records.
+    const remapTo = ownerOf.length === 1 ? ownerOf[0]! : 0;
     const batches: { buf: Uint8Array; count: number }[] = [];
-    for (let i = 0; i < owned.length; i += PER) {
-      const n = Math.min(PER, owned.length - i);
-      const buf = new Uint8Array(n * OWNERSHIP_RECORD_SIZE);
-      for (let j = 0; j < n; j++) {
-        const s = owned[i + j]!;
-        packOwnership(buf, j * OWNERSHIP_RECORD_SIZE, t.srcIp(s), t.dstIp(s), t.srcPort(s), t.dstPort(s), t.proto(s), OwnershipFlag.MIGRATED, ownerOf[assignment[i + j]!]!);
+    if (remapTo !== 0) batches.push({ buf: new Uint8Array(0), count: 0 });
+    else {
+      for (let i = 0; i < owned.length; i += PER) {
+        const n = Math.min(PER, owned.length - i);
+        const buf = new Uint8Array(n * OWNERSHIP_RECORD_SIZE);
+        for (let j = 0; j < n; j++) {
+          const s = owned[i + j]!;
+          packOwnership(buf, j * OWNERSHIP_RECORD_SIZE, t.srcIp(s), t.dstIp(s), t.srcPort(s), t.dstPort(s), t.proto(s), OwnershipFlag.MIGRATED, ownerOf[assignment[i + j]!]!);
+        }
+        batches.push({ buf, count: n });
       }
-      batches.push({ buf, count: n });
     }
     this.counters.inc(MIG.broadcast_records, owned.length);
     const peers = req.peers.map((m) => m.node.id).filter((id) => id !== d.selfId);
@@ -346,7 +366,7 @@ export class MigrationClient {
         const ch = await d.mesh.channelTo(id, addr ? parseHostPort(addr) : undefined);
         await Promise.all(
           batches.map((b) =>
-            ch.request(body('ownershipBatch', { owner: d.selfId, recordVersion: OWNERSHIP_RECORD_VERSION, count: b.count, records: b.buf }), ACK_TIMEOUT_MS).then((r) => {
+            ch.request(body('ownershipBatch', { owner: d.selfId, recordVersion: OWNERSHIP_RECORD_VERSION, count: b.count, records: b.buf, remapFrom: remapTo ? d.selfId : 0, remapTo }), ACK_TIMEOUT_MS).then((r) => {
               if (r.body.case !== 'pong') throw new BatonError(ErrorCode.REMOTE_ERROR, `peer ${id} refused an ownership batch (${r.body.case})`);
             }),
           ),

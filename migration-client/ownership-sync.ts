@@ -32,7 +32,7 @@ export async function syncOwnershipTo(
     const records = buf.subarray(0, n * OWNERSHIP_RECORD_SIZE);
     const count = n;
     pending.push(
-      ch.request(body('ownershipBatch', { owner: selfId, recordVersion: OWNERSHIP_RECORD_VERSION, count, records }), timeoutMs).then((r) => {
+      ch.request(body('ownershipBatch', { owner: selfId, recordVersion: OWNERSHIP_RECORD_VERSION, count, records, remapFrom: 0, remapTo: 0 }), timeoutMs).then((r) => {
         if (r.body.case !== 'pong') throw new BatonError(ErrorCode.REMOTE_ERROR, `joiner ${joinerId} refused an ownership batch (${r.body.case})`);
       }),
     );

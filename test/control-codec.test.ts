@@ -101,7 +101,7 @@ const EXAMPLES: { [K in BodyCase]: Extract<Body, { case: K }>['value'] } = {
   pong: {},
   errorReply: { code: 'BATON_UNKNOWN_NODE', message: 'node 99 is not registered' },
   heartbeat: { nodeId: 7, stats: STATS, appliedScopeVersion: 12, counters: { forwarded: 1e9, redirected: 0.5, 'dropped.full': 0 } },
-  ownershipBatch: { owner: 7, recordVersion: 1, count: 2, records: Uint8Array.from({ length: 32 }, (_, i) => i * 7) },
+  ownershipBatch: { owner: 7, recordVersion: 1, count: 2, records: Uint8Array.from({ length: 32 }, (_, i) => i * 7), remapFrom: 12, remapTo: 13 },
   scopeUpdate: {
     version: 12,
     members: [
@@ -376,7 +376,7 @@ describe('round trip', () => {
     fc.record({ code: str, message: str }).map((v) => body('errorReply', v)),
     fc.record({ nodeId: u32, stats: arbStats, appliedScopeVersion: u64, counters }).map((v) => body('heartbeat', v)),
     fc
-      .record({ owner: u32, recordVersion: u32, count: u32, records: fc.uint8Array({ maxLength: 64 }) })
+      .record({ owner: u32, recordVersion: u32, count: u32, records: fc.uint8Array({ maxLength: 64 }), remapFrom: u32, remapTo: u32 })
       .map((v) => body('ownershipBatch', v)),
     fc
       .record({

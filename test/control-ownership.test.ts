@@ -101,10 +101,10 @@ describe('ownership record layout', () => {
     packOwnership(records, 16, 5, 6, 7, 8, IPPROTO_TCP, OwnershipFlag.REMOVED, 9);
     const seen: number[] = [];
     const fn = (s: number) => void seen.push(s);
-    expect(forEachOwnershipBatch({ owner: 9, recordVersion: 2, count: 2, records }, fn)).toBe(OwnershipCheck.BAD_RECORD_VERSION);
-    expect(forEachOwnershipBatch({ owner: 9, recordVersion: 1, count: 3, records }, fn)).toBe(OwnershipCheck.BAD_LENGTH);
+    expect(forEachOwnershipBatch({ owner: 9, recordVersion: 2, count: 2, records, remapFrom: 0, remapTo: 0 }, fn)).toBe(OwnershipCheck.BAD_RECORD_VERSION);
+    expect(forEachOwnershipBatch({ owner: 9, recordVersion: 1, count: 3, records, remapFrom: 0, remapTo: 0 }, fn)).toBe(OwnershipCheck.BAD_LENGTH);
     expect(seen).toEqual([]);
-    expect(forEachOwnershipBatch({ owner: 9, recordVersion: 1, count: 2, records }, fn)).toBe(OwnershipCheck.OK);
+    expect(forEachOwnershipBatch({ owner: 9, recordVersion: 1, count: 2, records, remapFrom: 0, remapTo: 0 }, fn)).toBe(OwnershipCheck.OK);
     expect(seen).toEqual([1, 5]);
   });
 
@@ -116,7 +116,7 @@ describe('ownership record layout', () => {
       seq: 1,
       replyTo: 0,
       wantsReply: false,
-      body: { case: 'ownershipBatch', value: { owner: 4, recordVersion: OWNERSHIP_RECORD_VERSION, count: 3, records } },
+      body: { case: 'ownershipBatch', value: { owner: 4, recordVersion: OWNERSHIP_RECORD_VERSION, count: 3, records, remapFrom: 0, remapTo: 0 } },
     });
     const r = decodeEnvelope(bytes);
     if (!r.ok || r.env.body.case !== 'ownershipBatch') throw new Error('decode failed');

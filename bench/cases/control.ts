@@ -69,7 +69,7 @@ const bench: BenchCase = {
         seq: seq++,
         replyTo: 0,
         wantsReply: false,
-        body: { case: 'ownershipBatch', value: { owner: 7, recordVersion: OWNERSHIP_RECORD_VERSION, count: RECORDS, records: scratch } },
+        body: { case: 'ownershipBatch', value: { owner: 7, recordVersion: OWNERSHIP_RECORD_VERSION, count: RECORDS, records: scratch, remapFrom: 0, remapTo: 0 } },
       });
     };
     const encodePB = (): Uint8Array => BatchPB.encode({ owner: 7, records: recs }).finish();

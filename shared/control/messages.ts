@@ -126,6 +126,9 @@ export interface OwnershipBatch {
   count: number;
   /** `count` records of OWNERSHIP_RECORD_SIZE bytes (shared/control/ownership.ts). */
   records: Uint8Array;
+  /** Bulk re-assignment: entries owned by remapFrom now belong to remapTo (0 = none); applied before the records. */
+  remapFrom: number;
+  remapTo: number;
 }
 
 export interface NodeStatus {

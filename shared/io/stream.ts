@@ -41,7 +41,6 @@ export interface MessageNet {
 class TcpConnection implements MessageConnection {
   private msgFn: (m: Uint8Array) => void = () => {};
   private closeFns: ((r: CloseReason) => void)[] = [];
-  private buf: Buffer = Buffer.alloc(0);
   private reason: CloseReason | null = null;
   closed = false;
 
@@ -57,24 +56,52 @@ class TcpConnection implements MessageConnection {
     sock.on('close', () => this.finish(this.reason ?? 'remote'));
   }
 
+  /**
+   * Chunks of a frame that is still incomplete are kept in a list and joined
+   * once, when the frame is whole: joining on every chunk would copy a large
+   * frame (a flow-table chunk of megabytes) quadratically.
+   */
+  private pending: Buffer[] = [];
+  private rxBuffered = 0;
+  private need = 0; // bytes the buffered data must reach before parsing again
+
   private onData(chunk: Buffer): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    if (this.rxBuffered + chunk.length < this.need) {
+      this.pending.push(chunk);
+      this.rxBuffered += chunk.length;
+      return;
+    }
+    if (this.pending.length > 0) {
+      this.pending.push(chunk);
+      chunk = Buffer.concat(this.pending, this.rxBuffered + chunk.length);
+      this.pending = [];
+      this.rxBuffered = 0;
+    }
+    const buf = chunk;
     let off = 0;
-    while (this.buf.length - off >= 4) {
-      const n = this.buf.readUInt32BE(off);
+    this.need = 0;
+    while (buf.length - off >= 4) {
+      const n = buf.readUInt32BE(off);
       if (n > MAX_FRAME_BYTES) {
         this.reason = 'frame_too_large';
         this.sock.destroy();
-        this.buf = Buffer.alloc(0);
         return;
       }
-      if (this.buf.length - off - 4 < n) break;
-      const msg = this.buf.subarray(off + 4, off + 4 + n);
+      if (buf.length - off - 4 < n) {
+        this.need = 4 + n;
+        break;
+      }
+      const msg = buf.subarray(off + 4, off + 4 + n);
       off += 4 + n;
       this.msgFn(msg);
       if (this.closed) return;
     }
-    this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
+    if (off < buf.length) {
+      const rest = buf.subarray(off);
+      this.pending.push(rest);
+      this.rxBuffered = rest.length;
+      if (this.need === 0) this.need = 4; // a partial length prefix
+    }
   }
 
   send(msg: Uint8Array): boolean {

@@ -1,0 +1,190 @@
+/**
+ * Migration cost and its effect on the data path.
+ *
+ * 1. A 1 M-flow table migrated by the real migration client over real
+ *    loopback TCP — copy in acknowledged chunks, switch, acknowledged
+ *    ownership broadcast, purge, drain — from a target FD (this process) to
+ *    an inheritor FD and past one more peer FD (each its own process,
+ *    pre-filled with the learned entries a broadcast would have given it).
+ *    Baseline in the same run: a plain loopback TCP copy of the same bytes
+ *    (the copy's export chunks), no parsing, no acknowledgements.
+ * 2. Steady-state redirect hops per client packet after a disengage, for
+ *    least-flows and hash-aligned inheritors (in-memory cluster, virtual
+ *    time, deterministic).
+ */
+import net from 'node:net';
+import { parseConfig } from '../../shared/config/config.js';
+import { RealScheduler } from '../../shared/runtime/scheduler.js';
+import { UdpNet } from '../../shared/io/datagram.js';
+import { TcpNet } from '../../shared/io/stream.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FdNode } from '../../distributor/fd-node.js';
+import { fillConnections } from '../migration-fill.js';
+import { exportedSize } from '../../distributor/flow-export.js';
+import { MemberStatus, emptyFlowStats, nodeInfo, Role } from '../../shared/control/messages.js';
+import { InMemoryCluster } from '../../simulations/in-memory-cluster.js';
+import { TrafficGenerator } from '../../traffic/generator.js';
+import { FD } from '../../distributor/fd-counters.js';
+import { HT } from '../../hash-tier/forwarding-engine.js';
+import { rateResult, timeResult, type BenchCase, type BenchResult } from '../lib.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const SEED = 1;
+
+const FLOWS = 1_000_000; // table entries (500 k connections, each a forward and a reverse flow)
+const CHUNK = 65_536;
+
+async function tcpCopy(bytes: number, chunk: number): Promise<number> {
+  let received = 0;
+  let doneResolve: () => void = () => {};
+  const done = new Promise<void>((r) => (doneResolve = r));
+  const server = net.createServer((s) =>
+    s.on('data', (d) => {
+      received += d.length;
+      if (received >= bytes) doneResolve();
+    }),
+  );
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as net.AddressInfo).port;
+  const c = net.connect(port, '127.0.0.1');
+  await new Promise<void>((r) => c.once('connect', () => r()));
+  const buf = Buffer.alloc(chunk, 7);
+  const t0 = process.hrtime.bigint();
+  let sent = 0;
+  while (sent < bytes) {
+    const n = Math.min(chunk, bytes - sent);
+    if (!c.write(n === chunk ? buf : buf.subarray(0, n))) await new Promise((r) => c.once('drain', r));
+    sent += n;
+  }
+  await done;
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  c.destroy();
+  await new Promise<void>((r) => server.close(() => r()));
+  return ms;
+}
+
+interface PeerProc {
+  proc: ChildProcess;
+  control: string;
+  stats(): Promise<{ size: number; owned: number }>;
+}
+
+/** A peer FD in its own process (bench/migration-peer.ts), pre-filled with learned entries. */
+function startPeer(id: number, name: string, targetId: number): Promise<PeerProc> {
+  const prof = process.env.BATON_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BATON_BENCH_PROF] : [];
+  const proc = spawn(process.execPath, [...prof, '--import', 'tsx', join(here, '..', 'migration-peer.ts'), JSON.stringify({ id, name, flows: FLOWS, seed: SEED, targetId })], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: proc.stdout! });
+  const waiters: ((l: string) => void)[] = [];
+  lines.on('line', (l) => waiters.shift()?.(l));
+  const next = () => new Promise<string>((r) => waiters.push(r));
+  return next().then((l) => ({
+    proc,
+    control: (JSON.parse(l.slice(6)) as { control: string }).control,
+    stats: async () => {
+      const p = next();
+      proc.stdin!.write('stats\n');
+      return JSON.parse((await p).slice(6)) as { size: number; owned: number };
+    },
+  }));
+}
+
+async function migrateOnce(progress: (m: string) => void): Promise<{ ms: number; copyMs: number; broadcastMs: number; bytes: number; entries: number }> {
+  const cfg = parseConfig({ fds: [{ id: 11, name: 'fd-1' }], flowTable: { maxFlows: FLOWS + 16_384 }, log: { level: 'error' } });
+  const io = { scheduler: new RealScheduler(), datagrams: new UdpNet(), messages: new TcpNet() };
+  const target = new FdNode(cfg, cfg.fds[0]!, io, { host: '127.0.0.1', port: 1 });
+  const [heir, peer] = await Promise.all([startPeer(12, 'fd-2', 11), startPeer(13, 'fd-3', 11)]);
+  await target.start({ register: false });
+  try {
+    target.mesh.setPeers([
+      { id: 12, controlAddr: heir.control },
+      { id: 13, controlAddr: peer.control },
+    ]);
+    fillConnections(target.table, FLOWS / 2, SEED, target.me.id, false);
+    const entries = target.table.size;
+    progress(`target holds ${entries} entries; inheritor fd-2 and peer fd-3 run in their own processes`);
+    const member = (id: number, name: string, control: string, flows: number) => ({
+      node: nodeInfo({ id, name, role: Role.FD, controlAddr: control }),
+      status: MemberStatus.ACTIVE,
+      inScope: true,
+      stats: { ...emptyFlowStats(), flowsOwned: flows },
+    });
+    const t0 = process.hrtime.bigint();
+    const r = await target.migration.disengage({
+      target: 'fd-1', targetId: 11, policy: 'least-flows', inheritor: '', backup: '', timeoutMs: 60_000, migrationId: 1,
+      peers: [member(12, 'fd-2', heir.control, 0), member(13, 'fd-3', peer.control, 1e9)],
+      nextScope: { version: 2, members: [{ id: 12, name: 'fd-2' }, { id: 13, name: 'fd-3' }], tableSize: cfg.hash.tableSize, hashSeed: cfg.hash.seed },
+      chunkRecords: CHUNK, randomSeed: 1,
+    });
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (!r.ok) throw new Error(`migration failed: ${r.errorMessage}`);
+    const hs = await heir.stats();
+    const ps = await peer.stats();
+    if (hs.owned !== entries || target.table.size !== 0) throw new Error(`migration incomplete: inheritor owns ${hs.owned} of ${entries}, target keeps ${target.table.size}`);
+    if ((ps as unknown as { byOwner: Record<string, number> }).byOwner['11']) throw new Error('the peer still names the target as an owner');
+    const bytes = Math.ceil(entries / CHUNK) * exportedSize(0) + entries * (exportedSize(1) - exportedSize(0));
+    return { ms, copyMs: r.copyMs, broadcastMs: r.broadcastMs, bytes, entries };
+  } finally {
+    await target.stop();
+    for (const p of [heir, peer]) p.proc.stdin!.end();
+    await Promise.all([heir, peer].map((p) => new Promise((r) => (p.proc.exitCode !== null ? r(null) : p.proc.once('exit', r)))));
+  }
+}
+
+async function redirectHops(policy: string): Promise<number> {
+  const c = new InMemoryCluster({ log: { level: 'error' } });
+  await c.start();
+  try {
+    const socket = c.net.bindSync({ host: '127.0.0.1', port: 0 });
+    const gen = new TrafficGenerator({ concurrency: 90, totalFlows: 90, packetsPerFlow: 600, udpRatio: 0.5, ratePps: 9000 }, { socket, scheduler: c.scheduler, target: c.hashTierData });
+    const done = gen.run();
+    await c.runFor(300);
+    const r = await c.drive(c.hashTier.manager.ops.disengage({ target: 'fd-2', policy }), 30_000);
+    if (!r.ok) throw new Error(r.errorMessage);
+    await c.runFor(100);
+    const red = () => c.fds.reduce((n, f) => n + f.handler.counters.get(FD.redirected), 0);
+    const fromClients = () => c.hashTier.engine.counters.get(HT.to_fd); // client packets hashed to an FD
+    const r0 = red();
+    const p0 = fromClients();
+    await c.runFor(2000);
+    const hops = (red() - r0) / (fromClients() - p0);
+    gen.endSending();
+    await c.drive(done, 60_000);
+    return hops;
+  } finally {
+    await c.stop();
+  }
+}
+
+const migration: BenchCase = {
+  id: 'migration',
+  title: '1 M-flow table migration vs a plain loopback TCP copy; redirect hops after a disengage by policy',
+  async run(progress) {
+    let best: Awaited<ReturnType<typeof migrateOnce>> | null = null;
+    for (let i = 0; i < 2; i++) {
+      const m = await migrateOnce(progress);
+      progress(`migration round ${i + 1}: ${m.ms.toFixed(0)} ms (copy ${m.copyMs.toFixed(0)} ms, broadcast ${m.broadcastMs.toFixed(0)} ms)`);
+      if (!best || m.ms < best.ms) best = m;
+    }
+    const b = best!;
+    let copyBest = Infinity;
+    for (let i = 0; i < 3; i++) copyBest = Math.min(copyBest, await tcpCopy(b.bytes, CHUNK * 36));
+    progress(`plain TCP copy of ${(b.bytes / 1e6).toFixed(1)} MB: ${copyBest.toFixed(0)} ms`);
+    const least = await redirectHops('least-flows');
+    const aligned = await redirectHops('hash-aligned');
+    progress(`redirect hops per client packet after the disengage: least-flows ${least.toFixed(3)}, hash-aligned ${aligned.toFixed(3)}`);
+    const out: BenchResult[] = [
+      timeResult(`migrate ${b.entries} entries (copy+acks, switch, broadcast+acks, purge, drain)`, b.ms, copyBest, 'plain loopback TCP copy of the same bytes', `copy ${b.copyMs.toFixed(0)} ms, broadcast ${b.broadcastMs.toFixed(0)} ms; 3 FD processes on 2 cores`),
+      rateResult('migration rate', (b.entries / b.ms) * 1000, 'entries/s', (b.entries / copyBest) * 1000, 'TCP copy, entries/s equivalent'),
+      { name: 'redirect hops per client packet after disengage, least-flows', value: least, unit: 'hops/pkt' },
+      { name: 'redirect hops per client packet after disengage, hash-aligned', value: aligned, unit: 'hops/pkt', note: 'the inheritor is where the shrunken scope sends each flow' },
+    ];
+    return out;
+  },
+};
+
+export default migration;
