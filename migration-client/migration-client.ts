@@ -110,7 +110,8 @@ export class MigrationClient {
       // 2. Inheritors.
       say('select', 0, 0);
       const owned = this.ownedSlots();
-      const forwardFlows = owned.filter((s) => !isReverse(t, s)).length;
+      let forwardFlows = 0;
+      for (let i = 0; i < owned.length; i++) if (!isReverse(t, owned[i]!)) forwardFlows++;
       const peers: PeerInfo[] = req.peers.map((m: Member) => ({ id: m.node.id, name: m.node.name, flowsOwned: m.stats.flowsOwned }));
       let sel = selectInheritors({
         policy: req.policy || 'least-flows',

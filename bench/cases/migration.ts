@@ -35,7 +35,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const SEED = 1;
 
 const FLOWS = 1_000_000; // table entries (500 k connections, each a forward and a reverse flow)
-const CHUNK = 65_536;
+const CHUNK = 32_768;
 
 async function tcpCopy(bytes: number, chunk: number): Promise<number> {
   let received = 0;
