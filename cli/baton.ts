@@ -92,7 +92,7 @@ addTrafficOptions(up).action(async (o) => {
   const manager = parseAddress(launcher.managerAddress);
   await attachOrchestrator(launcher, manager, (m) => console.log(m));
   if (o.demo === undefined) {
-    console.log(`\ncluster up. Try: npx baton status --manager ${launcher.managerAddress}   |   npx baton traffic --manager ${launcher.managerAddress} --duration 5\nCtrl-C stops it.`);
+    console.log(`\ncluster up. Try: npm run baton -- status --manager ${launcher.managerAddress}   |   npm run baton -- traffic --manager ${launcher.managerAddress} --duration 5\nCtrl-C stops it.`);
     return; // children keep the event loop alive until a signal
   }
   console.log(`\nrunning verified traffic for ${o.demo} s…`);

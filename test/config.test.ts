@@ -1,0 +1,50 @@
+import { describe, it, expect } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfig, loadConfig } from '../shared/config/config.js';
+import { isBatonError, ErrorCode } from '../shared/errors.js';
+
+function message(raw: unknown): string {
+  try {
+    parseConfig(raw);
+  } catch (e) {
+    expect(isBatonError(e, ErrorCode.CONFIG_INVALID)).toBe(true);
+    return (e as Error).message;
+  }
+  throw new Error('no error');
+}
+
+describe('config', () => {
+  it('defaults describe a local cluster: 1 hash tier, 3 FDs, 4 service nodes', () => {
+    const c = parseConfig(undefined);
+    expect(c.fds.map((f) => f.name)).toEqual(['fd-1', 'fd-2', 'fd-3']);
+    expect(c.services.map((s) => s.virtualIp)).toEqual(['10.1.0.1', '10.1.0.2', '10.1.0.3', '10.1.0.4']);
+    expect(c.hashTier.controlPort).toBe(7400);
+    expect(c.hash.tableSize).toBe(65537);
+  });
+
+  it.each([
+    [{ fds: [{ id: 11, name: 'a', dataPort: 70000 }] }, /fds\[0\]\.dataPort: .*65535/],
+    [{ hash: { tableSize: 100 } }, /hash\.tableSize: must be a prime number/],
+    [{ fds: [{ id: 21, name: 'x' }] }, /id 21 is also used by fds\[0\]/],
+    [{ cluster: { vip: '1.2.3' } }, /cluster\.vip: must be a dotted IPv4 address/],
+    [{ bogus: 1 }, /Unrecognized key: "bogus"/],
+    [{ services: [{ id: 21, name: 's', virtualIp: '10.0.0.1' }, { id: 22, name: 't', virtualIp: '10.0.0.1' }] }, /services\[1\]\.virtualIp: 10\.0\.0\.1 is used twice/],
+    [{ fds: [] }, /fds: /],
+    [{ log: { level: 'loud' } }, /log\.level/],
+  ])('%j is refused with a message naming the field', (raw, re) => {
+    expect(message(raw)).toMatch(re);
+  });
+
+  it('reads JSON and YAML files and names the file in errors', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'baton-cfg-'));
+    writeFileSync(join(dir, 'a.yaml'), 'fds:\n  - { id: 11, name: fd-a }\nflowTable: { maxFlows: 1024 }\n');
+    expect(loadConfig(join(dir, 'a.yaml')).fds[0]!.name).toBe('fd-a');
+    writeFileSync(join(dir, 'b.json'), '{"flowTable": {"maxFlows": 2}}');
+    expect(() => loadConfig(join(dir, 'b.json'))).toThrow(/b\.json invalid: flowTable\.maxFlows/);
+    writeFileSync(join(dir, 'c.json'), '{not json');
+    expect(() => loadConfig(join(dir, 'c.json'))).toThrow(/c\.json is not valid JSON/);
+    expect(() => loadConfig(join(dir, 'missing.yaml'))).toThrow(/cannot read config file/);
+  });
+});
