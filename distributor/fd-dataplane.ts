@@ -34,7 +34,6 @@ export class FdDataplane {
   private readonly out = new EncapMeta();
   private readonly hopLimit: number;
   private routes: Routes = { hashTierLane: -1, peerLane: new Int32Array(65536).fill(-1), serviceLane: new Map() };
-  private readonly laneByAddr = new Map<string, number>();
 
   constructor(
     readonly handler: FlowHandler,
@@ -59,20 +58,10 @@ export class FdDataplane {
   /** Installs a whole new route snapshot. Off the hot path. */
   setRoutes(r: { hashTier: Address | null; peers: { id: number; data: Address }[]; services: { virtualIp: number; data: Address }[] }): void {
     const peerLane = new Int32Array(65536).fill(-1);
-    for (const p of r.peers) if (p.id !== this.handler.selfId) peerLane[p.id] = this.laneFor(p.data);
+    for (const p of r.peers) if (p.id !== this.handler.selfId) peerLane[p.id] = this.dp.laneTo(p.data);
     const serviceLane = new Map<number, number>();
-    for (const s of r.services) serviceLane.set(s.virtualIp >>> 0, this.laneFor(s.data));
-    this.routes = { hashTierLane: r.hashTier ? this.laneFor(r.hashTier) : -1, peerLane, serviceLane };
-  }
-
-  private laneFor(a: Address): number {
-    const key = `${a.host}:${a.port}`;
-    let lane = this.laneByAddr.get(key);
-    if (lane === undefined) {
-      lane = this.dp.tx.addLane(a);
-      this.laneByAddr.set(key, lane);
-    }
-    return lane;
+    for (const s of r.services) serviceLane.set(s.virtualIp >>> 0, this.dp.laneTo(s.data));
+    this.routes = { hashTierLane: r.hashTier ? this.dp.laneTo(r.hashTier) : -1, peerLane, serviceLane };
   }
 
   private frame(buf: Uint8Array, m: EncapMeta): void {

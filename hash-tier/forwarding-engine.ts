@@ -53,7 +53,6 @@ export class ForwardingEngine {
   readonly dp: Datapath;
   readonly counters: Counters;
   private routing: Routing = { scope: null, laneOfMember: new Int32Array(0), laneOfId: new Int32Array(65536).fill(-1) };
-  private readonly laneByAddr = new Map<string, number>();
   private readonly clientLane = new Map<number, number>(); // client virtual IP -> lane
   private readonly out = new EncapMeta();
   private readonly pkt = new PacketMeta();
@@ -89,21 +88,11 @@ export class ForwardingEngine {
       scope.members.forEach((name, i) => {
         const f = byName.get(name);
         if (!f) return;
-        lanes[i] = this.laneFor(f.data);
+        lanes[i] = this.dp.laneTo(f.data);
         byId[f.id] = lanes[i]!;
       });
     }
     this.routing = { scope, laneOfMember: lanes, laneOfId: byId };
-  }
-
-  private laneFor(a: Address): number {
-    const key = `${a.host}:${a.port}`;
-    let lane = this.laneByAddr.get(key);
-    if (lane === undefined) {
-      lane = this.dp.tx.addLane(a);
-      this.laneByAddr.set(key, lane);
-    }
-    return lane;
   }
 
   private frame(buf: Uint8Array, m: EncapMeta, from: Address | null): void {
@@ -169,7 +158,7 @@ export class ForwardingEngine {
     if (from === null) return;
     const lane = this.clientLane.get(ip);
     if (lane !== undefined && sameAddress(this.dp.tx.laneAddress(lane), from)) return;
-    this.clientLane.set(ip, this.laneFor(from));
+    this.clientLane.set(ip, this.dp.laneTo(from));
     this.counters.inc(HT.clients_learned);
   }
 

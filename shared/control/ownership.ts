@@ -17,6 +17,7 @@
  */
 import { BatonError, ErrorCode } from '../errors.js';
 import type { OwnershipBatch } from './messages.js';
+import { writeFiveTupleKey } from '../hash/xxh32.js';
 
 export const OWNERSHIP_RECORD_SIZE = 16;
 export const OWNERSHIP_RECORD_VERSION = 1;
@@ -51,19 +52,8 @@ export function packOwnership(
   flags: number,
   owner: number,
 ): void {
-  out[off] = srcIp >>> 24;
-  out[off + 1] = srcIp >>> 16;
-  out[off + 2] = srcIp >>> 8;
-  out[off + 3] = srcIp;
-  out[off + 4] = dstIp >>> 24;
-  out[off + 5] = dstIp >>> 16;
-  out[off + 6] = dstIp >>> 8;
-  out[off + 7] = dstIp;
-  out[off + 8] = srcPort >>> 8;
-  out[off + 9] = srcPort;
-  out[off + 10] = dstPort >>> 8;
-  out[off + 11] = dstPort;
-  out[off + 12] = proto;
+  // Bytes 0..12 are the canonical 5-tuple key (the hash input, docs/hashing.md).
+  writeFiveTupleKey(out, off, srcIp, dstIp, srcPort, dstPort, proto);
   out[off + 13] = flags;
   out[off + 14] = owner >>> 8;
   out[off + 15] = owner;

@@ -99,6 +99,18 @@ export class Datapath {
     }
   };
 
+  /** The TX lane to `a`, created on first use. Off the hot path (route snapshots). */
+  laneTo(a: Address): number {
+    const key = `${a.host}:${a.port}`;
+    let lane = this.laneByAddr.get(key);
+    if (lane === undefined) {
+      lane = this.tx.addLane(a);
+      this.laneByAddr.set(key, lane);
+    }
+    return lane;
+  }
+  private readonly laneByAddr = new Map<string, number>();
+
   /**
    * Queues one frame for `lane`: Baton's header from `out`, then the inner
    * packet copied from src[innerOff, innerOff + innerLen). Returns false when
