@@ -53,6 +53,12 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.engine.dp.rx.depth);
     metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.engine.dp.tx.depth);
     metrics.addGauge('scope_version', 'Hash-scope version in use', () => n.engine.scope?.version ?? 0);
+    metrics.addLabelledGauge(
+      'member_status',
+      'Member status by name: 1 JOINING, 2 ACTIVE, 3 DISENGAGING, 4 DISENGAGED, 5 FAILED',
+      'member',
+      () => n.manager.registry.all().map((m) => [m.info.name, m.machine.status] as [string, number]),
+    );
     metrics.addGauge('frames_per_second', 'Frames received per second', () => n.stats().pps);
     stop = () => n.stop();
     ready = { role, name: cfg.hashTier.name, id: cfg.hashTier.id, pid: process.pid, data: formatAddress(data), control: formatAddress(control) };

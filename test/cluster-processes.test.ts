@@ -148,6 +148,7 @@ describe('cluster of real processes', () => {
       expect(metricValue(m, 'baton_fd_dataplane_total', 'drop_bad_encap_version')).toBe(20);
       expect(metricValue(m, 'baton_fd_control_total', 'rx_bad_protobuf')).toBeGreaterThanOrEqual(1);
     }
+    expect(hash).toMatch(/baton_member_status\{member="fd-1",node="agg-a"\} 2/); // ACTIVE
     const svc = await scrape(launcher.nodes.get('svc-1')!.metrics);
     expect(metricValue(svc, 'baton_service_total', 'rx_bad_encap')).toBeGreaterThanOrEqual(40);
   }, 90_000);

@@ -134,3 +134,20 @@ describe('disengage (in memory, virtual time)', () => {
     expect(MemberStatus.ACTIVE).toBe(c.hashTier.manager.registry.byName('fd-1')!.machine.status);
   });
 });
+
+describe('scheduled power-down (config powerdown.enabled)', () => {
+  it('disengages idle FDs on its schedule, keeping minActive', async () => {
+    const c = new InMemoryCluster({ powerdown: { enabled: true, everyMs: 1000, thresholdPps: 1e9, sustainMs: 500, minActive: 2, stopProcesses: false } });
+    try {
+      await c.start();
+      const active = () => c.hashTier.manager.registry.all().filter((m) => m.info.name.startsWith('fd-') && m.machine.status === MemberStatus.ACTIVE).length;
+      expect(active()).toBe(3);
+      expect(await c.runUntil(() => active() === 2, 10_000)).toBe(true);
+      await c.runFor(5000); // later checks keep the minimum
+      expect(active()).toBe(2);
+      expect(c.hashTier.engine.scope!.members.length).toBe(2);
+    } finally {
+      await c.stop();
+    }
+  });
+});

@@ -49,6 +49,20 @@ export class MetricsRegistry {
     });
   }
 
+  /** A gauge with one labelled series per item, sampled at scrape time. */
+  addLabelledGauge(name: string, help: string, label: string, read: () => Iterable<[string, number]>): void {
+    new client.Gauge({
+      name: `baton_${name}`,
+      help,
+      labelNames: [label],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [k, v] of read()) this.set({ [label]: k }, v);
+      },
+    });
+  }
+
   async text(): Promise<string> {
     return this.registry.metrics();
   }
