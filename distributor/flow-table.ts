@@ -146,6 +146,11 @@ export class FlowTable {
    */
   private readonly w32: Int32Array;
   private readonly hashSeed: number;
+  /**
+   * slots / 2^32: home = floor(hash * homeScale). One multiply; exact, since
+   * hash * slots < 2^53 and scaling by 2^-32 only moves the exponent.
+   */
+  private readonly homeScale: number;
 
   private count = 0;
   private cursor = 0;
@@ -176,6 +181,7 @@ export class FlowTable {
     this.loadFactor = lf;
     this.seed = seed >>> 0;
     this.hashSeed = seed | 0;
+    this.homeScale = this.slots * INV_2_32;
     this.words = new Uint32Array(slots * SLOT_WORDS);
     this.w32 = new Int32Array(this.words.buffer);
     this.hints = new Uint8Array(slots);
@@ -223,7 +229,7 @@ export class FlowTable {
     const cap = this.slots;
     const f = h & 0xff;
     const fp = f === 0 ? 1 : f;
-    let i = ((h >>> 0) * cap * INV_2_32) | 0;
+    let i = ((h >>> 0) * this.homeScale) | 0;
     for (;;) {
       const t = H[i]!;
       if (t === fp) {
@@ -269,7 +275,7 @@ export class FlowTable {
     const f = h & 0xff;
     const fp = f === 0 ? 1 : f;
     this.clock[0] = nowMs;
-    let i = ((h >>> 0) * cap * INV_2_32) | 0;
+    let i = ((h >>> 0) * this.homeScale) | 0;
     let o = 0;
     for (;;) {
       const t = H[i]!;
@@ -322,7 +328,7 @@ export class FlowTable {
         for (let g = r; g < end; g++) {
           const q = g * SLOT_WORDS;
           const hh = flowHash(seed, src[q]! | 0, src[q + 1]! | 0, src[q + 2]! | 0, src[q + 3]! & 0xff);
-          const ii = ((hh >>> 0) * cap * INV_2_32) | 0;
+          const ii = ((hh >>> 0) * this.homeScale) | 0;
           sink = (sink + H[ii]! + W[ii * SLOT_WORDS]!) | 0;
         }
       }
@@ -335,7 +341,7 @@ export class FlowTable {
       const h = flowHash(seed, a, b, p, pr);
       const f = h & 0xff;
       const fp = f === 0 ? 1 : f;
-      let i = ((h >>> 0) * cap * INV_2_32) | 0;
+      let i = ((h >>> 0) * this.homeScale) | 0;
       let o = 0;
       for (;;) {
         const t = H[i]!;
@@ -434,7 +440,7 @@ export class FlowTable {
       const t = H[k]!;
       if (t === 0) break;
       const o = k * SLOT_WORDS;
-      const home = ((flowHash(seed, W[o]!, W[o + 1]!, W[o + 2]!, W[o + 3]! & 0xff) >>> 0) * cap * INV_2_32) | 0;
+      const home = ((flowHash(seed, W[o]!, W[o + 1]!, W[o + 2]!, W[o + 3]! & 0xff) >>> 0) * this.homeScale) | 0;
       // The entry at k may fill the hole at j iff j lies on its probe path,
       // i.e. its home is not (cyclically) in (j, k].
       if (j <= k ? home <= j || home > k : home <= j && home > k) {
@@ -605,7 +611,7 @@ export class FlowTable {
   homeOf(slot: number): number {
     const o = slot * SLOT_WORDS;
     const W = this.w32;
-    return ((flowHash(this.hashSeed, W[o]!, W[o + 1]!, W[o + 2]!, W[o + 3]! & 0xff) >>> 0) * this.slots * INV_2_32) | 0;
+    return ((flowHash(this.hashSeed, W[o]!, W[o + 1]!, W[o + 2]!, W[o + 3]! & 0xff) >>> 0) * this.homeScale) | 0;
   }
 
   /** Probe-distance statistics over occupied slots (tests, tuning). */
