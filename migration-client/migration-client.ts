@@ -20,7 +20,8 @@ import type { Scheduler } from '../shared/runtime/scheduler.js';
 import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
 import { body, type DisengageRequest, type DisengageReply, type MigrationProgress, type Member } from '../shared/control/messages.js';
 import { HashScope } from '../shared/scope/hash-scope.js';
-import { FlowTable } from '../distributor/flow-table.js';
+import { FlowTable, FlowFlag } from '../distributor/flow-table.js';
+import { parseAddress } from '../shared/io/address.js';
 import { exportFlowSlots, exportedSize } from '../distributor/flow-export.js';
 import { FlowKey, forwardKey } from '../distributor/flow-pair.js';
 import type { FlowHandler } from '../distributor/flow-handler.js';
@@ -209,7 +210,6 @@ export class MigrationClient {
     } catch (e) {
       this.counters.inc(MIG.disengages_aborted);
       if (!switched) h.setLeaving(null); // still the owner of every flow: keep serving
-      h.frozen = false;
       say('failed', 0, 0);
       const err = e as Error;
       this.log.warn('disengage failed', { err: err.message, switched });
@@ -286,7 +286,7 @@ export class MigrationClient {
     onCopied: (n: number) => void,
   ): Promise<void> {
     const d = this.d;
-    const ch = await d.mesh.channelTo(peerId, addr ? parseHostPort(addr) : undefined);
+    const ch = await d.mesh.channelTo(peerId, addr ? parseAddress(addr) : undefined);
     const maxChunk = req.chunkRecords || DEFAULT_CHUNK;
     // Start small and double: the first acknowledgement (the receiver's import
     // code not yet optimised) comes back fast and the pipeline fills sooner.
@@ -364,7 +364,7 @@ export class MigrationClient {
     const results = await Promise.allSettled(
       peers.map(async (id) => {
         const addr = addrOf.get(id);
-        const ch = await d.mesh.channelTo(id, addr ? parseHostPort(addr) : undefined);
+        const ch = await d.mesh.channelTo(id, addr ? parseAddress(addr) : undefined);
         await Promise.all(
           batches.map((b) =>
             ch.request(body('ownershipBatch', { owner: d.selfId, recordVersion: OWNERSHIP_RECORD_VERSION, count: b.count, records: b.buf, remapFrom: remapTo ? d.selfId : 0, remapTo }), ACK_TIMEOUT_MS).then((r) => {
@@ -404,7 +404,7 @@ export class MigrationClient {
 }
 
 function isReverse(t: FlowTable, slot: number): boolean {
-  return (t.flags(slot) & 1) !== 0;
+  return (t.flags(slot) & FlowFlag.REVERSE) !== 0;
 }
 
 function count(a: Uint16Array, v: number): number {
@@ -412,9 +412,3 @@ function count(a: Uint16Array, v: number): number {
   for (let i = 0; i < a.length; i++) if (a[i] === v) n++;
   return n;
 }
-
-function parseHostPort(s: string): { host: string; port: number } {
-  const i = s.lastIndexOf(':');
-  return { host: s.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(s.slice(i + 1)) };
-}
-
