@@ -21,8 +21,9 @@ import { MigrationClient } from '../migration-client/migration-client.js';
 import { handleMigrationChunk } from '../migration-client/migration-receiver.js';
 import { syncOwnershipTo } from '../migration-client/ownership-sync.js';
 import { failedReply } from '../migration-manager/manager.js';
-import { HashScope } from '../shared/scope/hash-scope.js';
+import { scopeWithIds } from '../shared/scope/hash-scope.js';
 import { DP } from '../shared/dataplane/counters.js';
+import { sumDrops } from '../shared/counters.js';
 import { ipv4ToInt, IPPROTO_TCP, IPPROTO_UDP } from '../shared/packet/meta.js';
 import type { BatonConfig, NodeConfig } from '../shared/config/config.js';
 import { PpsMeter } from '../shared/observability/pps.js';
@@ -157,9 +158,8 @@ export class FdNode {
       // changes, e.g. when a peer fails, so no packet is sent to a dead FD.
       const next = u.members.filter((m) => m.node.role === Role.FD && m.inScope && m.node.id !== this.me.id);
       if (next.length > 0) {
-        const scope = HashScope.build(u.version, next.map((m) => m.node.name), u.tableSize, u.hashSeed);
-        const idOf = new Map(next.map((m) => [m.node.name, m.node.id]));
-        this.handler.setLeaving(scope, Uint16Array.from(scope.members, (n) => idOf.get(n)!), u.hashSeed);
+        const { scope, ids } = scopeWithIds(u.version, next.map((m) => m.node), u.tableSize, u.hashSeed);
+        this.handler.setLeaving(scope, ids, u.hashSeed);
       }
     }
     this.log.info('scope applied', { version: u.version, peers: peers.length, services: services.length });
@@ -199,7 +199,7 @@ export class FdNode {
       flowsTotal: t.size,
       rxPackets: c.get(FD.rx_packets),
       txPackets: d.get(DP.tx_frames),
-      drops: dropTotal(c.snapshot()) + dropTotal(d.snapshot()),
+      drops: sumDrops(c) + sumDrops(d),
       rxDepth: this.dataplane.dp.rx.depth,
       txDepth: this.dataplane.dp.tx.depth,
       sendQueueBytes: this.dataplane.dp.socket.sendQueueBytes(),
@@ -212,10 +212,4 @@ export class FdNode {
     await this.mesh?.stop();
     await this.dataplane?.close();
   }
-}
-
-export function dropTotal(snap: Record<string, number>): number {
-  let n = 0;
-  for (const [k, v] of Object.entries(snap)) if (k.startsWith('drop') || k === 'dropped_full' || k === 'tx_dropped_full') n += v;
-  return n;
 }

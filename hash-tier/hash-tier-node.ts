@@ -10,7 +10,7 @@ import { Role, nodeInfo, type FlowStats } from '../shared/control/messages.js';
 import { PpsMeter } from '../shared/observability/pps.js';
 import { getLogger } from '../shared/observability/logger.js';
 import type { NodeIo } from '../distributor/fd-node.js';
-import { dropTotal } from '../distributor/fd-node.js';
+import { sumDrops } from '../shared/counters.js';
 
 export class HashTierNode {
   engine!: ForwardingEngine;
@@ -66,7 +66,7 @@ export class HashTierNode {
       flowsTotal: 0,
       rxPackets: c.get(HT.rx_frames),
       txPackets: c.get(HT.tx_frames),
-      drops: dropTotal(c.snapshot()),
+      drops: sumDrops(c),
       rxDepth: this.engine.dp.rx.depth,
       txDepth: this.engine.dp.tx.depth,
       sendQueueBytes: this.engine.dp.socket.sendQueueBytes(),

@@ -19,7 +19,7 @@
 import type { Scheduler } from '../shared/runtime/scheduler.js';
 import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
 import { body, type DisengageRequest, type DisengageReply, type MigrationProgress, type Member } from '../shared/control/messages.js';
-import { HashScope } from '../shared/scope/hash-scope.js';
+import { scopeWithIds } from '../shared/scope/hash-scope.js';
 import { FlowTable, FlowFlag } from '../distributor/flow-table.js';
 import { parseAddress } from '../shared/io/address.js';
 import { exportFlowSlots, exportedSize } from '../distributor/flow-export.js';
@@ -102,9 +102,7 @@ export class MigrationClient {
     try {
       // 1. Leaving mode.
       const plan = req.nextScope;
-      const scope = HashScope.build(plan.version, plan.members.map((m) => m.name), plan.tableSize, plan.hashSeed);
-      const idOf = new Map(plan.members.map((m) => [m.name, m.id]));
-      const ids = Uint16Array.from(scope.members, (n) => idOf.get(n)!);
+      const { scope, ids } = scopeWithIds(plan.version, plan.members, plan.tableSize, plan.hashSeed);
       h.setLeaving(scope, ids, plan.hashSeed);
       h.frozen = true;
 

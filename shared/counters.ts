@@ -43,3 +43,13 @@ export class Counters {
     return out;
   }
 }
+
+/** Sum of every drop counter (names starting with `drop`, and the full-ring counters). Off the hot path. */
+export function sumDrops(c: Counters): number {
+  let n = 0;
+  for (let i = 0; i < c.names.length; i++) {
+    const k = c.names[i]!;
+    if (k.startsWith('drop') || k === 'tx_dropped_full') n += c.values[i]!;
+  }
+  return n;
+}

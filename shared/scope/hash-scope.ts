@@ -117,3 +117,13 @@ export class ScopeHolder {
     };
   }
 }
+
+/**
+ * A scope over named members together with each member's node id, in the
+ * scope's (sorted) member order: `ids[scope.pick(hash)]` is the chosen node.
+ */
+export function scopeWithIds(version: number, members: readonly { name: string; id: number }[], size: number, seed: number): { scope: HashScope; ids: Uint16Array } {
+  const scope = HashScope.build(version, members.map((m) => m.name), size, seed);
+  const idOf = new Map(members.map((m) => [m.name, m.id]));
+  return { scope, ids: Uint16Array.from(scope.members, (n) => idOf.get(n)!) };
+}
