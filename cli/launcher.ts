@@ -50,7 +50,9 @@ export class Launcher {
   startNode(role: Role, name: string): Promise<LaunchedNode> {
     const logFile = join(this.opts.runDir, `${name}.log`);
     const fd = openSync(logFile, 'a');
-    const args = ['--import', 'tsx', CLI, 'node', '--role', role, '--name', name, '--config', this.configPath];
+    // BATON_NODE_ARGS: extra Node flags for every node (e.g. --cpu-prof for profiling).
+    const extra = (process.env.BATON_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const args = [...extra, '--import', 'tsx', CLI, 'node', '--role', role, '--name', name, '--config', this.configPath];
     if (this.manager) args.push('--manager', this.manager);
     const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', fd], cwd: resolve(here, '..'), env: { ...process.env } });
     closeSync(fd);

@@ -66,6 +66,7 @@ export class FdNode {
       clock: io.scheduler.clock,
       lingerMs: cfg.flowTable.lingerMs,
       idleMs: cfg.flowTable.idleMs,
+      verifyL4Checksum: cfg.dataplane.verifyL4Checksum,
     });
     this.pps = new PpsMeter(io.scheduler.clock, () => this.handler.counters.get(FD.rx_packets));
   }

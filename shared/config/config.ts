@@ -82,6 +82,13 @@ export const ConfigSchema = z
         txPoolBuffers: z.number().int().min(8).default(512),
         hopLimit: z.number().int().min(1).max(255).default(4),
         socketBufferBytes: z.number().int().min(65536).default(8 * 1024 * 1024),
+        /**
+         * FDs verify TCP/UDP checksums of what they receive (a corrupt packet is
+         * a counted drop instead of being forwarded). Off by default: like a
+         * hardware load balancer, the FD forwards and the end host verifies
+         * (rewrites update checksums incrementally, so a bad one stays bad).
+         */
+        verifyL4Checksum: z.boolean().default(false),
       })
       .prefault({}),
     control: z
