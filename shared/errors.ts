@@ -17,6 +17,9 @@ export const ErrorCode = {
   TIMEOUT: 'BATON_TIMEOUT',
   CONNECTION_CLOSED: 'BATON_CONNECTION_CLOSED',
   REMOTE_ERROR: 'BATON_REMOTE_ERROR',
+  /** Cluster-state store (shared/store): the store cannot be reached / a create-only write found the key taken. */
+  STORE_UNAVAILABLE: 'BATON_STORE_UNAVAILABLE',
+  STORE_CONFLICT: 'BATON_STORE_CONFLICT',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
