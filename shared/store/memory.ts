@@ -189,6 +189,7 @@ export class MemoryStore implements ClusterStore {
   private readonly c: ClusterState;
   private readonly onError: (e: unknown) => void;
   private closed = false;
+  private partitioned = false;
   /** Keep-alive timers and unwatch functions to stop on close(). */
   private readonly timers = new Set<Timer>();
   private readonly unwatches = new Set<() => void>();
@@ -203,6 +204,16 @@ export class MemoryStore implements ClusterStore {
 
   private live(what: string): void {
     if (this.closed) throw unavailable('memory', `${what}: store closed`);
+    if (this.partitioned) throw unavailable('memory', `${what}: partitioned from the store`);
+  }
+
+  /**
+   * Test hook: cut this client off (every call rejects STORE_UNAVAILABLE and
+   * keep-alives do not arrive, so its leases expire and fire their lost
+   * events) or reconnect it. Watches stay attached.
+   */
+  setPartitioned(on: boolean): void {
+    this.partitioned = on;
   }
 
   /** Runs a synchronous body as an async call: throws become rejections. */
@@ -226,6 +237,7 @@ export class MemoryStore implements ClusterStore {
       if (!this.closed) lost.fire(new BatonError(ErrorCode.STORE_UNAVAILABLE, `memory store: ${what}: lease expired`), true);
     });
     timer = this.backend.scheduler.every(Math.max(1, ttlMs / 3), () => {
+      if (this.partitioned) return;
       if (!this.backend.keepAlive(leaseId)) stop();
     });
     this.timers.add(timer);
