@@ -28,11 +28,12 @@ import { HashScope } from '../shared/scope/hash-scope.js';
 import { hashFiveTuple } from '../shared/hash/xxh32.js';
 
 /**
- * Packets per second of verified traffic during the chaos. `npm run bench`
- * (case e2e, same 3-FD/4-service cluster) measured 179-359 k echoed packets/s
- * here; the chaos runs at half of the low end or more.
+ * Packets per second of verified traffic during the chaos: at least half of
+ * the highest end-to-end rate `npm run bench` measured for the same
+ * 3-FD/4-service cluster (391 k echoed packets/s, case e2e in
+ * bench/results/2026-11-23.json). The generator reaches ~97 % of its target.
  */
-const RATE = Number(process.env.BATON_CHAOS_PPS ?? 100_000);
+const RATE = Number(process.env.BATON_CHAOS_PPS ?? 220_000);
 
 const eph = { dataPort: 0, controlPort: 0, metricsPort: 0 };
 const cfg = parseConfig({
@@ -154,7 +155,7 @@ describe('chaos: FDs leave, join and restart under sustained verified traffic', 
     const seconds = report.sendPhaseMs / 1000;
     console.log(`chaos: ${report.sent} packets at ${Math.round(report.sent / seconds)} pps over ${seconds.toFixed(1)} s; lost ${report.lost}, duplicated ${report.duplicated}, reordered ${report.reordered}\n  ${steps.join('\n  ')}`);
     if (report.lost > 0) console.log(`drops seen by the nodes:\n${await dropCounters()}\nlossy flows: ${JSON.stringify(report.perFlow.filter((f) => f.lost > 0).slice(0, 10))}`);
-    expect(report.sent).toBeGreaterThan(RATE * seconds * 0.9);
+    expect(report.sent).toBeGreaterThan(RATE * seconds * 0.85);
     expect(report.lost).toBe(0);
     expect(report.duplicated).toBe(0);
     expect(report.received).toBe(report.sent);
