@@ -45,6 +45,23 @@ export function bestRate(fn: (iterations: number) => void, iterations: number, r
   return best;
 }
 
+/** Iterations so that one call of `fn(n)` takes about `targetMs` (doubles as JIT warm-up). */
+export function calibrate(fn: (n: number) => void, targetMs: number): number {
+  let n = 10_000;
+  for (;;) {
+    const t0 = process.hrtime.bigint();
+    fn(n);
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (ms >= 15 || n >= 1 << 26) return Math.max(10_000, Math.round((n * targetMs) / Math.max(ms, 0.001)));
+    n *= 4;
+  }
+}
+
+/** Best-of-5 rate of `fn`, with rounds calibrated to ~60 ms each. */
+export function measureRate(fn: (n: number) => void): number {
+  return bestRate(fn, calibrate(fn, 60), 5);
+}
+
 /** Best (smallest) wall time in ms of `rounds` calls. */
 export function bestTimeMs(fn: () => void, rounds = 5): number {
   fn();

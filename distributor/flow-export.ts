@@ -155,15 +155,7 @@ export function exportFlows(table: FlowTable, fromSlot: number, maxRecords: numb
     let h = CK_SEED;
     while (s >= 0 && n < limit) {
       const o = s * SLOT_WORDS;
-      for (let w = 0; w < W_SEEN; w++) {
-        const v = W[o + w]!;
-        dv.setUint32(b + w * 4, v, true);
-        h = ckWord(h, v);
-      }
-      let idle = (now - W[o + W_SEEN]!) >>> 0;
-      if (idle > MAX_IDLE_MS) idle = 0;
-      dv.setUint32(b + W_SEEN * 4, idle, true);
-      h = ckWord(h, idle);
+      h = writeRecordDv(dv, b, W, o, now, h);
       b += FLOW_RECORD_SIZE;
       n++;
       s++;
@@ -200,15 +192,7 @@ export function exportFlowSlots(table: FlowTable, slots: ArrayLike<number>, out:
     const s = slots[i]!;
     if (!(Number.isInteger(s) && s >= 0 && s < cap) || H[s] === 0) continue;
     const o = s * SLOT_WORDS;
-    for (let w = 0; w < W_SEEN; w++) {
-      const v = W[o + w]!;
-      dv.setUint32(b + w * 4, v, true);
-      h = ckWord(h, v);
-    }
-    let idle = (now - W[o + W_SEEN]!) >>> 0;
-    if (idle > MAX_IDLE_MS) idle = 0;
-    dv.setUint32(b + W_SEEN * 4, idle, true);
-    h = ckWord(h, idle);
+    h = writeRecordDv(dv, b, W, o, now, h);
     b += FLOW_RECORD_SIZE;
     n++;
   }
@@ -313,6 +297,23 @@ export function importFlows(table: FlowTable, buf: Uint8Array, off: number, len:
 }
 
 // ---------------------------------------------------------------- helpers
+
+/**
+ * Writes the slot at word `o` as one little-endian record at dv[b..b+36)
+ * (last-seen replaced by the idle time) and returns the checksum updated
+ * with its words. The DataView path: any alignment, any host byte order.
+ */
+function writeRecordDv(dv: DataView, b: number, W: Uint32Array, o: number, now: number, h: number): number {
+  for (let w = 0; w < W_SEEN; w++) {
+    const v = W[o + w]!;
+    dv.setUint32(b + w * 4, v, true);
+    h = ckWord(h, v);
+  }
+  let idle = (now - W[o + W_SEEN]!) >>> 0;
+  if (idle > MAX_IDLE_MS) idle = 0;
+  dv.setUint32(b + W_SEEN * 4, idle, true);
+  return ckWord(h, idle);
+}
 
 function checkRange(buf: Uint8Array, off: number, len: number, field: string): void {
   if (!(buf instanceof Uint8Array)) throw badArg(`expected a Uint8Array, got ${Object.prototype.toString.call(buf)}`, 'buf', undefined);

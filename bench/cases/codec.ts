@@ -7,7 +7,7 @@
  * per parsed packet, and checksums recomputed from scratch after a rewrite.
  */
 import type { BenchCase, BenchResult } from '../lib.js';
-import { bestRate, consume, mulberry32, rateResult } from '../lib.js';
+import { consume, measureRate as measure, mulberry32, rateResult } from '../lib.js';
 import { buildPacket } from '../../shared/packet/build.js';
 import { parseIPv4 } from '../../shared/packet/parse.js';
 import { rewriteDst } from '../../shared/packet/rewrite.js';
@@ -80,24 +80,6 @@ function naiveRewriteDst(mem: Buffer, off: number, ip: number, port: number): vo
   b.writeUInt16BE(~naiveSum(b, 0, ihl, 0) & 0xffff, 10);
   b.writeUInt16BE(0, ihl + 16);
   b.writeUInt16BE(~naiveTcpSum(b, ihl, total) & 0xffff, ihl + 16);
-}
-
-// ---- harness --------------------------------------------------------------
-
-/** Iterations so that one round takes ~targetMs (also serves as JIT warm-up). */
-function calibrate(fn: (n: number) => void, targetMs: number): number {
-  let n = 10_000;
-  for (;;) {
-    const t0 = process.hrtime.bigint();
-    fn(n);
-    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    if (ms >= 15 || n >= 1 << 26) return Math.max(10_000, Math.round((n * targetMs) / Math.max(ms, 0.001)));
-    n *= 4;
-  }
-}
-
-function measure(fn: (n: number) => void): number {
-  return bestRate(fn, calibrate(fn, 60), 5);
 }
 
 const codec: BenchCase = {

@@ -9,7 +9,7 @@
  * encoding a fresh header Buffer concatenated with the inner packet.
  */
 import type { BenchCase, BenchResult } from '../lib.js';
-import { bestRate, consume, mulberry32, rateResult } from '../lib.js';
+import { consume, measureRate as measure, mulberry32, rateResult } from '../lib.js';
 import { buildPacket } from '../../shared/packet/build.js';
 import { IPPROTO_TCP } from '../../shared/packet/meta.js';
 import { Reject } from '../../shared/packet/reject.js';
@@ -100,24 +100,6 @@ function naiveEncode(m: NaiveEncap, inner: Uint8Array): Buffer {
   const h = Buffer.alloc(ENCAP_HEADER_LEN);
   naiveWriteHeader(h, 0, m);
   return Buffer.concat([h, inner]);
-}
-
-// ---- harness --------------------------------------------------------------
-
-/** Iterations so that one round takes ~targetMs (also serves as JIT warm-up). */
-function calibrate(fn: (n: number) => void, targetMs: number): number {
-  let n = 10_000;
-  for (;;) {
-    const t0 = process.hrtime.bigint();
-    fn(n);
-    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    if (ms >= 15 || n >= 1 << 26) return Math.max(10_000, Math.round((n * targetMs) / Math.max(ms, 0.001)));
-    n *= 4;
-  }
-}
-
-function measure(fn: (n: number) => void): number {
-  return bestRate(fn, calibrate(fn, 60), 5);
 }
 
 const encap: BenchCase = {
