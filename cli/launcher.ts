@@ -6,15 +6,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync, openSync, closeSync, readFileSync } from 'node:fs';
-import { join, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { BatonConfig } from '../shared/config/config.js';
 import type { ReadyLine, Role } from './node-main.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const CLI = join(here, 'baton.ts');
+import { buildNodeEntry, PROJECT_ROOT, type NodeEntry } from './node-bundle.js';
 
 export interface LaunchedNode extends ReadyLine {
   proc: ChildProcess;
@@ -31,6 +28,9 @@ export class Launcher {
   readonly nodes = new Map<string, LaunchedNode>();
   readonly configPath: string;
   private manager: string | null = null;
+  private entry: Promise<NodeEntry> | null = null;
+  /** The last /metrics scrape of every node stopped through stopNode(), in stop order. */
+  readonly retired: { name: string; pid: number; metrics: string }[] = [];
 
   constructor(
     readonly cfg: BatonConfig,
@@ -47,14 +47,15 @@ export class Launcher {
   }
 
   /** Starts one node and resolves with its READY line (rejects with its log tail if it dies first). */
-  startNode(role: Role, name: string): Promise<LaunchedNode> {
+  async startNode(role: Role, name: string): Promise<LaunchedNode> {
+    const entry = await (this.entry ??= buildNodeEntry());
     const logFile = join(this.opts.runDir, `${name}.log`);
     const fd = openSync(logFile, 'a');
     // BATON_NODE_ARGS: extra Node flags for every node (e.g. --cpu-prof for profiling).
     const extra = (process.env.BATON_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    const args = [...extra, '--import', 'tsx', CLI, 'node', '--role', role, '--name', name, '--config', this.configPath];
+    const args = [...extra, ...entry.args, 'node', '--role', role, '--name', name, '--config', this.configPath];
     if (this.manager) args.push('--manager', this.manager);
-    const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', fd], cwd: resolve(here, '..'), env: { ...process.env } });
+    const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', fd], cwd: PROJECT_ROOT, env: { ...process.env } });
     closeSync(fd);
     const timeoutMs = this.opts.readyTimeoutMs ?? 20_000;
     return new Promise<LaunchedNode>((resolveP, reject) => {
@@ -97,11 +98,23 @@ export class Launcher {
     if (failed) throw failed.reason;
   }
 
-  /** Stops one node (SIGTERM, then SIGKILL after `graceMs`) and waits until it is reaped. */
+  /**
+   * Stops one node (SIGTERM, then SIGKILL after `graceMs`) and waits until it
+   * is reaped. Its last /metrics text is kept in `retired` first, so the
+   * counters of a process replaced by a rolling upgrade can still be read.
+   */
   async stopNode(name: string, graceMs = 5000): Promise<void> {
     const n = this.nodes.get(name);
     if (!n) return;
     this.nodes.delete(name);
+    if (n.proc.exitCode === null && n.proc.signalCode === null) {
+      try {
+        const res = await fetch(n.metrics, { signal: AbortSignal.timeout(1000) });
+        this.retired.push({ name, pid: n.pid, metrics: await res.text() });
+      } catch {
+        // not answering (stopped, frozen): nothing to keep
+      }
+    }
     await reap(n.proc, graceMs);
   }
 

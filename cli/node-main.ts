@@ -9,6 +9,7 @@ import { RealScheduler } from '../shared/runtime/scheduler.js';
 import { UdpNet } from '../shared/io/datagram.js';
 import { TcpNet } from '../shared/io/stream.js';
 import { parseAddress, formatAddress, type Address } from '../shared/io/address.js';
+import { kernelUdpDrops } from '../shared/io/kernel-udp-stats.js';
 import type { BatonConfig } from '../shared/config/config.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
 import { HashTierNode } from '../hash-tier/hash-tier-node.js';
@@ -91,6 +92,12 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     ready = { role, name, id: me.id, pid: process.pid, data: formatAddress(n.socket.address) };
     metricsPort = me.metricsPort;
     metricsHost = me.host;
+  }
+
+  // Drops no node counter can see: the kernel's, when the data socket's receive buffer is full.
+  const dataAddress = parseAddress(ready.data);
+  if (kernelUdpDrops(dataAddress) !== null) {
+    metrics.addGauge('socket_kernel_drops', 'Datagrams the kernel dropped on the data socket (receive buffer full), from /proc/net/udp', () => kernelUdpDrops(dataAddress) ?? 0);
   }
 
   const m = await metrics.serve(metricsHost, metricsPort);

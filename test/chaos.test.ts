@@ -26,13 +26,17 @@ import type { ControlChannel } from '../shared/control/channel.js';
 import type { Body, DisengageReply } from '../shared/control/messages.js';
 import { HashScope } from '../shared/scope/hash-scope.js';
 import { hashFiveTuple } from '../shared/hash/xxh32.js';
+import { kernelUdpDrops } from '../shared/io/kernel-udp-stats.js';
 
 /**
- * Packets per second of verified traffic during the chaos: at least half of
- * the highest end-to-end rate `npm run bench` measured for the same
- * 3-FD/4-service cluster (391 k echoed packets/s, case e2e in
- * bench/results/2026-11-23.json). The generator reaches ~97 % of its target.
+ * The issue asks for verified traffic at at least half of the highest
+ * end-to-end rate `npm run bench` measured for the same 3-FD/4-service
+ * cluster: 391 k echoed packets/s (case e2e in bench/results/2026-11-23.json),
+ * so at least 195.5 k packets/s over the whole send phase. The target is set
+ * above it because process restarts during the rolling upgrade steal CPU from
+ * the generator; its rate mode repays such stalls at up to 1.25x (`catchUp`).
  */
+const REQUIRED_PPS = Number(process.env.BATON_CHAOS_MIN_PPS ?? 391_000 / 2);
 const RATE = Number(process.env.BATON_CHAOS_PPS ?? 220_000);
 
 const eph = { dataPort: 0, controlPort: 0, metricsPort: 0 };
@@ -72,6 +76,9 @@ async function dropCounters(): Promise<string> {
       lines.push(`${n.name}: metrics unavailable`);
     }
   }
+  for (const r of launcher.retired) {
+    for (const l of r.metrics.split('\n')) if (/drop|dropped|error|too_big|unknown/.test(l) && !l.startsWith('#') && !/ 0$/.test(l)) lines.push(`${r.name} (pid ${r.pid}, stopped): ${l}`);
+  }
   return lines.join('\n');
 }
 
@@ -90,11 +97,17 @@ async function disengage(target: string, policy: string, extra: { inheritor?: st
   return r.value;
 }
 
+/** What the kernel dropped on the generator's socket in the last run (printed when there is loss). */
+let generatorKernelDrops: number | null = null;
+
 async function startTraffic(opts: TrafficOptions) {
   const target = await hashTierDataAddress(manager);
   const socket = await new UdpNet({ recvBufferSize: 16 << 20, sendBufferSize: 16 << 20 }).bind({ host: '127.0.0.1', port: 0 });
   const gen = new TrafficGenerator({ vni: cfg.cluster.vni, ...opts }, { socket, scheduler: new RealScheduler(), target });
-  const done = gen.run().finally(() => socket.close());
+  const done = gen.run().finally(() => {
+    generatorKernelDrops = kernelUdpDrops(socket.address);
+    return socket.close();
+  });
   return { gen, done };
 }
 
@@ -121,7 +134,7 @@ afterAll(async () => {
 
 describe('chaos: FDs leave, join and restart under sustained verified traffic', () => {
   it(`disengage ×2, engage a new FD, re-engage, rolling upgrade of all FDs at ${RATE} pps: 0 lost, 0 duplicated`, async () => {
-    const { gen, done } = await startTraffic({ ratePps: RATE, concurrency: 256, totalFlows: 100_000, packetsPerFlow: 1000, udpRatio: 0.5, durationMs: 60_000, drainMs: 3000 });
+    const { gen, done } = await startTraffic({ ratePps: RATE, catchUp: 0.25, concurrency: 256, totalFlows: 100_000, packetsPerFlow: 1000, udpRatio: 0.5, durationMs: 60_000, drainMs: 3000 });
     const steps: string[] = [];
     const t0 = Date.now();
     const step = (s: string) => steps.push(`${((Date.now() - t0) / 1000).toFixed(1)}s ${s}`);
@@ -154,8 +167,8 @@ describe('chaos: FDs leave, join and restart under sustained verified traffic', 
     const report = await done;
     const seconds = report.sendPhaseMs / 1000;
     console.log(`chaos: ${report.sent} packets at ${Math.round(report.sent / seconds)} pps over ${seconds.toFixed(1)} s; lost ${report.lost}, duplicated ${report.duplicated}, reordered ${report.reordered}\n  ${steps.join('\n  ')}`);
-    if (report.lost > 0) console.log(`drops seen by the nodes:\n${await dropCounters()}\nlossy flows: ${JSON.stringify(report.perFlow.filter((f) => f.lost > 0).slice(0, 10))}`);
-    expect(report.sent).toBeGreaterThan(RATE * seconds * 0.85);
+    if (report.lost > 0) console.log(`drops seen by the nodes:\n${await dropCounters()}\nkernel drops on the generator's socket: ${generatorKernelDrops}\nlossy flows: ${JSON.stringify(report.perFlow.filter((f) => f.lost > 0).slice(0, 10))}`);
+    expect(report.sent / seconds).toBeGreaterThanOrEqual(REQUIRED_PPS);
     expect(report.lost).toBe(0);
     expect(report.duplicated).toBe(0);
     expect(report.received).toBe(report.sent);

@@ -209,6 +209,30 @@ describe('generator <-> service node over MemoryNetwork (virtual time)', () => {
     expect(rep.sendPps).toBeLessThan(5000 * 1.01);
   });
 
+  it('rate mode after a stall: catchUp repays the missed packets (bounded), catchUp 0 gives them up', () => {
+    const frames = 10_000 + 2 * 70;
+    const elapsed: number[] = [];
+    for (const catchUp of [0.5, 0]) {
+      const r = virtualRig({ relay: false });
+      // 300 ms in which the generator's process is not scheduled: the clock jumps inside an event.
+      r.sched.after(200, () => r.sched.clock.set(r.sched.clock.now() + 300));
+      let peak = 0;
+      let last = 0;
+      const rep = runVirtual(r, { concurrency: 20, totalFlows: 100, packetsPerFlow: 100, udpRatio: 0.3, ratePps: 5000, catchUp, progressIntervalMs: 100 }, 60_000, (p) => {
+        peak = Math.max(peak, p.sent - last);
+        last = p.sent;
+      });
+      expect(rep.ok).toBe(true);
+      expect(rep.io.framesSent).toBe(frames);
+      elapsed.push(rep.sendPhaseMs);
+      // Never faster than (1 + catchUp) x rate over a progress period (+ one burst cap of 20 ms).
+      expect(peak).toBeLessThanOrEqual(5000 * (1 + catchUp) * 0.1 + 100 + 5000 * 0.02);
+    }
+    const ideal = (frames / 5000) * 1000;
+    expect(elapsed[0]!).toBeLessThan(ideal * 1.03); // the average rate held
+    expect(elapsed[1]!).toBeGreaterThan(ideal + 300 * 0.9); // the stall's share given up
+  });
+
   it('relay in between (VIP <-> service address rewrite, owner hint echoed)', () => {
     const r = virtualRig({ relay: true });
     const rep = runVirtual(r, { concurrency: 30, totalFlows: 90, packetsPerFlow: 15, udpRatio: 0.5 });

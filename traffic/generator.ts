@@ -122,6 +122,8 @@ export class TrafficGenerator {
 
   // Pacing.
   private tokens = 0;
+  /** Rate mode: tokens lost to the burst cap after a stall, repaid at up to catchUp × rate. */
+  private debt = 0;
   private lastRefill = 0;
   private inflight = 0; // window mode
   private lastEchoAt = 0;
@@ -237,9 +239,17 @@ export class TrafficGenerator {
     const now = this.sched.clock.now();
     if (!this.stopped && now - this.startMs >= op.durationMs) this.stopped = true;
     if (op.ratePps > 0) {
-      this.tokens += (op.ratePps * (now - this.lastRefill)) / 1000;
+      const refill = (op.ratePps * (now - this.lastRefill)) / 1000;
+      this.tokens += refill;
       const cap = this.burstCap();
-      if (this.tokens > cap) this.tokens = cap;
+      if (this.tokens > cap) {
+        if (op.catchUp > 0) this.debt = Math.min(this.debt + this.tokens - cap, op.ratePps); // at most 1 s of traffic owed
+        this.tokens = cap;
+      } else if (this.debt > 0) {
+        const repay = Math.min(this.debt, refill * op.catchUp, cap - this.tokens);
+        this.tokens += repay;
+        this.debt -= repay;
+      }
       this.lastRefill = now;
     } else if (this.inflight > 0 && now - this.lastEchoAt >= op.echoTimeoutMs) {
       this.inflight = 0;

@@ -49,6 +49,13 @@ export interface TrafficOptions {
   vni?: number;
   /** Scheduler tick: token refill, retransmission and drain checks (default 1 ms). */
   tickMs?: number;
+  /**
+   * Rate mode: after a stall (the process was not scheduled, the socket was
+   * full) the packets not sent are owed and repaid at up to this fraction
+   * above the target rate, so the average holds. Debt is capped at 1 s of
+   * traffic. 0 = a stall's packets are given up, as a plain token bucket (default).
+   */
+  catchUp?: number;
   /** Batching: frames per datagram (default 32) and bytes per datagram (default 16384). */
   maxFramesPerDatagram?: number;
   maxDatagramBytes?: number;
@@ -84,6 +91,7 @@ export interface ResolvedTrafficOptions {
   drainMs: number;
   vni: number;
   tickMs: number;
+  catchUp: number;
   maxFramesPerDatagram: number;
   maxDatagramBytes: number;
   sendBuffers: number;
@@ -144,6 +152,7 @@ export function resolveTrafficOptions(o: TrafficOptions = {}): ResolvedTrafficOp
   const drainMs = num('drainMs', o.drainMs, 2000, 0, 3_600_000);
   const vni = int('vni', o.vni, 1, 0, 0xffffff);
   const tickMs = num('tickMs', o.tickMs, 1, 0.001, 60_000);
+  const catchUp = num('catchUp', o.catchUp, 0, 0, 10);
   const sendBuffers = int('sendBuffers', o.sendBuffers, 64, 1, 65536);
   const progressIntervalMs = num('progressIntervalMs', o.progressIntervalMs, 1000, 1, 3_600_000);
   const maxFlowRows = int('maxFlowRows', o.maxFlowRows, 10_000, 0, 100_000_000);
@@ -175,6 +184,7 @@ export function resolveTrafficOptions(o: TrafficOptions = {}): ResolvedTrafficOp
     drainMs,
     vni,
     tickMs,
+    catchUp,
     maxFramesPerDatagram,
     maxDatagramBytes,
     sendBuffers,
