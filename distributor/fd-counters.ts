@@ -19,6 +19,8 @@ const STATIC = [
   'flows_closed', // removed after the linger
   'flows_expired', // removed by idle expiry
   'flows_learned', // ownership learned from a peer
+  'ownership_conflicts_kept', // a peer claimed a flow this FD also created; this FD (lower id) keeps it and says so again
+  'ownership_conflicts_yielded', // a peer with a lower id claimed a flow this FD also created; it is the peer's now
   'flows_forgotten', // a peer's flow ended (its owner said so)
   'flows_remapped', // learned entries re-assigned in bulk (a peer disengaged to one inheritor)
   'drop_no_flow', // TCP non-SYN with no entry and no known owner

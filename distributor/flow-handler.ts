@@ -229,6 +229,20 @@ export class FlowHandler {
     const t = this.table;
     const slot = t.find(srcIp, dstIp, srcPort, dstPort, proto);
     if (slot >= 0) {
+      if (t.owner(slot) === this.selfId && owner !== this.selfId) {
+        // Two FDs created the same flow: a packet reached each before the
+        // other's broadcast did (e.g. around a scope change, the hash tier
+        // already on the new table, this FD not yet). Taking the peer's word
+        // on both sides would make each redirect to the other (a loop). Both
+        // apply one rule instead: the lower node id keeps the flow. The
+        // keeper says so again so that every peer ends on the same owner.
+        if (owner > this.selfId) {
+          this.counters.inc(FD.ownership_conflicts_kept);
+          this.sink.flowCreated(srcIp, dstIp, srcPort, dstPort, proto, this.selfId);
+          return true;
+        }
+        this.counters.inc(FD.ownership_conflicts_yielded);
+      }
       t.setOwner(slot, owner);
     } else if (t.insert(srcIp, dstIp, srcPort, dstPort, proto, owner, NetAction.REDIRECT, 0, 0, 0, 0, this.nowMs) < 0) {
       this.counters.inc(FD.drop_table_full);

@@ -121,6 +121,43 @@ describe('FlowHandler (seed 003 flow-handling algorithm)', () => {
     expect(h.counters.get(FD.redirected)).toBe(2);
   });
 
+  it('two FDs that both created a flow (race at a scope change) settle on the lower id, with no redirect loop', () => {
+    // FD 1 and FD 4 each saw the first packet of the same UDP flow before the other's broadcast.
+    const mkFd = (id: number) => {
+      const t = new FlowTable(64);
+      const out = new RecordingSink();
+      const fd = new FlowHandler({ selfId: id, table: t, policy: new HashRewritePolicy([{ ip: B1, port: 8080 }]), clock: new ManualClock(1000), ownership: out, lingerMs: 500, idleMs: 10_000 });
+      return { fd, t, out };
+    };
+    const a = mkFd(1);
+    const b = mkFd(4);
+    const udp = () => buildPacket({ srcIp: CLIENT, dstIp: VIP, srcPort: 5000, dstPort: 53, proto: IPPROTO_UDP, payload: new Uint8Array(12) });
+    for (const x of [a, b]) {
+      const p = udp();
+      expect(x.fd.handle(p, 0, p.length)).toBe(Verdict.FORWARD);
+    }
+    // Each broadcast reaches the other (forward and reverse records).
+    const aClaims = a.out.created.splice(0);
+    const bClaims = b.out.created.splice(0);
+    for (const c of bClaims) a.fd.learnOwnership(c[0]!, c[1]!, c[2]!, c[3]!, c[4]!, c[5]!);
+    for (const c of aClaims) b.fd.learnOwnership(c[0]!, c[1]!, c[2]!, c[3]!, c[4]!, c[5]!);
+    expect(a.fd.counters.get(FD.ownership_conflicts_kept)).toBe(2);
+    expect(b.fd.counters.get(FD.ownership_conflicts_yielded)).toBe(2);
+    expect(a.out.created.map((c) => c[5])).toEqual([1, 1]); // the keeper says so again
+    for (const x of [a, b]) {
+      for (const c of aClaims) expect(x.t.owner(x.t.find(c[0]!, c[1]!, c[2]!, c[3]!, c[4]!))).toBe(1);
+    }
+    // FD 1 forwards, FD 4 redirects to FD 1: one hop, not a loop.
+    let p = udp();
+    expect(a.fd.handle(p, 0, p.length)).toBe(Verdict.FORWARD);
+    p = udp();
+    expect(b.fd.handle(p, 0, p.length)).toBe(Verdict.REDIRECT);
+    expect(b.fd.redirectOwner).toBe(1);
+    // The re-announcement changes nothing at FD 4 any more.
+    for (const c of a.out.created) b.fd.learnOwnership(c[0]!, c[1]!, c[2]!, c[3]!, c[4]!, c[5]!);
+    expect(b.fd.counters.get(FD.ownership_conflicts_yielded)).toBe(2);
+  });
+
   it('FIN lingers: closing packets still pass, then both directions are removed', () => {
     const syn = tcp(TCP_SYN);
     h.handle(syn, 0, syn.length);
