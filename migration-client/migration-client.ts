@@ -36,6 +36,7 @@ export const MIG = defineCounters([
   'disengages_started',
   'disengages_completed',
   'disengages_aborted',
+  'disengages_rejoined', // a repeated request (e.g. from a manager that took over) answered with the running or finished migration
   'fallbacks_to_backup',
   'chunks_sent',
   'chunks_acked',
@@ -84,7 +85,52 @@ export class MigrationClient {
     return this.busy;
   }
 
-  async disengage(req: DisengageRequest, progress: Progress = () => {}): Promise<DisengageReply> {
+  /**
+   * Disengages this FD. Idempotent for the manager: a request that arrives
+   * while a migration runs gets that migration's reply (and its progress from
+   * then on), and one that arrives after a successful migration, while this
+   * FD is still out (leaving mode, not engaged again), gets the same reply
+   * again — so a manager that takes over from one that died midway can
+   * re-send the request and finish the disengage exactly once.
+   */
+  disengage(req: DisengageRequest, progress: Progress = () => {}): Promise<DisengageReply> {
+    if (this.current) {
+      this.counters.inc(MIG.disengages_rejoined);
+      this.listeners.push(progress);
+      return this.current;
+    }
+    if (this.lastDone && this.d.handler.leaving) {
+      this.counters.inc(MIG.disengages_rejoined);
+      return Promise.resolve(this.lastDone);
+    }
+    this.lastDone = null;
+    this.listeners = [progress];
+    const run = this.run(req, (p) => {
+      for (const l of this.listeners) l(p);
+    });
+    const settle = (): void => {
+      this.current = null;
+      this.listeners = [];
+    };
+    this.current = run.then(
+      (r) => {
+        settle();
+        if (r.ok) this.lastDone = r;
+        return r;
+      },
+      (e: unknown) => {
+        settle();
+        throw e;
+      },
+    );
+    return this.current;
+  }
+
+  private current: Promise<DisengageReply> | null = null;
+  private listeners: Progress[] = [];
+  private lastDone: DisengageReply | null = null;
+
+  private async run(req: DisengageRequest, progress: Progress): Promise<DisengageReply> {
     const d = this.d;
     if (this.busy) throw new BatonError(ErrorCode.INVALID_TRANSITION, `${d.selfName} is already migrating its flows`);
     this.busy = true;
@@ -236,6 +282,7 @@ export class MigrationClient {
 
   /** Leaves leaving mode (an engage of this FD after a disengage). */
   rejoin(): void {
+    this.lastDone = null;
     this.d.handler.setLeaving(null);
   }
 

@@ -45,6 +45,9 @@ const cfg = parseConfig({
   fds: [1, 2, 3, 4].map((i) => ({ id: 10 + i, name: `fd-${i}`, ...eph })),
   services: [1, 2, 3, 4].map((i) => ({ id: 20 + i, name: `svc-${i}`, virtualIp: `10.1.0.${i}`, ...eph })),
   flowTable: { maxFlows: 262_144 },
+  // 32 MiB socket buffers (test/setup/kernel.ts raises the kernel cap): a node stalled by a process
+  // start on this 2-core machine finds its backlog queued, not dropped by the kernel.
+  dataplane: { socketBufferBytes: 32 << 20 },
   control: { heartbeatMs: 100, deadAfterMs: 1000 },
   log: { level: 'warn' },
 });

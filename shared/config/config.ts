@@ -34,8 +34,10 @@ const nodeBase = {
 };
 
 const HashTierSchema = z.strictObject({ ...nodeBase, controlPort: port.default(7400) });
-const FdSchema = z.strictObject(nodeBase);
-const ServiceSchema = z.strictObject({ ...nodeBase, virtualIp: ipv4, virtualPort: z.number().int().min(1).max(65535).default(8080) });
+/** The hash tier (aggregation switch) a node sends its egress and replies through; default the first. */
+const uplink = z.string().optional();
+const FdSchema = z.strictObject({ ...nodeBase, uplink });
+const ServiceSchema = z.strictObject({ ...nodeBase, uplink, virtualIp: ipv4, virtualPort: z.number().int().min(1).max(65535).default(8080) });
 
 const defaultFds = [1, 2, 3].map((i) => ({ id: 10 + i, name: `fd-${i}` }));
 const defaultServices = [1, 2, 3, 4].map((i) => ({ id: 20 + i, name: `svc-${i}`, virtualIp: `10.1.0.${i}` }));
@@ -56,6 +58,20 @@ export const ConfigSchema = z
       })
       .prefault({}),
     hashTier: HashTierSchema.prefault({ id: 1, name: 'agg-a' }),
+    /**
+     * Several hash tiers (aggregation A, B, ...) sharing one cluster state in
+     * a store; when given it replaces `hashTier`, whose value becomes the first.
+     */
+    hashTiers: z.array(HashTierSchema).min(1).max(8).optional(),
+    /** Where membership, status and the scope live: embedded (in the manager), etcd://… or consul://… */
+    store: z
+      .strictObject({
+        url: z.string().default('embedded'),
+        /** Liveness of hash tiers and leadership in the store (etcd rounds up to whole seconds). */
+        ttlMs: z.number().int().min(1000).default(2000),
+        timeoutMs: z.number().int().min(100).default(3000),
+      })
+      .prefault({}),
     fds: z.array(FdSchema).min(1).prefault(defaultFds as never),
     services: z.array(ServiceSchema).min(1).prefault(defaultServices as never),
     hash: z
@@ -114,11 +130,15 @@ export const ConfigSchema = z
     operations: z.strictObject({ timeoutMs: z.number().int().min(100).default(30_000) }).prefault({}),
     log: z.strictObject({ level: z.enum(['error', 'warn', 'info', 'debug']).default('info') }).prefault({}),
   })
+  .transform((c) => {
+    const hashTiers = c.hashTiers ?? [c.hashTier];
+    return { ...c, hashTiers, hashTier: hashTiers[0]! };
+  })
   .superRefine((c, ctx) => {
     const seen = new Map<number, string>();
     const names = new Set<string>();
     const all = [
-      ['hashTier', c.hashTier] as const,
+      ...c.hashTiers.map((n, i) => [c.hashTiers.length > 1 ? `hashTiers[${i}]` : 'hashTier', n] as const),
       ...c.fds.map((n, i) => [`fds[${i}]`, n] as const),
       ...c.services.map((n, i) => [`services[${i}]`, n] as const),
     ];
@@ -130,6 +150,12 @@ export const ConfigSchema = z
       names.add(n.name);
     }
     if (c.fds.length >= c.hash.tableSize) ctx.addIssue({ code: 'custom', path: ['hash', 'tableSize'], message: 'must be larger than the number of FDs' });
+    const tierNames = new Set(c.hashTiers.map((t) => t.name));
+    for (const [list, key] of [[c.fds, 'fds'], [c.services, 'services']] as const) {
+      list.forEach((n, i) => {
+        if (n.uplink !== undefined && !tierNames.has(n.uplink)) ctx.addIssue({ code: 'custom', path: [key, i, 'uplink'], message: `${JSON.stringify(n.uplink)} is not a hash tier (have ${[...tierNames].join(', ')})` });
+      });
+    }
     const vips = new Set<string>();
     c.services.forEach((s, i) => {
       if (vips.has(s.virtualIp)) ctx.addIssue({ code: 'custom', path: ['services', i, 'virtualIp'], message: `${s.virtualIp} is used twice` });
