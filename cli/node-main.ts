@@ -1,7 +1,7 @@
 /**
  * Runs one Baton node (hash tier, FD or service node) in this process on
  * real sockets and real time. Started by the launcher (`baton up`) as
- *   baton node --role fd --name fd-1 --config <file> [--manager host:port]
+ *   baton node --role fd --name fd-1 --config <file> [--manager host:port[,host:port…]]
  * Prints one line `READY {json}` on stdout once serving, then runs until
  * SIGTERM/SIGINT, when it closes its sockets and exits 0.
  */
@@ -38,7 +38,8 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     datagrams: new UdpNet({ recvBufferSize: cfg.dataplane.socketBufferBytes, sendBufferSize: cfg.dataplane.socketBufferBytes }),
     messages: new TcpNet(),
   };
-  const manager: Address = managerArg ? parseAddress(managerArg) : { host: cfg.hashTier.host, port: cfg.hashTier.controlPort };
+  // Every hash tier's manager (comma-separated --manager, else the config's control addresses).
+  const manager: Address[] = managerArg ? managerArg.split(',').map((a) => parseAddress(a.trim())) : cfg.hashTiers.map((t) => ({ host: t.host, port: t.controlPort }));
   const metrics = new MetricsRegistry(name);
   let stop: () => Promise<void>;
   let ready: Omit<ReadyLine, 'metrics'>;
@@ -46,7 +47,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
   let metricsHost = '127.0.0.1';
 
   if (role === 'hash') {
-    const n = new HashTierNode(cfg, io);
+    const n = new HashTierNode(cfg, io, name);
     const { data, control } = await n.start();
     metrics.addCounters('hash_tier', 'Forwarding-engine decisions and drops, by counter', () => n.engine.counters);
     metrics.addCounters('manager', 'Migration-manager events, by counter', () => n.manager.counters);
@@ -62,9 +63,10 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     );
     metrics.addGauge('frames_per_second', 'Frames received per second', () => n.stats().pps);
     stop = () => n.stop();
-    ready = { role, name: cfg.hashTier.name, id: cfg.hashTier.id, pid: process.pid, data: formatAddress(data), control: formatAddress(control) };
-    metricsPort = cfg.hashTier.metricsPort;
-    metricsHost = cfg.hashTier.host;
+    const tier = cfg.hashTiers.find((t) => t.name === name)!;
+    ready = { role, name, id: tier.id, pid: process.pid, data: formatAddress(data), control: formatAddress(control) };
+    metricsPort = tier.metricsPort;
+    metricsHost = tier.host;
   } else if (role === 'fd') {
     const me = cfg.fds.find((f) => f.name === name);
     if (!me) throw new BatonError(ErrorCode.UNKNOWN_NODE, `no FD named ${JSON.stringify(name)} in the config (have ${cfg.fds.map((f) => f.name).join(', ')})`);

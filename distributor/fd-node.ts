@@ -16,6 +16,8 @@ import { FdDataplane } from './fd-dataplane.js';
 import { OwnershipMesh } from './ownership-mesh.js';
 import { FD } from './fd-counters.js';
 import { MemberAgent } from '../shared/cluster/member-agent.js';
+import type { ControlChannel } from '../shared/control/channel.js';
+import { uplinkOf } from '../shared/cluster/uplink.js';
 import { Role, MemberStatus, nodeInfo, body, type FlowStats, type ScopeUpdate, type EnvelopeObject, type Body } from '../shared/control/messages.js';
 import { MigrationClient } from '../migration-client/migration-client.js';
 import { handleMigrationChunk } from '../migration-client/migration-receiver.js';
@@ -52,7 +54,7 @@ export class FdNode {
     readonly cfg: BatonConfig,
     readonly me: NodeConfig,
     private readonly io: NodeIo,
-    private readonly manager: Address,
+    private readonly manager: Address | Address[],
   ) {
     this.log = getLogger('fd-node');
     this.table = new FlowTable(cfg.flowTable.maxFlows);
@@ -118,7 +120,7 @@ export class FdNode {
       stats: () => this.stats(),
       counters: () => ({ ...this.handler.counters.snapshot(), ...this.dataplane.counters.snapshot() }),
       onScope: (u) => this.applyScope(u),
-      onRequest: (env) => this.managerRequest(env),
+      onRequest: (env, from) => this.managerRequest(env, from),
     });
     if (opts.register !== false) await this.agent.start();
     this.log.info('fd started', { node: me.name, data: sock.address, control });
@@ -137,7 +139,7 @@ export class FdNode {
     for (const m of u.members) {
       const n = m.node;
       if (!n.dataAddr) continue;
-      if (n.role === Role.HASH_TIER) hashTier = parseAddress(n.dataAddr);
+      if (n.role === Role.HASH_TIER) continue;
       else if (n.role === Role.FD && m.status !== MemberStatus.FAILED) {
         peers.push({ id: n.id, data: parseAddress(n.dataAddr) });
         meshPeers.push({ id: n.id, controlAddr: n.controlAddr });
@@ -145,6 +147,8 @@ export class FdNode {
         services.push({ id: n.id, virtualIp: ipv4ToInt(n.virtualIp), data: parseAddress(n.dataAddr), port: n.virtualPort });
       }
     }
+    const up = uplinkOf(u, this.cfg, this.me.uplink);
+    if (up) hashTier = parseAddress(up.dataAddr);
     services.sort((a, b) => a.id - b.id); // every FD picks backends from the same ordered list
     this.dataplane.setRoutes({ hashTier, peers, services });
     this.policy.setBackends(services.map((s) => ({ ip: s.virtualIp, port: s.port })));
@@ -167,13 +171,12 @@ export class FdNode {
   }
 
   /** Requests from the migration manager. */
-  private managerRequest(env: EnvelopeObject): Body | void | Promise<Body> {
+  private managerRequest(env: EnvelopeObject, from: ControlChannel): Body | void | Promise<Body> {
     switch (env.body.case) {
       case 'disengageRequest': {
         const req = env.body.value;
-        const ch = this.agent.managerChannel;
         return this.migration
-          .disengage(req, (p) => ch?.send(body('migrationProgress', p)))
+          .disengage(req, (p) => from.send(body('migrationProgress', p)))
           .then(
             (r) => body('disengageReply', r),
             (e: Error) => body('disengageReply', failedReply(req.target, req.policy, e)),

@@ -11,20 +11,26 @@ import { PpsMeter } from '../shared/observability/pps.js';
 import { getLogger } from '../shared/observability/logger.js';
 import type { NodeIo } from '../distributor/fd-node.js';
 import { sumDrops } from '../shared/counters.js';
+import { BatonError, ErrorCode } from '../shared/errors.js';
+import { openStore, type ClusterStore } from '../shared/store/store.js';
 
 export class HashTierNode {
   engine!: ForwardingEngine;
   manager!: Manager;
   private pps!: PpsMeter;
+  store!: ClusterStore;
 
   constructor(
     readonly cfg: BatonConfig,
     private readonly io: NodeIo,
+    /** Which of cfg.hashTiers this process is (default the first). */
+    readonly name: string = cfg.hashTiers[0]!.name,
   ) {}
 
   async start(): Promise<{ data: Address; control: Address }> {
     const { cfg, io } = this;
-    const me = cfg.hashTier;
+    const me = cfg.hashTiers.find((t) => t.name === this.name);
+    if (!me) throw new BatonError(ErrorCode.UNKNOWN_NODE, `no hash tier named ${JSON.stringify(this.name)} in the config (have ${cfg.hashTiers.map((t) => t.name).join(', ')})`);
     const sock = await io.datagrams.bind({ host: me.host, port: me.dataPort });
     this.engine = new ForwardingEngine(sock, io.scheduler, {
       id: me.id,
@@ -36,6 +42,7 @@ export class HashTierNode {
       batchDatagrams: cfg.dataplane.batchDatagrams,
       tx: { maxDatagramBytes: cfg.dataplane.maxDatagramBytes, poolBuffers: cfg.dataplane.txPoolBuffers },
     });
+    this.store = await openStore(cfg.store.url, { scheduler: io.scheduler, timeoutMs: cfg.store.timeoutMs, onError: (e) => getLogger('store').warn('store error', { err: String(e) }) });
     this.pps = new PpsMeter(io.scheduler.clock, () => this.engine.counters.get(HT.rx_frames));
     this.manager = new Manager({
       self: nodeInfo({ id: me.id, name: me.name, role: Role.HASH_TIER, dataAddr: formatAddress(sock.address), pid: process.pid }),
@@ -49,6 +56,8 @@ export class HashTierNode {
       deadAfterMs: cfg.control.deadAfterMs,
       operationTimeoutMs: cfg.operations.timeoutMs,
       powerdown: cfg.powerdown,
+      store: this.store,
+      storeTtlMs: cfg.store.ttlMs,
       selfStats: () => this.stats(),
       selfCounters: () => ({ ...this.engine.counters.snapshot(), ...prefixed('mgr_', this.manager.counters.snapshot()) }),
     });
@@ -77,6 +86,7 @@ export class HashTierNode {
   async stop(): Promise<void> {
     await this.manager?.stop();
     await this.engine?.close();
+    await this.store?.close();
   }
 }
 

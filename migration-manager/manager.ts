@@ -10,7 +10,7 @@ import type { MessageNet, MessageListener } from '../shared/io/stream.js';
 import type { Address } from '../shared/io/address.js';
 import { parseAddress } from '../shared/io/address.js';
 import { ControlChannel, CHANNEL_COUNTERS } from '../shared/control/channel.js';
-import { body, Role, type NodeInfo, type EnvelopeObject, type Body, type FlowStats } from '../shared/control/messages.js';
+import { body, Role, MemberStatus, type NodeInfo, type EnvelopeObject, type Body, type FlowStats } from '../shared/control/messages.js';
 import { isBatonError } from '../shared/errors.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
 import { Counters, defineCounters } from '../shared/counters.js';
@@ -19,6 +19,11 @@ import { Operations } from './operations.js';
 import { Workflows } from './workflows.js';
 import type { DisengageReply } from '../shared/control/messages.js';
 import type { ForwardingEngine } from '../hash-tier/forwarding-engine.js';
+import type { ClusterStore, ScopeRecord } from '../shared/store/store.js';
+import { StoreCoordinator, type HashTierInfo } from './store-coordinator.js';
+import { HashScope } from '../shared/scope/hash-scope.js';
+import { BatonError, ErrorCode } from '../shared/errors.js';
+import { nodeInfo } from '../shared/control/messages.js';
 
 export const MGR = defineCounters([
   'registrations',
@@ -32,6 +37,9 @@ export const MGR = defineCounters([
   'disengages_started',
   'disengages_completed',
   'disengages_failed',
+  'disengages_resumed',
+  'requests_forwarded',
+  'commit_retries',
   'engages',
   'engages_failed',
 ] as const);
@@ -52,6 +60,9 @@ export interface ManagerOptions {
   operationTimeoutMs?: number;
   /** Scheduled power-down of idle FDs (off when absent or disabled). */
   powerdown?: { enabled: boolean; everyMs: number; thresholdPps: number; sustainMs: number; minActive: number; policy: string; stopProcesses: boolean };
+  /** The cluster-state store (embedded: a MemoryStore in this process) and the TTL of this tier's lease. */
+  store: ClusterStore;
+  storeTtlMs: number;
   logger?: Logger;
 }
 
@@ -69,6 +80,12 @@ export class Manager {
   readonly workflows: Workflows;
   private orchestrator: ControlChannel | null = null;
   private powerdownTimer: Timer | null = null;
+  /** Leader election and the cluster-state record (created in start(), once the control address is known). */
+  coordinator!: StoreCoordinator;
+  /** Commits run one at a time, each writing the registry as it is then. */
+  private commitChain: Promise<void> = Promise.resolve();
+  private commitDirty = false;
+  private commitRetry: Timer | null = null;
 
   constructor(private readonly o: ManagerOptions) {
     this.registry = new Registry(o.self, o.tableSize, o.hashSeed);
@@ -79,6 +96,7 @@ export class Manager {
       counters: this.counters,
       channelTo: (id) => this.channelOf.get(id),
       publishScope: () => this.publishScope(),
+      changeStatus: (id, to, reason) => this.changeStatus(id, to, reason),
       defaultTimeoutMs: o.operationTimeoutMs ?? 30_000,
       logger: this.log,
     });
@@ -110,7 +128,57 @@ export class Manager {
       });
     }
     this.log.info('manager listening', { control: this.listener.address });
+    const self = this.o.self;
+    this.coordinator = new StoreCoordinator({
+      store: this.o.store,
+      self: { id: self.id, name: self.name, dataAddr: self.dataAddr, controlAddr: `${this.listener.address.host}:${this.listener.address.port}` },
+      ttlMs: this.o.storeTtlMs,
+      scheduler: this.o.scheduler,
+      onElected: (rec) => this.takeOver(rec),
+      onRecord: (rec) => this.follow(rec),
+      onTiers: (tiers) => this.setTiers(tiers),
+      logger: this.log,
+    });
+    await this.coordinator.start();
+    // Embedded store: this manager is the only candidate; serve as leader from the first registration.
+    if (this.o.store.kind === 'memory') await this.coordinator.whenLeader();
     return this.listener.address;
+  }
+
+  get isLeader(): boolean {
+    return this.coordinator?.isLeader ?? false;
+  }
+
+  /** Elected: take the committed state, publish it, finish what it shows in progress. */
+  private async takeOver(rec: ScopeRecord | null): Promise<void> {
+    if (rec) this.registry.adopt(rec, this.o.scheduler.clock.now());
+    await this.publishScope();
+    for (const m of this.registry.all()) {
+      if (m.info.role !== Role.FD) continue;
+      if (m.machine.status === MemberStatus.DISENGAGING) {
+        this.ops.resumeDisengage(m.info.name).then(
+          (r) => this.log.info('resumed disengage completed', { target: r.target, entries: r.entriesMoved }),
+          (e: Error) => this.log.warn('resumed disengage failed', { target: m.info.name, err: e.message }),
+        );
+      } else if (m.machine.status === MemberStatus.JOINING && m.connected) {
+        this.ops.engage(m.info.name).catch((e: Error) => this.log.warn('resumed engage failed', { target: m.info.name, err: e.message }));
+      }
+    }
+  }
+
+  /** Follower: the leader committed a new cluster state; forward with it. */
+  private follow(rec: ScopeRecord): void {
+    this.registry.adopt(rec, this.o.scheduler.clock.now());
+    const byName = new Map((rec.nodes ?? []).map((n) => [n.name, n]));
+    const fds = rec.members.map((name) => byName.get(name)).filter((n) => n !== undefined && n.dataAddr !== '').map((n) => ({ name: n!.name, id: n!.id, data: parseAddress(n!.dataAddr) }));
+    const scope = rec.members.length ? HashScope.build(rec.version, rec.members, rec.tableSize, rec.hashSeed) : null;
+    this.o.engine.setScope(scope, fds);
+    this.counters.inc(MGR.scope_updates);
+  }
+
+  private setTiers(tiers: HashTierInfo[]): void {
+    this.registry.setTiers(tiers.map((t) => nodeInfo({ id: t.id, name: t.name, role: Role.HASH_TIER, dataAddr: t.dataAddr, controlAddr: t.controlAddr })));
+    if (this.isLeader) void this.publishScope();
   }
 
   private accept(ch: ControlChannel): void {
@@ -170,7 +238,8 @@ export class Manager {
         // The ack goes first; the new scope follows to everyone (the new member
         // included); an FD then joins the scope once its peers synced it.
         this.o.scheduler.defer(() => {
-          this.publishScope();
+          if (!this.isLeader) return; // the leader publishes and engages
+          void this.publishScope();
           if (info.role === Role.FD) {
             this.ops.engage(info.name).catch((e: Error) => {
               this.counters.inc(MGR.engages_failed);
@@ -250,17 +319,37 @@ export class Manager {
   }
 
   private checkLiveness(): void {
+    if (!this.isLeader) return;
     const dead = this.registry.expire(this.o.scheduler.clock.now(), this.o.deadAfterMs);
     if (dead.length === 0) return;
     for (const m of dead) {
       this.counters.inc(MGR.members_failed);
       this.log.warn('member failed: no heartbeat', { node: m.info.name, id: m.info.id });
     }
-    this.publishScope();
+    void this.publishScope();
   }
 
-  /** Installs the current scope in the forwarding engine and pushes it to every member. */
-  publishScope(): void {
+  /**
+   * Leader: installs the current scope in the forwarding engine, pushes it to
+   * every member, and commits it to the store (queued; a failed commit is
+   * retried until it lands). Resolves true when the commit landed, false if
+   * not (the local change stays: the engine must not send to a dead FD).
+   * A follower publishes nothing: it forwards with what the leader commits.
+   */
+  publishScope(): Promise<boolean> {
+    if (!this.isLeader) return Promise.resolve(false);
+    this.install();
+    return this.commit().then(
+      () => true,
+      (e: Error) => {
+        this.log.warn('cluster state not committed; retrying', { err: e.message });
+        this.scheduleCommitRetry();
+        return false;
+      },
+    );
+  }
+
+  private install(): void {
     const reg = this.registry;
     const fds = reg
       .all()
@@ -273,6 +362,54 @@ export class Manager {
     this.log.info('scope published', { version: update.version, inScope: reg.scopeMembers() });
   }
 
+  /** Queues a commit of the registry (as it is when the commit runs). */
+  private commit(): Promise<void> {
+    this.commitDirty = true;
+    const run = this.commitChain.then(async () => {
+      if (!this.commitDirty) return; // an earlier queued commit already wrote this state
+      this.commitDirty = false;
+      try {
+        await this.coordinator.commit(this.registry.toRecord());
+      } catch (e) {
+        this.commitDirty = true;
+        throw e;
+      }
+    });
+    this.commitChain = run.catch(() => {});
+    return run;
+  }
+
+  private scheduleCommitRetry(): void {
+    if (this.commitRetry) return;
+    this.commitRetry = this.o.scheduler.after(500, () => {
+      this.commitRetry = null;
+      if (!this.isLeader || !this.commitDirty) return;
+      this.counters.inc(MGR.commit_retries);
+      this.commit().catch(() => this.scheduleCommitRetry());
+    });
+  }
+
+  /**
+   * A status change that must be committed to count: applied locally at once
+   * (concurrent requests see it), committed, then published. If the commit
+   * fails the change is undone and the promise rejects.
+   */
+  async changeStatus(id: number, to: number, reason: string): Promise<void> {
+    if (!this.isLeader) throw new BatonError(ErrorCode.STORE_CONFLICT, `${this.o.self.name} does not lead the cluster`);
+    const m = this.registry.get(id);
+    if (!m) throw new BatonError(ErrorCode.UNKNOWN_NODE, `unknown node ${id}`);
+    const from = m.machine.status;
+    const now = this.o.scheduler.clock.now();
+    this.registry.setStatus(id, to, reason, now);
+    try {
+      await this.commit();
+    } catch (e) {
+      this.registry.revertStatus(id, from, `not committed: ${(e as Error).message}`, now);
+      throw e;
+    }
+    this.install();
+  }
+
   /** The channel of a registered member (for requests the manager initiates). */
   channelTo(id: number): ControlChannel | undefined {
     return this.channelOf.get(id);
@@ -281,6 +418,8 @@ export class Manager {
   async stop(): Promise<void> {
     this.liveness?.cancel();
     this.powerdownTimer?.cancel();
+    this.commitRetry?.cancel();
+    await this.coordinator?.stop();
     for (const ch of this.channels) ch.close();
     await this.listener?.close();
   }

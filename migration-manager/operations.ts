@@ -24,7 +24,14 @@ export interface OperationsDeps {
   scheduler: Scheduler;
   counters: Counters;
   channelTo: (id: number) => ControlChannel | undefined;
-  publishScope: () => void;
+  publishScope: () => Promise<boolean>;
+  /**
+   * Moves a member to another status (validated), commits the new cluster
+   * state to the store and publishes the scope. The local change happens at
+   * once (a concurrent request sees it); if the commit fails it is undone and
+   * the promise rejects (e.g. STORE_UNAVAILABLE): the change did not happen.
+   */
+  changeStatus: (id: number, to: number, reason: string) => Promise<void>;
   defaultTimeoutMs: number;
   logger?: Logger;
 }
@@ -73,14 +80,38 @@ export class Operations {
     }
     const ch = d.channelTo(rec.info.id);
     if (!ch) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `cannot disengage ${o.target}: it is not connected to the manager`);
-    const peers = d.registry.all().filter((m) => m.info.role === Role.FD && m.info.id !== rec.info.id && m.machine.status === MemberStatus.ACTIVE);
+    const peers = this.activePeers(rec);
     if (peers.length === 0) throw new BatonError(ErrorCode.EMPTY_SCOPE, `cannot disengage ${o.target}: it is the last ACTIVE FD`);
-    const now = () => d.scheduler.clock.now();
     const migrationId = this.nextMigration++;
-    const timeoutMs = o.timeoutMs ?? d.defaultTimeoutMs;
-    d.registry.setStatus(rec.info.id, MemberStatus.DISENGAGING, `disengage #${migrationId}`, now());
-    d.publishScope(); // status shows DISENGAGING; the table is unchanged (DISENGAGING stays in scope)
+    // Committed before the FD is told: of two managers, or two requests, exactly one gets here.
+    await d.changeStatus(rec.info.id, MemberStatus.DISENGAGING, `disengage #${migrationId}`); // still in scope: the table is unchanged
     d.counters.inc(MGR.disengages_started);
+    return this.drive(rec, o, migrationId, onProgress);
+  }
+
+  /**
+   * Finishes a disengage another manager started (the cluster state shows the
+   * FD DISENGAGING): asks the FD again — its migration client answers with
+   * the migration in progress or its result — and shrinks the scope.
+   */
+  async resumeDisengage(target: string, onProgress?: (p: MigrationProgress) => void): Promise<DisengageReply> {
+    const rec = this.fd(target);
+    if (rec.machine.status !== MemberStatus.DISENGAGING) throw new BatonError(ErrorCode.INVALID_TRANSITION, `${target} is ${statusName(rec.machine.status)}, not DISENGAGING`);
+    if (!this.d.channelTo(rec.info.id)) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `cannot resume the disengage of ${target}: it is not connected to this manager`);
+    this.d.counters.inc(MGR.disengages_resumed);
+    this.log.info('resuming disengage', { target });
+    return this.drive(rec, { target, policy: 'least-flows' }, this.nextMigration++, onProgress);
+  }
+
+  private activePeers(rec: MemberRecord): MemberRecord[] {
+    return this.d.registry.all().filter((m) => m.info.role === Role.FD && m.info.id !== rec.info.id && m.machine.status === MemberStatus.ACTIVE);
+  }
+
+  /** Instructs the DISENGAGING FD, waits for its confirmation, then DISENGAGED (scope shrinks) — or back to ACTIVE. */
+  private async drive(rec: MemberRecord, o: DisengageOptions, migrationId: number, onProgress?: (p: MigrationProgress) => void): Promise<DisengageReply> {
+    const d = this.d;
+    const timeoutMs = o.timeoutMs ?? d.defaultTimeoutMs;
+    const peers = this.activePeers(rec);
     const next = d.registry.scopeMembers().filter((n) => n !== rec.info.name).sort();
     const req: DisengageRequest = {
       target: rec.info.name,
@@ -103,27 +134,36 @@ export class Operations {
     if (onProgress) this.listeners.set(migrationId, onProgress);
     this.log.info('disengage started', { target: rec.info.name, policy: req.policy, migrationId });
     let answered = false;
+    let confirmed = false;
     try {
+      const ch = d.channelTo(rec.info.id);
+      if (!ch) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `${o.target} is not connected to the manager`);
       const r = await ch.request(body('disengageRequest', req), timeoutMs);
       answered = true;
       if (r.body.case !== 'disengageReply') throw new BatonError(ErrorCode.REMOTE_ERROR, `${o.target} answered ${r.body.case}`);
       const reply = r.body.value;
       if (!reply.ok) throw new BatonError((reply.errorCode || ErrorCode.REMOTE_ERROR) as ErrorCode, `${o.target}: ${reply.errorMessage}`);
+      confirmed = true;
       // Confirmed: out of the scope, which shrinks everywhere it is used.
-      d.registry.setStatus(rec.info.id, MemberStatus.DISENGAGED, `disengage #${migrationId} confirmed`, now());
-      d.publishScope();
+      await d.changeStatus(rec.info.id, MemberStatus.DISENGAGED, `disengage #${migrationId} confirmed`);
       d.counters.inc(MGR.disengages_completed);
       this.log.info('disengaged', { target: rec.info.name, entries: reply.entriesMoved, ms: Math.round(reply.durationMs) });
       return { ...reply, scopeVersion: d.registry.scopeVersion };
     } catch (e) {
-      // Not confirmed: the node stays in scope and serving.
-      if (rec.machine.status === MemberStatus.DISENGAGING) {
-        d.registry.setStatus(rec.info.id, MemberStatus.ACTIVE, `disengage #${migrationId} failed`, now());
-        d.publishScope();
-      }
       d.counters.inc(MGR.disengages_failed);
       const err = e as Error;
       const code = isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR;
+      if (confirmed) {
+        // The FD handed its flows over but the new state did not commit (the
+        // store is away): it stays DISENGAGING, in scope, redirecting what it
+        // gets; the disengage is finished by asking again (resumeDisengage).
+        this.log.warn('disengage confirmed but not committed', { target: rec.info.name, err: err.message });
+        throw new BatonError(code, `${o.target} handed its flows over, but the new cluster state was not committed (${err.message}); it stays DISENGAGING and redirects, and the disengage completes when asked again`);
+      }
+      // Not confirmed: the node stays in scope and serving.
+      if (rec.machine.status === MemberStatus.DISENGAGING) {
+        await d.changeStatus(rec.info.id, MemberStatus.ACTIVE, `disengage #${migrationId} failed`).catch((ce: Error) => this.log.warn('could not commit ACTIVE after a failed disengage', { err: ce.message }));
+      }
       const msg = !answered && code === ErrorCode.TIMEOUT ? `${o.target} did not confirm within ${timeoutMs} ms; it stays ACTIVE and in scope` : `${err.message}; ${o.target} stays ACTIVE and in scope`;
       this.log.warn('disengage failed', { target: rec.info.name, err: msg });
       throw new BatonError(code, msg);
@@ -139,15 +179,14 @@ export class Operations {
   async engage(target: string, timeoutMs = this.d.defaultTimeoutMs): Promise<EngageReply> {
     const d = this.d;
     const rec = this.fd(target);
-    const now = () => d.scheduler.clock.now();
     if (rec.machine.status === MemberStatus.ACTIVE) throw new BatonError(ErrorCode.INVALID_TRANSITION, `${target} is already ACTIVE`);
     if (rec.machine.status === MemberStatus.DISENGAGED) {
       if (!rec.connected) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `${target} is DISENGAGED and not running; start it and it joins by itself`);
-      d.registry.setStatus(rec.info.id, MemberStatus.JOINING, 'engage', now());
+      await d.changeStatus(rec.info.id, MemberStatus.JOINING, 'engage');
     } else if (rec.machine.status !== MemberStatus.JOINING) {
       throw new BatonError(ErrorCode.INVALID_TRANSITION, `cannot engage ${target}: it is ${statusName(rec.machine.status)}`);
     }
-    d.publishScope(); // peers learn the joiner's control address and connect to it
+    void d.publishScope(); // peers learn the joiner's control address and connect to it
     const peers = d.registry.all().filter((m) => m.info.role === Role.FD && m.info.id !== rec.info.id && m.machine.status === MemberStatus.ACTIVE);
     let records = 0;
     try {
@@ -166,8 +205,7 @@ export class Operations {
       throw e;
     }
     if (rec.machine.status !== MemberStatus.JOINING) throw new BatonError(ErrorCode.INVALID_TRANSITION, `${target} left JOINING during the engage (${statusName(rec.machine.status)})`);
-    d.registry.setStatus(rec.info.id, MemberStatus.ACTIVE, `engaged (${records} ownership records synced)`, now());
-    d.publishScope();
+    await d.changeStatus(rec.info.id, MemberStatus.ACTIVE, `engaged (${records} ownership records synced)`);
     d.counters.inc(MGR.engages);
     this.log.info('engaged', { target, records });
     return { ok: true, errorCode: '', errorMessage: '', scopeVersion: d.registry.scopeVersion, recordsSynced: records };

@@ -7,6 +7,20 @@ import { StatusMachine, inScope, statusName } from '../shared/membership/status.
 import { MemberStatus, Role, emptyFlowStats, type FlowStats, type NodeInfo, type ScopeUpdate, type NodeStatus } from '../shared/control/messages.js';
 import { HashScope } from '../shared/scope/hash-scope.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
+import { MEMBER_STATUSES, type ScopeRecord, type ScopeNode, type MemberRole, type MemberStatusName } from '../shared/store/store.js';
+
+const ROLE_NAME: Record<number, MemberRole> = { [Role.HASH_TIER]: 'hash', [Role.FD]: 'fd', [Role.SERVICE]: 'service' };
+const ROLE_OF: Record<MemberRole, number> = { hash: Role.HASH_TIER, fd: Role.FD, service: Role.SERVICE };
+const STATUS_OF: Record<MemberStatusName, number> = {
+  JOINING: MemberStatus.JOINING,
+  ACTIVE: MemberStatus.ACTIVE,
+  DISENGAGING: MemberStatus.DISENGAGING,
+  DISENGAGED: MemberStatus.DISENGAGED,
+  FAILED: MemberStatus.FAILED,
+};
+function statusNameOf(s: number): MemberStatusName {
+  return MEMBER_STATUSES.find((n) => STATUS_OF[n] === s) ?? 'FAILED';
+}
 
 export interface MemberRecord {
   info: NodeInfo;
@@ -22,6 +36,8 @@ export class Registry {
   private readonly members = new Map<number, MemberRecord>();
   private version = 0;
   private scope: HashScope | null = null;
+  /** The other hash tiers (aggregation B, ...), listed in scope updates so members can pick their uplink. */
+  private tiers: NodeInfo[] = [];
 
   constructor(
     readonly self: NodeInfo,
@@ -130,11 +146,63 @@ export class Registry {
     this.rebuild();
   }
 
+  /** Undoes a status change that was not committed (not a transition: no validation). */
+  revertStatus(id: number, to: number, reason: string, now: number): void {
+    const m = this.members.get(id);
+    if (!m) return;
+    m.machine.adopt(to, reason, now);
+    this.rebuild();
+  }
+
   /** FDs in the hash scope, by name. */
   scopeMembers(): string[] {
     return this.all()
       .filter((m) => m.info.role === Role.FD && inScope(m.machine.status))
       .map((m) => m.info.name);
+  }
+
+  /** The other live hash tiers (from the store); shown to members in scope updates. */
+  setTiers(tiers: NodeInfo[]): void {
+    this.tiers = tiers.filter((t) => t.id !== this.self.id);
+  }
+
+  /** The cluster-state record of this view (what the leading manager commits to the store). */
+  toRecord(): ScopeRecord {
+    const nodes: ScopeNode[] = this.all().map((m) => ({
+      id: m.info.id,
+      name: m.info.name,
+      role: ROLE_NAME[m.info.role] ?? 'fd',
+      status: statusNameOf(m.machine.status),
+      dataAddr: m.info.dataAddr,
+    }));
+    return { version: this.version, members: this.scopeMembers(), tableSize: this.tableSize, hashSeed: this.hashSeed, nodes };
+  }
+
+  /**
+   * Takes over the state another manager committed: every member's status as
+   * recorded, and the record's version (the next change is the next
+   * version, which is what a compare-and-swap on the record expects). Members this manager has not heard from yet
+   * are added as disconnected, with `now` as their last sign of life.
+   */
+  adopt(rec: ScopeRecord, now: number): void {
+    for (const n of rec.nodes ?? []) {
+      if (n.role === 'hash') continue;
+      let m = this.members.get(n.id);
+      if (!m) {
+        m = {
+          info: { id: n.id, name: n.name, role: ROLE_OF[n.role], dataAddr: n.dataAddr, controlAddr: '', metricsAddr: '', virtualIp: '', virtualPort: 0, pid: 0 },
+          machine: new StatusMachine(STATUS_OF[n.status]),
+          stats: emptyFlowStats(),
+          counters: {},
+          lastHeartbeatAt: now,
+          appliedScopeVersion: 0,
+          connected: false,
+        };
+        this.members.set(n.id, m);
+      } else m.machine.adopt(STATUS_OF[n.status], `cluster state v${rec.version}`, now);
+    }
+    this.version = rec.version - 1;
+    this.rebuild(); // version = the record's, scope from the adopted statuses
   }
 
   private rebuild(): void {
@@ -150,6 +218,7 @@ export class Registry {
       inScope: m.info.role === Role.FD && inScope(m.machine.status),
       stats: m.stats,
     }));
+    for (const t of this.tiers) members.unshift({ node: t, status: MemberStatus.ACTIVE, inScope: false, stats: emptyFlowStats() });
     members.unshift({ node: this.self, status: MemberStatus.ACTIVE, inScope: false, stats: emptyFlowStats() });
     return { version: this.version, members, tableSize: this.tableSize, hashSeed: this.hashSeed };
   }

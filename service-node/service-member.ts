@@ -8,6 +8,7 @@ import type { BatonConfig, ServiceConfig } from '../shared/config/config.js';
 import { parseAddress, formatAddress, sameAddress, type Address } from '../shared/io/address.js';
 import type { DatagramSocket } from '../shared/io/datagram.js';
 import { MemberAgent } from '../shared/cluster/member-agent.js';
+import { uplinkOf } from '../shared/cluster/uplink.js';
 import { Role, nodeInfo, emptyFlowStats, type FlowStats, type ScopeUpdate } from '../shared/control/messages.js';
 import { Counters } from '../shared/counters.js';
 import { ServiceNode, SN } from './service-node.js';
@@ -25,7 +26,7 @@ export class ServiceMember {
     readonly cfg: BatonConfig,
     readonly me: ServiceConfig,
     private readonly io: NodeIo,
-    private readonly manager: Address,
+    private readonly manager: Address | Address[],
   ) {
     this.pps = new PpsMeter(io.scheduler.clock, () => this.counters.get(SN.rx_frames));
   }
@@ -56,9 +57,9 @@ export class ServiceMember {
   }
 
   private applyScope(u: ScopeUpdate): void {
-    const ht = u.members.find((m) => m.node.role === Role.HASH_TIER && m.node.dataAddr);
+    const ht = uplinkOf(u, this.cfg, this.me.uplink);
     if (!ht) return;
-    const to = parseAddress(ht.node.dataAddr);
+    const to = parseAddress(ht.dataAddr);
     if (this.node && sameAddress(this.node.returnTo, to)) return;
     this.node?.stop();
     this.node = new ServiceNode({ id: this.me.id, socket: this.socket, scheduler: this.io.scheduler, returnTo: to, vni: this.cfg.cluster.vni, counters: this.counters });

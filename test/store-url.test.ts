@@ -8,6 +8,8 @@ describe('parseStoreUrl', () => {
   it.each([
     ['memory:', { kind: 'memory', hosts: [] }],
     ['embedded:', { kind: 'memory', hosts: [] }],
+    ['embedded', { kind: 'memory', hosts: [] }],
+    ['memory', { kind: 'memory', hosts: [] }],
     ['etcd://127.0.0.1:2379', { kind: 'etcd', hosts: ['127.0.0.1:2379'] }],
     ['etcd://a:1,b.example:2379/prod', { kind: 'etcd', hosts: ['a:1', 'b.example:2379'], cluster: 'prod' }],
     ['etcd://[::1]:2379', { kind: 'etcd', hosts: ['[::1]:2379'] }],
@@ -16,7 +18,7 @@ describe('parseStoreUrl', () => {
     expect(parseStoreUrl(url)).toEqual(want);
   });
 
-  it.each(['', 'memory', 'redis://h:1', 'etcd://', 'etcd://host', 'etcd://h:0', 'etcd://h:70000', 'etcd://h:1,', 'consul://a:1,b:2', 'etcd://h:1/bad name', 'etcd://h:1/a/b'])(
+  it.each(['', 'memory:x', 'embeded', 'redis://h:1', 'etcd://', 'etcd://host', 'etcd://h:0', 'etcd://h:70000', 'etcd://h:1,', 'consul://a:1,b:2', 'etcd://h:1/bad name', 'etcd://h:1/a/b'])(
     'rejects %j with CONFIG_INVALID naming the URL',
     (url) => {
       let err: unknown;

@@ -1,8 +1,14 @@
 /**
  * The member side of the control plane, shared by FDs and service nodes:
- * connect to the manager, register, heartbeat statistics, receive versioned
- * scope updates (applied only when newer: applying one twice changes
- * nothing), and reconnect with backoff when the manager goes away.
+ * connect to the manager(s), register, heartbeat statistics, receive
+ * versioned scope updates (applied only when newer: applying one twice, or
+ * the same version from two managers, changes nothing), and reconnect with
+ * backoff when a manager goes away.
+ *
+ * With several hash tiers (aggregation A and B) a member keeps one link to
+ * each tier's manager: whichever leads already has its channel, heartbeats
+ * and statistics when it takes over, and requests (disengage, sync) may come
+ * from any of them; the reply and progress go back on the same link.
  */
 import type { Scheduler, Timer } from '../runtime/scheduler.js';
 import type { MessageNet } from '../io/stream.js';
@@ -14,7 +20,8 @@ import { BatonError, ErrorCode } from '../errors.js';
 
 export interface MemberAgentOptions {
   node: NodeInfo;
-  manager: Address;
+  /** The manager, or every hash tier's manager. */
+  manager: Address | Address[];
   net: MessageNet;
   scheduler: Scheduler;
   heartbeatMs: number;
@@ -22,116 +29,152 @@ export interface MemberAgentOptions {
   stats: () => FlowStats;
   counters?: () => Record<string, number>;
   onScope: (u: ScopeUpdate) => void;
-  /** Requests from the manager other than scope updates (e.g. disengage, later). */
-  onRequest?: (env: EnvelopeObject) => Body | void | Promise<Body | void>;
+  /** Requests from a manager other than scope updates (disengage, sync); `from` is the link it came on. */
+  onRequest?: (env: EnvelopeObject, from: ControlChannel) => Body | void | Promise<Body | void>;
   logger?: Logger;
 }
 
-export class MemberAgent {
-  private channel: ControlChannel | null = null;
-  private hb: Timer | null = null;
-  private appliedVersion = 0;
-  private stopped = false;
-  private retry: Timer | null = null;
-  private readonly log: Logger;
-  /** Registered with the manager and connected. */
+/** One manager connection: register, heartbeat, reconnect. */
+class ManagerLink {
+  channel: ControlChannel | null = null;
   registered = false;
+  private hb: Timer | null = null;
+  private retry: Timer | null = null;
 
-  constructor(private readonly o: MemberAgentOptions) {
-    this.log = o.logger ?? getLogger('member-agent');
-  }
+  constructor(
+    private readonly agent: MemberAgent,
+    readonly manager: Address,
+  ) {}
 
-  get scopeVersion(): number {
-    return this.appliedVersion;
-  }
-
-  /** Connects and registers; resolves once registered (rejects on a refusal, e.g. a duplicate id). */
-  async start(): Promise<void> {
-    await this.connect();
-  }
-
-  private async connect(): Promise<void> {
-    const o = this.o;
-    const conn = await o.net.connect(o.manager);
+  async connect(): Promise<void> {
+    const a = this.agent;
+    const o = a.opts;
+    const conn = await o.net.connect(this.manager);
     const ch = new ControlChannel(conn, o.scheduler, {
-      onHandlerError: (err) => this.log.warn('control handler failed', { err: String(err) }),
+      onHandlerError: (err) => a.log.warn('control handler failed', { err: String(err) }),
     });
     this.channel = ch;
     ch.onMessage((env) => {
-      if (env.body.case === 'scopeUpdate') this.applyScope(env.body.value);
+      if (env.body.case === 'scopeUpdate') a.applyScope(env.body.value);
     });
     ch.onRequest((env) => {
       if (env.body.case === 'scopeUpdate') {
-        this.applyScope(env.body.value);
+        a.applyScope(env.body.value);
         return body('pong', {});
       }
-      return o.onRequest?.(env);
+      return o.onRequest?.(env, ch);
     });
     ch.onClose((reason) => {
       this.registered = false;
       this.hb?.cancel();
       this.hb = null;
-      if (this.stopped) return;
-      this.log.warn('manager connection closed; reconnecting', { reason });
+      if (a.stopped) return;
+      a.log.warn('manager connection closed; reconnecting', { manager: `${this.manager.host}:${this.manager.port}`, reason });
       this.scheduleReconnect(200);
     });
     const ack = await ch.request(body('register', { node: o.node }), o.requestTimeoutMs);
     if (ack.body.case !== 'registerAck' || !ack.body.value.accepted) {
       const v = ack.body.case === 'registerAck' ? ack.body.value : null;
       ch.close();
-      this.stopped = true;
       throw new BatonError(ErrorCode.REMOTE_ERROR, `manager refused registration of ${o.node.name}: ${v?.errorCode ?? ack.body.case} ${v?.errorMessage ?? ''}`.trim());
     }
     this.registered = true;
-    this.log.info('registered', { manager: `${o.manager.host}:${o.manager.port}`, scopeVersion: ack.body.value.scopeVersion });
+    a.log.info('registered', { manager: `${this.manager.host}:${this.manager.port}`, scopeVersion: ack.body.value.scopeVersion });
     this.hb = o.scheduler.every(o.heartbeatMs, () => this.heartbeat());
   }
 
-  private scheduleReconnect(ms: number): void {
-    this.retry = this.o.scheduler.after(ms, () => {
+  scheduleReconnect(ms: number): void {
+    if (this.retry) return;
+    this.retry = this.agent.opts.scheduler.after(ms, () => {
       this.retry = null;
-      if (this.stopped) return;
+      if (this.agent.stopped) return;
       this.connect().catch((e: Error) => {
-        if (this.stopped) return;
-        this.log.debug('reconnect failed', { err: e.message });
+        if (this.agent.stopped) return;
+        this.agent.log.debug('reconnect failed', { err: e.message });
         this.scheduleReconnect(Math.min(ms * 2, 2000));
       });
     });
   }
 
-  private heartbeat(): void {
+  heartbeat(): void {
     const ch = this.channel;
     if (!ch || ch.closed) return;
+    const o = this.agent.opts;
     ch.send(
       body('heartbeat', {
-        nodeId: this.o.node.id,
-        stats: this.o.stats(),
-        appliedScopeVersion: this.appliedVersion,
-        counters: this.o.counters?.() ?? {},
+        nodeId: o.node.id,
+        stats: o.stats(),
+        appliedScopeVersion: this.agent.scopeVersion,
+        counters: o.counters?.() ?? {},
       }),
     );
   }
 
-  /** Sends a heartbeat now (e.g. right after a big change in flow counts). */
-  heartbeatNow(): void {
-    this.heartbeat();
+  stop(): void {
+    this.retry?.cancel();
+    this.hb?.cancel();
+    this.channel?.close();
+  }
+}
+
+export class MemberAgent {
+  private appliedVersion = 0;
+  /** @internal */ stopped = false;
+  /** @internal */ readonly log: Logger;
+  private readonly links: ManagerLink[];
+
+  constructor(/** @internal */ readonly opts: MemberAgentOptions) {
+    this.log = opts.logger ?? getLogger('member-agent');
+    const managers = Array.isArray(opts.manager) ? opts.manager : [opts.manager];
+    if (managers.length === 0) throw new BatonError(ErrorCode.BAD_ARGUMENT, 'a member needs at least one manager address');
+    this.links = managers.map((m) => new ManagerLink(this, m));
   }
 
-  private applyScope(u: ScopeUpdate): void {
+  get scopeVersion(): number {
+    return this.appliedVersion;
+  }
+
+  /** Registered with at least one manager and connected to it. */
+  get registered(): boolean {
+    return this.links.some((l) => l.registered);
+  }
+
+  /**
+   * Connects and registers with every manager; resolves once one accepted
+   * (the others keep trying in the background). Rejects on a refusal (e.g. a
+   * duplicate id) or when no manager can be reached.
+   */
+  async start(): Promise<void> {
+    const results = await Promise.allSettled(this.links.map((l) => l.connect()));
+    const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected' && r.reason instanceof BatonError && r.reason.code === ErrorCode.REMOTE_ERROR);
+    if (refused) {
+      this.stop();
+      throw refused.reason;
+    }
+    if (!results.some((r) => r.status === 'fulfilled')) {
+      const first = results[0] as PromiseRejectedResult;
+      this.stop();
+      throw first.reason;
+    }
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') this.links[i]!.scheduleReconnect(200);
+    });
+  }
+
+  /** Sends a heartbeat now to every manager (e.g. right after a big change in flow counts). */
+  heartbeatNow(): void {
+    for (const l of this.links) l.heartbeat();
+  }
+
+  /** @internal */
+  applyScope(u: ScopeUpdate): void {
     if (u.version <= this.appliedVersion) return; // idempotent: same or older version changes nothing
     this.appliedVersion = u.version;
-    this.o.onScope(u);
-  }
-
-  /** The live channel to the manager (for requests a member initiates). */
-  get managerChannel(): ControlChannel | null {
-    return this.channel;
+    this.opts.onScope(u);
   }
 
   stop(): void {
     this.stopped = true;
-    this.retry?.cancel();
-    this.hb?.cancel();
-    this.channel?.close();
+    for (const l of this.links) l.stop();
   }
 }

@@ -10,6 +10,7 @@ import { parse as parseYaml } from 'yaml';
 import { BatonError, ErrorCode } from '../errors.js';
 import { ipv4ToInt } from '../packet/meta.js';
 import { isPrime } from '../scope/maglev.js';
+import { parseStoreUrl } from '../store/store.js';
 
 const ipv4 = z.string().refine((s) => {
   try {
@@ -66,7 +67,16 @@ export const ConfigSchema = z
     /** Where membership, status and the scope live: embedded (in the manager), etcd://… or consul://… */
     store: z
       .strictObject({
-        url: z.string().default('embedded'),
+        url: z
+          .string()
+          .default('embedded')
+          .superRefine((u, ctx) => {
+            try {
+              parseStoreUrl(u);
+            } catch (e) {
+              ctx.addIssue({ code: 'custom', message: (e as Error).message });
+            }
+          }),
         /** Liveness of hash tiers and leadership in the store (etcd rounds up to whole seconds). */
         ttlMs: z.number().int().min(1000).default(2000),
         timeoutMs: z.number().int().min(100).default(3000),

@@ -66,6 +66,16 @@ export class StatusMachine {
     this.history.push({ at, from: this.s, to, reason });
     this.s = to;
   }
+  /**
+   * Takes the status another manager committed (the cluster-state record in
+   * the store) — not a transition of this machine, so not validated; kept
+   * in the history with its reason.
+   */
+  adopt(to: number, reason: string, at = 0): void {
+    if (to === this.s) return;
+    this.history.push({ at, from: this.s, to, reason });
+    this.s = to;
+  }
   get transitions(): readonly { at: number; from: number; to: number; reason: string }[] {
     return this.history;
   }

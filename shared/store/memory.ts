@@ -174,7 +174,9 @@ export class MemoryBackend {
 }
 
 function copyScope(s: ScopeRecord): ScopeRecord {
-  return { version: s.version, members: s.members.slice(), tableSize: s.tableSize, hashSeed: s.hashSeed };
+  const c: ScopeRecord = { version: s.version, members: s.members.slice(), tableSize: s.tableSize, hashSeed: s.hashSeed };
+  if (s.nodes) c.nodes = s.nodes.map((n) => ({ ...n }));
+  return c;
 }
 
 export interface MemoryStoreOptions extends StoreOptions {

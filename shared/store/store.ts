@@ -50,6 +50,22 @@ export interface ScopeRecord {
   members: string[];
   tableSize: number;
   hashSeed: number;
+  /**
+   * The cluster's members with their status at this version, as the leading
+   * manager sees them. A status change is a new version, so the record is the
+   * one durable copy of member status (not bound to any lease): a manager that
+   * takes over reads it, and a follower forwards with `members` resolved to
+   * data addresses through it.
+   */
+  nodes?: ScopeNode[];
+}
+
+export interface ScopeNode {
+  id: number;
+  name: string;
+  role: MemberRole;
+  status: MemberStatusName;
+  dataAddr: string;
 }
 
 /** Stops a watch; resolves once no more callbacks will be made. Idempotent. */
@@ -241,7 +257,18 @@ export function checkScope(s: ScopeRecord): ScopeRecord {
   if (!Array.isArray(s.members) || !s.members.every((x) => typeof x === 'string')) throw bad('scope.members', s.members, 'must be an array of strings');
   if (!Number.isInteger(s.tableSize) || s.tableSize < 1) throw bad('scope.tableSize', s.tableSize, 'must be an integer >= 1');
   if (!Number.isInteger(s.hashSeed) || s.hashSeed < 0 || s.hashSeed > 0xffffffff) throw bad('scope.hashSeed', s.hashSeed, 'must be an integer in 0..2^32-1');
-  return { version: s.version, members: s.members.slice(), tableSize: s.tableSize, hashSeed: s.hashSeed };
+  const out: ScopeRecord = { version: s.version, members: s.members.slice(), tableSize: s.tableSize, hashSeed: s.hashSeed };
+  if (s.nodes !== undefined) {
+    if (!Array.isArray(s.nodes)) throw bad('scope.nodes', s.nodes, 'must be an array');
+    out.nodes = s.nodes.map((n, i) => {
+      if (typeof n !== 'object' || n === null) throw bad(`scope.nodes[${i}]`, n, 'must be an object');
+      if (typeof n.name !== 'string' || n.name === '') throw bad(`scope.nodes[${i}].name`, n.name, 'must be a non-empty string');
+      if (!MEMBER_ROLES.includes(n.role)) throw bad(`scope.nodes[${i}].role`, n.role, `must be one of ${MEMBER_ROLES.join(', ')}`);
+      if (typeof n.dataAddr !== 'string') throw bad(`scope.nodes[${i}].dataAddr`, n.dataAddr, 'must be a string');
+      return { id: checkMemberId(n.id), name: n.name, role: n.role, status: checkStatus(`scope.nodes[${i}].status`, n.status), dataAddr: n.dataAddr };
+    });
+  }
+  return out;
 }
 
 export function checkCasScope(expectedVersion: number, next: ScopeRecord): ScopeRecord {
@@ -359,10 +386,10 @@ function badUrl(url: string, why: string): BatonError {
 
 const HOSTPORT_RE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 
-/** `memory:` | `embedded:` | `etcd://host:port[,host:port...][/cluster]` | `consul://host:port[/cluster]`. */
+/** `embedded` / `memory` (optionally with `:` or `://`) | `etcd://host:port[,host:port...][/cluster]` | `consul://host:port[/cluster]`. */
 export function parseStoreUrl(url: string): ParsedStoreUrl {
   if (typeof url !== 'string') throw badUrl(String(url), 'must be a string');
-  if (url === 'memory:' || url === 'embedded:' || url === 'memory://' || url === 'embedded://') return { kind: 'memory', hosts: [] };
+  if (/^(memory|embedded)(:|:\/\/)?$/.test(url)) return { kind: 'memory', hosts: [] };
   const m = /^(etcd|consul):\/\/([^/]*)(?:\/([^/]*))?$/.exec(url);
   if (m === null) throw badUrl(url, 'expected memory:, embedded:, etcd://host:port[,host:port][/cluster] or consul://host:port[/cluster]');
   const kind = m[1] as 'etcd' | 'consul';
