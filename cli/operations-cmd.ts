@@ -27,7 +27,9 @@ export async function operation(
     else if (env.body.case === 'operationProgress') onProgress({ operation: env.body.value });
   });
   try {
-    return (await ch.request(req, timeoutMs)).body;
+    const reply = (await ch.request(req, timeoutMs)).body;
+    if (reply.case === 'errorReply') throw new BatonError((reply.value.code || ErrorCode.REMOTE_ERROR) as ErrorCode, reply.value.message);
+    return reply;
   } finally {
     ch.close();
   }

@@ -25,6 +25,8 @@ export class HashTierNode {
     private readonly io: NodeIo,
     /** Which of cfg.hashTiers this process is (default the first). */
     readonly name: string = cfg.hashTiers[0]!.name,
+    /** A store to use instead of opening cfg.store.url (simulations: several tiers sharing one MemoryBackend). */
+    private readonly injectedStore?: ClusterStore,
   ) {}
 
   async start(): Promise<{ data: Address; control: Address }> {
@@ -42,7 +44,7 @@ export class HashTierNode {
       batchDatagrams: cfg.dataplane.batchDatagrams,
       tx: { maxDatagramBytes: cfg.dataplane.maxDatagramBytes, poolBuffers: cfg.dataplane.txPoolBuffers },
     });
-    this.store = await openStore(cfg.store.url, { scheduler: io.scheduler, timeoutMs: cfg.store.timeoutMs, onError: (e) => getLogger('store').warn('store error', { err: String(e) }) });
+    this.store = this.injectedStore ?? await openStore(cfg.store.url, { scheduler: io.scheduler, timeoutMs: cfg.store.timeoutMs, onError: (e) => getLogger('store').warn('store error', { err: String(e) }) });
     this.pps = new PpsMeter(io.scheduler.clock, () => this.engine.counters.get(HT.rx_frames));
     this.manager = new Manager({
       self: nodeInfo({ id: me.id, name: me.name, role: Role.HASH_TIER, dataAddr: formatAddress(sock.address), pid: process.pid }),
@@ -58,6 +60,7 @@ export class HashTierNode {
       powerdown: cfg.powerdown,
       store: this.store,
       storeTtlMs: cfg.store.ttlMs,
+      soleTier: cfg.hashTiers.length === 1,
       selfStats: () => this.stats(),
       selfCounters: () => ({ ...this.engine.counters.snapshot(), ...prefixed('mgr_', this.manager.counters.snapshot()) }),
     });
@@ -81,6 +84,17 @@ export class HashTierNode {
       sendQueueBytes: this.engine.dp.socket.sendQueueBytes(),
       pps: this.pps.sample(),
     };
+  }
+
+  /**
+   * Stops the way a crash would (simulations and tests): sockets and
+   * connections close, nothing is said to anyone — no lease revoked, no
+   * leadership resigned; the others notice when the TTL runs out.
+   */
+  async crash(): Promise<void> {
+    await this.store?.close(); // keep-alives stop, leases are left to expire
+    await this.manager?.stop();
+    await this.engine?.close();
   }
 
   async stop(): Promise<void> {

@@ -63,6 +63,8 @@ export interface ManagerOptions {
   /** The cluster-state store (embedded: a MemoryStore in this process) and the TTL of this tier's lease. */
   store: ClusterStore;
   storeTtlMs: number;
+  /** This is the cluster's only hash tier: start() returns once it leads. */
+  soleTier?: boolean;
   logger?: Logger;
 }
 
@@ -140,13 +142,27 @@ export class Manager {
       logger: this.log,
     });
     await this.coordinator.start();
-    // Embedded store: this manager is the only candidate; serve as leader from the first registration.
-    if (this.o.store.kind === 'memory') await this.coordinator.whenLeader();
+    // The only hash tier: it is the only candidate; serve as leader from the first registration.
+    if (this.o.soleTier) await this.coordinator.whenLeader();
     return this.listener.address;
   }
 
   get isLeader(): boolean {
     return this.coordinator?.isLeader ?? false;
+  }
+
+  /** Disengages resumed after a take-over, by target (a forwarded request whose leader died waits for them). */
+  private readonly resumed = new Map<string, Promise<DisengageReply>>();
+
+  private async awaitResumed(target: string): Promise<DisengageReply | null> {
+    const bound = this.o.storeTtlMs * 4 + 2000;
+    const t0 = this.o.scheduler.clock.now();
+    while (this.o.scheduler.clock.now() - t0 < bound) {
+      const p = this.resumed.get(target);
+      if (p) return p.catch((e: Error) => failedReply(target, '', e));
+      await new Promise<void>((r) => this.o.scheduler.after(50, r));
+    }
+    return null;
   }
 
   /** Elected: take the committed state, publish it, finish what it shows in progress. */
@@ -156,7 +172,9 @@ export class Manager {
     for (const m of this.registry.all()) {
       if (m.info.role !== Role.FD) continue;
       if (m.machine.status === MemberStatus.DISENGAGING) {
-        this.ops.resumeDisengage(m.info.name).then(
+        const p = this.ops.resumeDisengage(m.info.name);
+        this.resumed.set(m.info.name, p);
+        p.then(
           (r) => this.log.info('resumed disengage completed', { target: r.target, entries: r.entriesMoved }),
           (e: Error) => this.log.warn('resumed disengage failed', { target: m.info.name, err: e.message }),
         );
@@ -214,11 +232,12 @@ export class Manager {
 
   private handleRequest(env: EnvelopeObject, ch: ControlChannel): { reply: Body | void | Promise<Body>; registered?: number } {
     const now = this.o.scheduler.clock.now();
+    if (FORWARDED.has(env.body.case) && !this.isLeader) return { reply: this.forwardToLeader(env.body, ch) };
     switch (env.body.case) {
       case 'register': {
         const info = env.body.value.node;
         try {
-          this.registry.register(info, now);
+          this.registry.register(info, now, this.isLeader);
         } catch (e) {
           this.counters.inc(MGR.registrations_refused);
           this.log.warn('registration refused', { node: info.name, id: info.id, err: (e as Error).message });
@@ -410,6 +429,48 @@ export class Manager {
     this.install();
   }
 
+  /**
+   * Follower: runs an operation on the leading manager and relays its
+   * progress and reply, so a disengage started through either hash tier is
+   * the same single operation (the leader's status machine refuses a second).
+   */
+  private async forwardToLeader(req: Body, client: ControlChannel): Promise<Body> {
+    const fail = (code: string, message: string): Body => body('errorReply', { code, message });
+    let leader: { name: string; controlAddr: string } | null;
+    try {
+      leader = await this.coordinator.leader();
+    } catch (e) {
+      return fail(ErrorCode.STORE_UNAVAILABLE, `cannot find the leading manager: ${(e as Error).message}`);
+    }
+    if (!leader || leader.name === this.o.self.name) return fail(ErrorCode.NO_LEADER, `no manager leads the cluster right now (election under way); try again`);
+    this.counters.inc(MGR.requests_forwarded);
+    this.log.info('forwarding to the leader', { op: req.case, leader: leader.name });
+    let ch: ControlChannel;
+    try {
+      ch = new ControlChannel(await this.o.net.connect(parseAddress(leader.controlAddr)), this.o.scheduler);
+    } catch (e) {
+      return fail(ErrorCode.CONNECTION_CLOSED, `cannot reach the leading manager ${leader.name} at ${leader.controlAddr}: ${(e as Error).message}`);
+    }
+    ch.onMessage((m) => {
+      if (m.body.case === 'migrationProgress' || m.body.case === 'operationProgress') client.send(m.body);
+    });
+    client.onClose(() => ch.close());
+    try {
+      // The leader bounds the operation itself; a leader that dies closes the connection.
+      return (await ch.request(req, 3_600_000)).body;
+    } catch (e) {
+      // The leader died midway through a disengage: this manager takes over
+      // and resumes it; answer with the resumed disengage's result.
+      if (req.case === 'disengageRequest') {
+        const resumed = await this.awaitResumed(req.value.target);
+        if (resumed) return body('disengageReply', resumed);
+      }
+      return fail(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `the leading manager ${leader.name} did not answer: ${(e as Error).message}`);
+    } finally {
+      ch.close();
+    }
+  }
+
   /** The channel of a registered member (for requests the manager initiates). */
   channelTo(id: number): ControlChannel | undefined {
     return this.channelOf.get(id);
@@ -424,6 +485,9 @@ export class Manager {
     await this.listener?.close();
   }
 }
+
+/** Operations only the leading manager runs; a follower forwards them. */
+const FORWARDED = new Set<string>(['disengageRequest', 'engageRequest', 'upgradeRequest', 'powerdownRequest']);
 
 export function failedReply(target: string, policy: string, e: Error): DisengageReply {
   return {

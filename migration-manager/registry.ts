@@ -66,8 +66,9 @@ export class Registry {
   /**
    * Registers (or re-registers after a restart) a member. A second live
    * registration of the same id, or a name another id uses, is refused.
+   * Not `authoritative` (a follower manager): the status is left alone.
    */
-  register(info: NodeInfo, now: number): MemberRecord {
+  register(info: NodeInfo, now: number, authoritative = true): MemberRecord {
     if (info.role !== Role.FD && info.role !== Role.SERVICE) {
       throw new BatonError(ErrorCode.BAD_ARGUMENT, `only FDs and service nodes register; got role ${info.role} for ${info.name}`);
     }
@@ -94,6 +95,12 @@ export class Registry {
     rec.info = info;
     rec.connected = true;
     rec.lastHeartbeatAt = now;
+    if (!authoritative) {
+      // A follower manager only keeps the member's link and details; its
+      // status is what the leader commits (adopt()).
+      this.members.set(info.id, rec);
+      return rec;
+    }
     // Service nodes serve at once. An FD joins: it enters the scope only once
     // its peers have told it about every flow they own (the manager's engage).
     // A node that comes back while still ACTIVE has restarted without its state:

@@ -20,6 +20,8 @@ export const ErrorCode = {
   /** Cluster-state store (shared/store): the store cannot be reached / a create-only write found the key taken. */
   STORE_UNAVAILABLE: 'BATON_STORE_UNAVAILABLE',
   STORE_CONFLICT: 'BATON_STORE_CONFLICT',
+  /** No manager leads the cluster right now (an election is under way, or the store is away). */
+  NO_LEADER: 'BATON_NO_LEADER',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -12,6 +12,7 @@ import { parseConfig, type BatonConfig } from '../shared/config/config.js';
 import { HashTierNode } from '../hash-tier/hash-tier-node.js';
 import { FdNode, type NodeIo } from '../distributor/fd-node.js';
 import { ServiceMember } from '../service-node/service-member.js';
+import { MemoryBackend, MemoryStore } from '../shared/store/memory.js';
 
 export class InMemoryCluster {
   readonly scheduler: VirtualScheduler;
@@ -19,7 +20,11 @@ export class InMemoryCluster {
   readonly messages: MemoryMessageNet;
   readonly io: NodeIo;
   readonly cfg: BatonConfig;
+  /** The first hash tier (aggregation A); all of them in `hashTiers`. */
   hashTier!: HashTierNode;
+  readonly hashTiers: HashTierNode[] = [];
+  /** One control address per hash tier (what members connect to). */
+  managers: Address[] = [];
   readonly fds: FdNode[] = [];
   readonly services: ServiceMember[] = [];
   hashTierData!: Address;
@@ -73,10 +78,23 @@ export class InMemoryCluster {
   }
 
   async start(): Promise<void> {
-    this.hashTier = new HashTierNode(this.cfg, this.io);
-    const { data, control } = await this.drive(this.hashTier.start());
-    this.hashTierData = data;
-    this.manager = control;
+    // Several tiers share one in-memory store backend (as they would share etcd).
+    const backend = this.cfg.hashTiers.length > 1 ? new MemoryBackend(this.scheduler) : null;
+    for (const t of this.cfg.hashTiers) {
+      const store = backend ? new MemoryStore({ backend, scheduler: this.scheduler }) : undefined;
+      const node = new HashTierNode(this.cfg, this.io, t.name, store);
+      const { control } = await this.drive(node.start());
+      this.hashTiers.push(node);
+      this.managers.push(control);
+    }
+    this.hashTier = this.hashTiers[0]!;
+    this.hashTierData = this.hashTier.engine.dp.socket.address;
+    this.manager = this.managers[0]!;
+    if (backend) {
+      const ok = await this.runUntil(() => this.hashTier.manager.isLeader, 10_000);
+      if (!ok) throw new Error('no hash tier was elected');
+    }
+    const control = this.managers;
     for (const s of this.cfg.services) {
       const m = new ServiceMember(this.cfg, s, this.io, control);
       await this.drive(m.start());
@@ -96,6 +114,7 @@ export class InMemoryCluster {
     const v = this.hashTier.manager.registry.scopeVersion;
     return (
       this.hashTier.engine.scope?.members.length === this.cfg.fds.length &&
+      this.hashTiers.every((h) => h.engine.scope?.version === v) &&
       this.fds.every((f) => f.agent.scopeVersion === v) &&
       this.services.every((s) => s.agent.scopeVersion === v && s.node !== null)
     );
@@ -104,7 +123,7 @@ export class InMemoryCluster {
   async stop(): Promise<void> {
     for (const f of this.fds) await f.stop();
     for (const s of this.services) await s.stop();
-    await this.hashTier?.stop();
+    for (const h of this.hashTiers) await h.stop();
   }
 }
 
