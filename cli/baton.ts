@@ -7,7 +7,7 @@
 import { Command, Option, InvalidArgumentError } from 'commander';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { loadConfig, type BatonConfig } from '../shared/config/config.js';
+import { loadConfig, withTopology, type BatonConfig } from '../shared/config/config.js';
 import { parseAddress, type Address } from '../shared/io/address.js';
 import { isBatonError } from '../shared/errors.js';
 import { Launcher, type LaunchedNode } from './launcher.js';
@@ -16,7 +16,7 @@ import { trafficAgainst, progressLine } from './traffic-cmd.js';
 import { formatReport } from '../traffic/report.js';
 import type { TrafficOptions } from '../traffic/options.js';
 import type { Role } from './node-main.js';
-import { operation, progressBar, formatDisengage, formatEngage, body } from './operations-cmd.js';
+import { operation, progressBar, formatDisengage, formatEngage, body, disengageRequest } from './operations-cmd.js';
 import { attachOrchestrator } from './orchestrator.js';
 import { POLICIES } from '../migration-client/inheritor-selector.js';
 
@@ -64,10 +64,12 @@ const up = program
   .description('start the local cluster as processes; Ctrl-C stops it')
   .addOption(configOpt())
   .option('--run-dir <dir>', 'where node logs and the resolved config go')
+  .option('--tiers <n>', 'hash tiers (aggregation A, B, ...); more than one needs --store etcd://… or consul://…', num('--tiers', 1, 8))
+  .option('--store <url>', 'cluster-state store: embedded (default), etcd://host:port[,host:port][/cluster], consul://host:port[/cluster]')
   .option('--demo <seconds>', 'run verified traffic for this long, print the report, stop the cluster and exit', num('--demo', 1, 3600))
   .option('--json', 'with --demo: print the report as JSON');
 addTrafficOptions(up).action(async (o) => {
-  const cfg = loadConfig(o.config);
+  const cfg = withTopology(loadConfig(o.config), { tiers: o.tiers, store: o.store });
   const runDir = o.runDir ?? join(tmpdir(), `baton-${process.pid}`);
   const launcher = new Launcher(cfg, { runDir });
   let stopping = false;
@@ -81,7 +83,8 @@ addTrafficOptions(up).action(async (o) => {
   };
   process.on('SIGINT', () => void stop(130));
   process.on('SIGTERM', () => void stop(143));
-  console.log(`starting 1 hash tier, ${cfg.fds.length} FDs, ${cfg.services.length} service nodes (logs: ${runDir})`);
+  const tiers = cfg.hashTiers.length;
+  console.log(`starting ${tiers} hash tier${tiers > 1 ? 's' : ''}, ${cfg.fds.length} FDs, ${cfg.services.length} service nodes, store ${cfg.store.url} (logs: ${runDir})`);
   try {
     await launcher.up();
   } catch (e) {
@@ -90,7 +93,8 @@ addTrafficOptions(up).action(async (o) => {
   }
   printNodes([...launcher.nodes.values()]);
   const manager = parseAddress(launcher.managerAddress);
-  await attachOrchestrator(launcher, manager, (m) => console.log(m));
+  // Every tier's manager may lead (now or after a take-over): each gets the orchestrator.
+  for (const m of launcher.managerAddresses) await attachOrchestrator(launcher, parseAddress(m), (msg) => console.log(msg));
   if (o.demo === undefined) {
     console.log(`\ncluster up. Try: npm run baton -- status --manager ${launcher.managerAddress}   |   npm run baton -- traffic --manager ${launcher.managerAddress} --duration 5\nCtrl-C stops it.`);
     return; // children keep the event loop alive until a signal
@@ -143,10 +147,7 @@ program
   .action(async (fd: string, o) => {
     const cfg = loadConfig(o.config);
     const tty = process.stdout.isTTY && !o.json;
-    const req = body('disengageRequest', {
-      target: fd, targetId: 0, policy: o.policy, inheritor: o.inheritor ?? '', backup: o.backup ?? '', timeoutMs: Math.round(o.timeout * 1000),
-      migrationId: 0, peers: [], nextScope: { version: 0, members: [], tableSize: 0, hashSeed: 0 }, chunkRecords: 0, randomSeed: 0,
-    });
+    const req = disengageRequest(fd, { policy: o.policy, inheritor: o.inheritor, backup: o.backup, timeoutMs: Math.round(o.timeout * 1000) });
     let last = '';
     const r = await operation(managerOf(cfg, o.manager), req, o.timeout * 1000 + 5000, ({ migration }) => {
       if (!migration || o.json) return;

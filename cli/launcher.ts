@@ -27,7 +27,8 @@ export interface LauncherOptions {
 export class Launcher {
   readonly nodes = new Map<string, LaunchedNode>();
   readonly configPath: string;
-  private manager: string | null = null;
+  /** Control address of each hash tier started (READY), by name. */
+  private readonly managers = new Map<string, string>();
   private entry: Promise<NodeEntry> | null = null;
   /** The last /metrics scrape of every node stopped through stopNode(), in stop order. */
   readonly retired: { name: string; pid: number; metrics: string }[] = [];
@@ -41,9 +42,16 @@ export class Launcher {
     writeFileSync(this.configPath, JSON.stringify(cfg, null, 2));
   }
 
+  /** The first hash tier's control address. */
   get managerAddress(): string {
-    if (!this.manager) throw new Error('hash tier not started');
-    return this.manager;
+    const first = this.managers.get(this.cfg.hashTiers[0]!.name) ?? [...this.managers.values()][0];
+    if (!first) throw new Error('hash tier not started');
+    return first;
+  }
+
+  /** Every started hash tier's control address, in config order. */
+  get managerAddresses(): string[] {
+    return this.cfg.hashTiers.map((t) => this.managers.get(t.name)).filter((a): a is string => a !== undefined);
   }
 
   /** Starts one node and resolves with its READY line (rejects with its log tail if it dies first). */
@@ -54,7 +62,7 @@ export class Launcher {
     // BATON_NODE_ARGS: extra Node flags for every node (e.g. --cpu-prof for profiling).
     const extra = (process.env.BATON_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const args = [...extra, ...entry.args, 'node', '--role', role, '--name', name, '--config', this.configPath];
-    if (this.manager) args.push('--manager', this.manager);
+    if (role !== 'hash' && this.managers.size > 0) args.push('--manager', this.managerAddresses.join(','));
     const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', fd], cwd: PROJECT_ROOT, env: { ...process.env } });
     closeSync(fd);
     const timeoutMs = this.opts.readyTimeoutMs ?? 20_000;
@@ -78,16 +86,18 @@ export class Launcher {
         const r = JSON.parse(line.slice(6)) as ReadyLine;
         const n: LaunchedNode = { ...r, proc, logFile };
         this.nodes.set(name, n);
-        if (role === 'hash' && r.control) this.manager = r.control;
+        if (role === 'hash' && r.control) this.managers.set(name, r.control);
         resolveP(n);
       });
     });
   }
 
-  /** Hash tier first (the others need its control address), then service nodes and FDs. */
+  /** Hash tiers first, in order (the others need their control addresses), then service nodes and FDs. */
   async up(onNode?: (n: LaunchedNode) => void): Promise<void> {
-    const h = await this.startNode('hash', this.cfg.hashTier.name);
-    onNode?.(h);
+    for (const t of this.cfg.hashTiers) {
+      const h = await this.startNode('hash', t.name); // (not inside onNode?.(…): that would skip it without a callback)
+      onNode?.(h);
+    }
     const rest = [
       ...this.cfg.services.map((s) => this.startNode('service', s.name)),
       ...this.cfg.fds.map((f) => this.startNode('fd', f.name)),
@@ -118,11 +128,11 @@ export class Launcher {
     await reap(n.proc, graceMs);
   }
 
-  /** Stops everything, FDs and service nodes first, the hash tier last. */
+  /** Stops everything, FDs and service nodes first, the hash tiers last. */
   async down(graceMs = 5000): Promise<void> {
-    const hash = this.cfg.hashTier.name;
-    await Promise.all([...this.nodes.keys()].filter((k) => k !== hash).map((k) => this.stopNode(k, graceMs)));
-    await this.stopNode(hash, graceMs);
+    const tiers = new Set(this.cfg.hashTiers.map((t) => t.name));
+    await Promise.all([...this.nodes.keys()].filter((k) => !tiers.has(k)).map((k) => this.stopNode(k, graceMs)));
+    await Promise.all([...tiers].map((k) => this.stopNode(k, graceMs)));
   }
 }
 

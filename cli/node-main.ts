@@ -51,6 +51,8 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     const { data, control } = await n.start();
     metrics.addCounters('hash_tier', 'Forwarding-engine decisions and drops, by counter', () => n.engine.counters);
     metrics.addCounters('manager', 'Migration-manager events, by counter', () => n.manager.counters);
+    metrics.addCounters('store_coordinator', 'Leader election and cluster-state commits, by counter', () => n.manager.coordinator.counters);
+    metrics.addGauge('manager_leader', '1 while this tier\'s manager leads the cluster', () => (n.manager.isLeader ? 1 : 0));
     metrics.addCounters('manager_control', 'Control connections accepted by the manager: messages and decode failures', () => n.manager.channelCounters);
     metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.engine.dp.rx.depth);
     metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.engine.dp.tx.depth);
@@ -76,6 +78,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addCounters('fd_dataplane', 'FD ring, socket and routing counters', () => n.dataplane.counters);
     metrics.addCounters('fd_ownership', 'Ownership broadcast counters', () => n.mesh.counters);
     metrics.addCounters('fd_control', 'Peer control connections accepted: messages and decode failures', () => n.mesh.channelCounters);
+    metrics.addCounters('fd_migration', 'Migration-client steps (disengages, chunks, entries, broadcasts), by counter', () => n.migration.counters);
     metrics.addGauge('flows', 'Flow-table entries (owned and learned)', () => n.table.size);
     metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.dataplane.dp.rx.depth);
     metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.dataplane.dp.tx.depth);

@@ -35,6 +35,23 @@ export async function operation(
   }
 }
 
+/** An operator's disengage request (the manager fills in peers, scope and ids). */
+export function disengageRequest(target: string, o: { policy?: string; inheritor?: string; backup?: string; timeoutMs?: number; chunkRecords?: number } = {}): Body {
+  return body('disengageRequest', {
+    target,
+    targetId: 0,
+    policy: o.policy ?? 'least-flows',
+    inheritor: o.inheritor ?? '',
+    backup: o.backup ?? '',
+    timeoutMs: o.timeoutMs ?? 30_000,
+    migrationId: 0,
+    peers: [],
+    nextScope: { version: 0, members: [], tableSize: 0, hashSeed: 0 },
+    chunkRecords: o.chunkRecords ?? 0,
+    randomSeed: 0,
+  });
+}
+
 export function progressBar(p: MigrationProgress, width = 30): string {
   const frac = p.total > 0 ? Math.min(1, p.copied / p.total) : p.phase === 'done' ? 1 : 0;
   const full = Math.round(frac * width);

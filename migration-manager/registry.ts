@@ -234,6 +234,9 @@ export class Registry {
     const rows: NodeStatus[] = [
       { node: this.self, status: MemberStatus.ACTIVE, inScope: false, stats: selfStats, lastHeartbeatMsAgo: 0, counters: selfCounters, appliedScopeVersion: this.version },
     ];
+    for (const t of this.tiers) {
+      rows.push({ node: t, status: MemberStatus.ACTIVE, inScope: false, stats: emptyFlowStats(), lastHeartbeatMsAgo: -1, counters: {}, appliedScopeVersion: 0 });
+    }
     for (const m of this.all()) {
       rows.push({
         node: m.info,

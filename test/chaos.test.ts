@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Launcher } from '../cli/launcher.js';
 import { attachOrchestrator } from '../cli/orchestrator.js';
-import { operation, body } from '../cli/operations-cmd.js';
+import { operation, body, disengageRequest } from '../cli/operations-cmd.js';
 import { parseConfig } from '../shared/config/config.js';
 import { parseAddress, type Address } from '../shared/io/address.js';
 import { fetchStatus, statusRows } from '../cli/status.js';
@@ -90,12 +90,7 @@ async function ask(req: Body): Promise<Body> {
 }
 
 async function disengage(target: string, policy: string, extra: { inheritor?: string; backup?: string } = {}): Promise<DisengageReply> {
-  const r = await ask(
-    body('disengageRequest', {
-      target, targetId: 0, policy, inheritor: extra.inheritor ?? '', backup: extra.backup ?? '', timeoutMs: 60_000,
-      migrationId: 0, peers: [], nextScope: { version: 0, members: [], tableSize: 0, hashSeed: 0 }, chunkRecords: 0, randomSeed: 0,
-    }),
-  );
+  const r = await ask(disengageRequest(target, { policy, ...extra, timeoutMs: 60_000 }));
   if (r.case !== 'disengageReply') throw new Error(`unexpected ${r.case}`);
   return r.value;
 }

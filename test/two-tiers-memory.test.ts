@@ -9,7 +9,8 @@ import { describe, it, expect, afterEach } from 'vitest';
 import { InMemoryCluster } from '../simulations/in-memory-cluster.js';
 import { TrafficGenerator } from '../traffic/generator.js';
 import { ControlChannel } from '../shared/control/channel.js';
-import { body, MemberStatus, type Body } from '../shared/control/messages.js';
+import { MemberStatus, type Body } from '../shared/control/messages.js';
+import { disengageRequest } from '../cli/operations-cmd.js';
 import { statusName } from '../shared/membership/status.js';
 import { MIG } from '../migration-client/migration-client.js';
 import { MGR } from '../migration-manager/manager.js';
@@ -60,7 +61,7 @@ describe('two hash tiers on one store (in memory, virtual time)', () => {
     expect(status(c, 1, 'fd-1')).toBe('ACTIVE');
     expect(status(c, 1, 'svc-1')).toBe('ACTIVE');
 
-    const req = body('disengageRequest', { target: 'fd-1', policy: 'least-flows', inheritor: '', backup: '', timeoutMs: 10_000, chunkRecords: 0 });
+    const req = disengageRequest('fd-1', { timeoutMs: 10_000 });
     const [ra, rb] = await c.drive(Promise.all([ask(c, c.managers[0]!, req), ask(c, c.managers[1]!, req)]), 30_000);
     const replies = [ra, rb].map((r) => (r.case === 'disengageReply' ? r.value : null));
     expect(replies.filter((r) => r?.ok).length).toBe(1);
@@ -89,7 +90,7 @@ describe('two hash tiers on one store (in memory, virtual time)', () => {
 
     // Asked through B (a follower): forwarded to A, which instructs fd-2 and dies once the copy runs.
     let crashed = false;
-    const reply = ask(c, c.managers[1]!, body('disengageRequest', { target: 'fd-2', policy: 'hash-aligned', inheritor: '', backup: '', timeoutMs: 10_000, chunkRecords: 64 }), (m) => {
+    const reply = ask(c, c.managers[1]!, disengageRequest('fd-2', { policy: 'hash-aligned', timeoutMs: 10_000, chunkRecords: 64 }), (m) => {
       if (!crashed && m.case === 'migrationProgress' && m.value.phase === 'copy') {
         crashed = true;
         void a!.crash();

@@ -160,6 +160,16 @@ export const ConfigSchema = z
       names.add(n.name);
     }
     if (c.fds.length >= c.hash.tableSize) ctx.addIssue({ code: 'custom', path: ['hash', 'tableSize'], message: 'must be larger than the number of FDs' });
+    if (c.hashTiers.length > 1 && parseStoreUrl(c.store.url).kind === 'memory') {
+      ctx.addIssue({ code: 'custom', path: ['store', 'url'], message: `${c.hashTiers.length} hash tiers share their cluster state through etcd or Consul; an embedded store lives in one process (e.g. store.url: etcd://127.0.0.1:2379)` });
+    }
+    const ports = new Map<string, string>();
+    c.hashTiers.forEach((t, i) => {
+      if (t.controlPort === 0) return;
+      const k = `${t.host}:${t.controlPort}`;
+      if (ports.has(k)) ctx.addIssue({ code: 'custom', path: ['hashTiers', i, 'controlPort'], message: `${k} is also ${ports.get(k)}'s control address` });
+      ports.set(k, t.name);
+    });
     const tierNames = new Set(c.hashTiers.map((t) => t.name));
     for (const [list, key] of [[c.fds, 'fds'], [c.services, 'services']] as const) {
       list.forEach((n, i) => {
@@ -181,6 +191,30 @@ function formatPath(path: readonly PropertyKey[]): string {
   let s = '';
   for (const p of path) s += typeof p === 'number' || /^\d+$/.test(String(p)) ? `[${String(p)}]` : s ? `.${String(p)}` : String(p);
   return s || '(root)';
+}
+
+/**
+ * The same configuration with `tiers` hash tiers (aggregation A, B, ...: the
+ * missing ones are added with free ids and the next control ports) and/or
+ * another store URL — what `baton up --tiers N --store URL` runs. Validated.
+ */
+export function withTopology(cfg: BatonConfig, o: { tiers?: number; store?: string }): BatonConfig {
+  const hashTiers = cfg.hashTiers.slice();
+  const used = new Set([...cfg.hashTiers, ...cfg.fds, ...cfg.services].map((n) => n.id));
+  const names = new Set(hashTiers.map((t) => t.name));
+  for (let i = hashTiers.length; i < (o.tiers ?? hashTiers.length); i++) {
+    let id = 1;
+    while (used.has(id)) id++;
+    used.add(id);
+    let name = `agg-${String.fromCharCode(97 + i)}`;
+    while (names.has(name)) name += 'x';
+    names.add(name);
+    const first = hashTiers[0]!;
+    hashTiers.push({ ...first, id, name, dataPort: first.dataPort && first.dataPort + i, controlPort: first.controlPort && first.controlPort + i, metricsPort: first.metricsPort && first.metricsPort + i });
+  }
+  if (o.tiers !== undefined && o.tiers < hashTiers.length) hashTiers.length = Math.max(1, o.tiers);
+  const raw = { ...cfg, hashTier: hashTiers[0], hashTiers, store: { ...cfg.store, ...(o.store ? { url: o.store } : {}) } };
+  return parseConfig(raw, o.tiers !== undefined || o.store ? 'config with --tiers/--store' : 'config');
 }
 
 /** Validates a plain object (from JSON/YAML or code). Throws BatonError(CONFIG_INVALID). */

@@ -35,7 +35,12 @@ export interface EtcdInstance {
   url: string;
   /** `127.0.0.1:<port>` */
   endpoint: string;
+  /** Kills etcd and removes its data. */
   stop(): Promise<void>;
+  /** Kills etcd (SIGKILL), keeping its data: a store crash. */
+  kill(): Promise<void>;
+  /** Starts it again on the same ports with the same data; resolves when healthy. */
+  restart(): Promise<void>;
 }
 
 /** A port that was free a moment ago (bind port 0, read it, close). */
@@ -109,48 +114,68 @@ async function startEtcd(bin: string, readyTimeoutMs: number): Promise<EtcdInsta
   const dataDir = mkdtempSync(join(tmpdir(), 'baton-etcd-'));
   const client = `http://127.0.0.1:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
-  const child = spawn(
-    bin,
-    [
-      '--name', 'baton-test',
-      '--data-dir', dataDir,
-      '--listen-client-urls', client,
-      '--advertise-client-urls', client,
-      '--listen-peer-urls', peer,
-      '--initial-advertise-peer-urls', peer,
-      '--initial-cluster', `baton-test=${peer}`,
-      '--initial-cluster-state', 'new',
-      '--log-level', 'error',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    stderr = (stderr + d).slice(-4000);
-  });
-  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
-  let exited = false;
-  void closed.then(() => (exited = true));
-  child.on('error', () => undefined); // reported through `exited`
+  let proc: { kill: () => Promise<void> } | null = null;
 
-  const stop = async () => {
-    if (!exited) child.kill('SIGKILL');
-    await closed;
-    rmSync(dataDir, { recursive: true, force: true });
+  /** Spawns etcd on the fixed ports and data dir and waits until it is healthy. */
+  const launch = async (state: 'new' | 'existing'): Promise<void> => {
+    const child = spawn(
+      bin,
+      [
+        '--name', 'baton-test',
+        '--data-dir', dataDir,
+        '--listen-client-urls', client,
+        '--advertise-client-urls', client,
+        '--listen-peer-urls', peer,
+        '--initial-advertise-peer-urls', peer,
+        '--initial-cluster', `baton-test=${peer}`,
+        '--initial-cluster-state', state,
+        '--log-level', 'error',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr = (stderr + d).slice(-4000);
+    });
+    const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+    let exited = false;
+    void closed.then(() => (exited = true));
+    child.on('error', () => undefined); // reported through `exited`
+    proc = {
+      kill: async () => {
+        if (!exited) child.kill('SIGKILL');
+        await closed;
+      },
+    };
+    const deadline = Date.now() + readyTimeoutMs;
+    for (;;) {
+      if (exited) throw new Error(`etcd exited before it was ready:\n${stderr}`);
+      if (await healthy(clientPort)) return;
+      if (Date.now() > deadline) {
+        await proc.kill();
+        throw new Error(`etcd not healthy within ${readyTimeoutMs} ms:\n${stderr}`);
+      }
+      await new Promise((r) => setTimeout(r, 50)); // poll interval, not a wait for a condition
+    }
   };
 
-  const deadline = Date.now() + readyTimeoutMs;
-  for (;;) {
-    if (exited) {
-      await stop();
-      throw new Error(`etcd exited before it was ready:\n${stderr}`);
-    }
-    if (await healthy(clientPort)) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`etcd not healthy within ${readyTimeoutMs} ms:\n${stderr}`);
-    }
-    await new Promise((r) => setTimeout(r, 50)); // poll interval, not a wait for a condition
+  const stop = async () => {
+    await proc?.kill();
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    await launch('new');
+  } catch (e) {
+    await stop();
+    throw e;
   }
-  return { url: `etcd://127.0.0.1:${clientPort}`, endpoint: `127.0.0.1:${clientPort}`, stop };
+  return {
+    url: `etcd://127.0.0.1:${clientPort}`,
+    endpoint: `127.0.0.1:${clientPort}`,
+    stop,
+    kill: async () => {
+      await proc?.kill();
+    },
+    restart: () => launch('existing'),
+  };
 }
