@@ -11,7 +11,7 @@
  *      a disengage fails with a clear BATON_STORE_UNAVAILABLE error and the
  *      FD stays ACTIVE; etcd comes back and the same disengage succeeds.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,8 +76,15 @@ async function startTraffic(opts: TrafficOptions) {
   const socket = await new UdpNet({ recvBufferSize: 8 << 20, sendBufferSize: 8 << 20 }).bind({ host: '127.0.0.1', port: 0 });
   const gen = new TrafficGenerator({ vni: 1, ...opts }, { socket, scheduler: new RealScheduler(), target });
   const done = gen.run().finally(() => socket.close());
+  running.push(gen);
   return { gen, done };
 }
+
+/** Generators of the running test: a failed test must not leave its traffic running into the next one. */
+const running: TrafficGenerator[] = [];
+afterEach(() => {
+  for (const g of running.splice(0)) g.stop();
+});
 
 function disengageVia(manager: Address, target: string, onFirstProgress?: () => void): Promise<DisengageReply> {
   let first = true;
