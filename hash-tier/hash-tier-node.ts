@@ -12,6 +12,7 @@ import { getLogger } from '../shared/observability/logger.js';
 import type { NodeIo } from '../distributor/fd-node.js';
 import { sumDrops } from '../shared/counters.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
+import { checkSharedStore } from '../shared/config/config.js';
 import { openStore, type ClusterStore } from '../shared/store/store.js';
 
 export class HashTierNode {
@@ -44,6 +45,7 @@ export class HashTierNode {
       batchDatagrams: cfg.dataplane.batchDatagrams,
       tx: { maxDatagramBytes: cfg.dataplane.maxDatagramBytes, poolBuffers: cfg.dataplane.txPoolBuffers },
     });
+    if (!this.injectedStore) checkSharedStore(cfg);
     this.store = this.injectedStore ?? await openStore(cfg.store.url, { scheduler: io.scheduler, timeoutMs: cfg.store.timeoutMs, onError: (e) => getLogger('store').warn('store error', { err: String(e) }) });
     this.pps = new PpsMeter(io.scheduler.clock, () => this.engine.counters.get(HT.rx_frames));
     this.manager = new Manager({

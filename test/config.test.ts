@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseConfig, loadConfig } from '../shared/config/config.js';
+import { parseConfig, loadConfig, withTopology, checkSharedStore } from '../shared/config/config.js';
 import { isBatonError, ErrorCode } from '../shared/errors.js';
 
 function message(raw: unknown): string {
@@ -33,6 +33,10 @@ describe('config', () => {
     [{ services: [{ id: 21, name: 's', virtualIp: '10.0.0.1' }, { id: 22, name: 't', virtualIp: '10.0.0.1' }] }, /services\[1\]\.virtualIp: 10\.0\.0\.1 is used twice/],
     [{ fds: [] }, /fds: /],
     [{ log: { level: 'loud' } }, /log\.level/],
+    [{ fds: [{ id: 11, name: 'fd-1', uplink: 'agg-z' }] }, /fds\[0\]\.uplink: "agg-z" is not a hash tier \(have agg-a\)/],
+    [{ store: { url: 'redis://x:1' } }, /store\.url: .*redis/],
+    [{ hashTiers: [{ id: 1, name: 'a' }, { id: 2, name: 'b' }] }, /hashTiers\[1\]\.controlPort: 127\.0\.0\.1:7400 is also a's control address/],
+    [{ hashTiers: [{ id: 1, name: 'a', controlPort: 1 }, { id: 11, name: 'b', controlPort: 2 }] }, /id 11 is also used by hashTiers\[1\]|fds\[0\]\.id: id 11 is also used/],
   ])('%j is refused with a message naming the field', (raw, re) => {
     expect(message(raw)).toMatch(re);
   });
@@ -46,5 +50,20 @@ describe('config', () => {
     writeFileSync(join(dir, 'c.json'), '{not json');
     expect(() => loadConfig(join(dir, 'c.json'))).toThrow(/c\.json is not valid JSON/);
     expect(() => loadConfig(join(dir, 'missing.yaml'))).toThrow(/cannot read config file/);
+  });
+
+  it('hashTiers replaces hashTier; withTopology adds tiers; several tiers need a shared store', () => {
+    const two = parseConfig({ hashTiers: [{ id: 1, name: 'agg-a', controlPort: 0 }, { id: 2, name: 'agg-b', controlPort: 0 }], fds: [{ id: 11, name: 'fd-1', uplink: 'agg-b' }] });
+    expect(two.hashTier.name).toBe('agg-a');
+    expect(two.hashTiers.map((t) => t.name)).toEqual(['agg-a', 'agg-b']);
+    expect(() => checkSharedStore(two)).toThrow(/store\.url: 2 hash tiers share their cluster state through etcd or Consul/);
+    expect(() => withTopology(parseConfig({}), { tiers: 2 })).toThrow(/store\.url/);
+    const up = withTopology(parseConfig({}), { tiers: 2, store: 'etcd://127.0.0.1:2379' });
+    expect(up.hashTiers.map((t) => [t.id, t.name, t.controlPort])).toEqual([
+      [1, 'agg-a', 7400],
+      [2, 'agg-b', 7401],
+    ]);
+    expect(up.store.url).toBe('etcd://127.0.0.1:2379');
+    expect(parseConfig({}).store.url).toBe('embedded');
   });
 });

@@ -160,9 +160,6 @@ export const ConfigSchema = z
       names.add(n.name);
     }
     if (c.fds.length >= c.hash.tableSize) ctx.addIssue({ code: 'custom', path: ['hash', 'tableSize'], message: 'must be larger than the number of FDs' });
-    if (c.hashTiers.length > 1 && parseStoreUrl(c.store.url).kind === 'memory') {
-      ctx.addIssue({ code: 'custom', path: ['store', 'url'], message: `${c.hashTiers.length} hash tiers share their cluster state through etcd or Consul; an embedded store lives in one process (e.g. store.url: etcd://127.0.0.1:2379)` });
-    }
     const ports = new Map<string, string>();
     c.hashTiers.forEach((t, i) => {
       if (t.controlPort === 0) return;
@@ -214,7 +211,20 @@ export function withTopology(cfg: BatonConfig, o: { tiers?: number; store?: stri
   }
   if (o.tiers !== undefined && o.tiers < hashTiers.length) hashTiers.length = Math.max(1, o.tiers);
   const raw = { ...cfg, hashTier: hashTiers[0], hashTiers, store: { ...cfg.store, ...(o.store ? { url: o.store } : {}) } };
-  return parseConfig(raw, o.tiers !== undefined || o.store ? 'config with --tiers/--store' : 'config');
+  const out = parseConfig(raw, o.tiers !== undefined || o.store ? 'config with --tiers/--store' : 'config');
+  checkSharedStore(out);
+  return out;
+}
+
+/**
+ * Hash tiers in separate processes share their cluster state through etcd or
+ * Consul: an embedded store lives in one process. (Simulations run several
+ * tiers in one process on one in-memory backend and do not call this.)
+ */
+export function checkSharedStore(cfg: BatonConfig): void {
+  if (cfg.hashTiers.length > 1 && parseStoreUrl(cfg.store.url).kind === 'memory') {
+    throw new BatonError(ErrorCode.CONFIG_INVALID, `config invalid: store.url: ${cfg.hashTiers.length} hash tiers share their cluster state through etcd or Consul; an embedded store lives in one process (e.g. --store etcd://127.0.0.1:2379)`);
+  }
 }
 
 /** Validates a plain object (from JSON/YAML or code). Throws BatonError(CONFIG_INVALID). */
