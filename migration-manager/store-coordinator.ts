@@ -160,6 +160,20 @@ export class StoreCoordinator {
   private campaign(): void {
     if (this.stopped) return;
     const { store, self, ttlMs } = this.d;
+    // A leadership this manager gave up (or could not take up) must be gone
+    // from the store first: its key would otherwise stay ahead of our own
+    // new candidacy for as long as its lease lives.
+    if (this.stale) {
+      const old = this.stale;
+      old.resign().then(
+        () => {
+          if (this.stale === old) this.stale = null;
+          this.campaign();
+        },
+        () => this.later(() => this.campaign(), 500),
+      );
+      return;
+    }
     store
       .campaign(candidateName(self), ttlMs, { signal: this.abort.signal })
       .then(async (l) => {
@@ -167,28 +181,42 @@ export class StoreCoordinator {
           await l.resign().catch(() => {});
           return;
         }
-        this.leadership = l;
-        l.onLost((e) => this.stepDown(e.message));
-        const rec = await store.getScope();
-        if (rec && rec.version > this.version) this.version = rec.version;
-        this.roleNow = ManagerRole.LEADER;
-        this.counters.inc(COORD.elected);
-        this.log.info('elected leader', { tier: self.name, recordVersion: rec?.version ?? 0 });
-        await this.d.onElected(rec);
-        for (const w of this.leaderWaiters.splice(0)) w();
+        try {
+          const rec = await store.getScope();
+          if (rec && rec.version > this.version) this.version = rec.version;
+          this.leadership = l;
+          l.onLost((e) => this.stepDown(e.message));
+          this.roleNow = ManagerRole.LEADER;
+          this.counters.inc(COORD.elected);
+          this.log.info('elected leader', { tier: self.name, recordVersion: rec?.version ?? 0 });
+          await this.d.onElected(rec);
+          for (const w of this.leaderWaiters.splice(0)) w();
+        } catch (e) {
+          // Elected but could not take over (the store went away again): give it up and try again.
+          this.counters.inc(COORD.store_errors);
+          this.log.warn('take-over failed; resigning and campaigning again', { err: (e as Error).message });
+          if (this.isLeader) this.stepDown((e as Error).message);
+          else {
+            this.stale = l;
+            this.later(() => this.campaign(), 250);
+          }
+        }
       })
       .catch((e: Error) => {
         if (this.stopped) return;
         this.counters.inc(COORD.store_errors);
         this.log.warn('campaign failed; trying again', { err: e.message });
-        if (this.isLeader) this.stepDown(e.message);
-        else this.later(() => this.campaign(), 500);
+        this.later(() => this.campaign(), 500);
       });
   }
+
+  /** A leadership given up but perhaps still in the store (resigned before the next campaign). */
+  private stale: Leadership | null = null;
 
   private stepDown(why: string): void {
     if (this.roleNow !== ManagerRole.LEADER) return;
     this.roleNow = ManagerRole.FOLLOWER;
+    this.stale = this.leadership;
     this.leadership = null;
     this.counters.inc(COORD.leadership_lost);
     this.log.warn('leadership lost; following again', { why });

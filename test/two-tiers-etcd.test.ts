@@ -118,7 +118,20 @@ beforeAll(async () => {
   managerB = parseAddress(launcher.managerAddresses[1]!);
   // Converged: B shows every FD ACTIVE (statuses adopted from the record A committed).
   await waitFor('3 ACTIVE FDs seen through B', async () => (await rowsB()).filter((r) => r.role === 'fd' && r.status === 'ACTIVE').length === 3);
+  // Both tiers forward with the same table version (B installs what A commits).
+  await waitFor('A and B on the same scope version', async () => {
+    const [va, vb] = await Promise.all(['agg-a', 'agg-b'].map((n) => gauge(n, 'scope_version')));
+    return va! > 0 && va === vb;
+  });
+  expect(await gauge('agg-a', 'manager_leader')).toBe(1);
+  expect(await gauge('agg-b', 'manager_leader')).toBe(0);
 }, 90_000);
+
+async function gauge(node: string, name: string): Promise<number> {
+  const text = await (await fetch(launcher.nodes.get(node)!.metrics)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`baton_${name}{`) || l.startsWith(`baton_${name} `));
+  return line ? Number(line.split(' ').pop()) : NaN;
+}
 
 afterAll(async () => {
   const procs = [...launcher.nodes.values()].map((n) => n.proc);
@@ -182,16 +195,21 @@ describe('two hash tiers on etcd (real processes)', () => {
     await etcd.restart();
     // Control works again once B leads again (its leadership may have lapsed with the store).
     let ok: DisengageReply | null = null;
+    const attempts: string[] = [];
     await waitFor('a disengage after the store is back', async () => {
       try {
         const r = await disengageVia(managerB, 'fd-2');
         if (r.ok) ok = r;
+        else attempts.push(`${r.errorCode}: ${r.errorMessage}`);
         return r.ok;
       } catch (e) {
+        attempts.push(String(e));
         if (isBatonError(e)) return false; // NO_LEADER during the election
         throw e;
       }
-    }, 30_000);
+    }, 30_000).catch((e: Error) => {
+      throw new Error(`${e.message}; last answers: ${attempts.slice(-3).join(' | ')}`);
+    });
     expect(ok!.ok).toBe(true);
     expect(await statusOf('fd-2')).toBe('DISENGAGED');
 
