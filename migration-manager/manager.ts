@@ -10,7 +10,7 @@ import type { MessageNet, MessageListener } from '../shared/io/stream.js';
 import type { Address } from '../shared/io/address.js';
 import { parseAddress } from '../shared/io/address.js';
 import { ControlChannel, CHANNEL_COUNTERS } from '../shared/control/channel.js';
-import { body, Role, MemberStatus, type NodeInfo, type EnvelopeObject, type Body, type FlowStats } from '../shared/control/messages.js';
+import { body, nodeInfo, Role, MemberStatus, type NodeInfo, type EnvelopeObject, type Body, type FlowStats } from '../shared/control/messages.js';
 import { isBatonError } from '../shared/errors.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
 import { Counters, defineCounters } from '../shared/counters.js';
@@ -21,9 +21,7 @@ import type { DisengageReply } from '../shared/control/messages.js';
 import type { ForwardingEngine } from '../hash-tier/forwarding-engine.js';
 import type { ClusterStore, ScopeRecord } from '../shared/store/store.js';
 import { StoreCoordinator, type HashTierInfo } from './store-coordinator.js';
-import { HashScope } from '../shared/scope/hash-scope.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
-import { nodeInfo } from '../shared/control/messages.js';
 
 export const MGR = defineCounters([
   'registrations',
@@ -186,12 +184,8 @@ export class Manager {
 
   /** Follower: the leader committed a new cluster state; forward with it. */
   private follow(rec: ScopeRecord): void {
-    this.registry.adopt(rec, this.o.scheduler.clock.now());
-    const byName = new Map((rec.nodes ?? []).map((n) => [n.name, n]));
-    const fds = rec.members.map((name) => byName.get(name)).filter((n) => n !== undefined && n.dataAddr !== '').map((n) => ({ name: n!.name, id: n!.id, data: parseAddress(n!.dataAddr) }));
-    const scope = rec.members.length ? HashScope.build(rec.version, rec.members, rec.tableSize, rec.hashSeed) : null;
-    this.o.engine.setScope(scope, fds);
-    this.counters.inc(MGR.scope_updates);
+    this.registry.adopt(rec, this.o.scheduler.clock.now()); // statuses, version and scope as committed
+    this.installEngine();
   }
 
   private setTiers(tiers: HashTierInfo[]): void {
@@ -368,15 +362,22 @@ export class Manager {
     );
   }
 
-  private install(): void {
+  /** The registry's scope in this tier's forwarding engine (leader and followers alike). */
+  private installEngine(): void {
     const reg = this.registry;
     const fds = reg
       .all()
       .filter((m) => m.info.role === Role.FD && m.info.dataAddr)
       .map((m) => ({ name: m.info.name, id: m.info.id, data: parseAddress(m.info.dataAddr) }));
     this.o.engine.setScope(reg.currentScope, fds);
-    const update = reg.scopeUpdate();
     this.counters.inc(MGR.scope_updates);
+  }
+
+  /** Leader: the engine, then every member. */
+  private install(): void {
+    const reg = this.registry;
+    this.installEngine();
+    const update = reg.scopeUpdate();
     for (const ch of this.channelOf.values()) ch.send(body('scopeUpdate', update));
     this.log.info('scope published', { version: update.version, inScope: reg.scopeMembers() });
   }

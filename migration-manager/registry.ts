@@ -3,24 +3,15 @@
  * state machine), its last statistics and heartbeat, and the versioned hash
  * scope built from the FDs whose status puts them in scope.
  */
-import { StatusMachine, inScope, statusName } from '../shared/membership/status.js';
+import { StatusMachine, inScope, statusName, statusByName } from '../shared/membership/status.js';
 import { MemberStatus, Role, emptyFlowStats, type FlowStats, type NodeInfo, type ScopeUpdate, type NodeStatus } from '../shared/control/messages.js';
 import { HashScope } from '../shared/scope/hash-scope.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
-import { MEMBER_STATUSES, type ScopeRecord, type ScopeNode, type MemberRole, type MemberStatusName } from '../shared/store/store.js';
+import type { ScopeRecord, ScopeNode, MemberRole, MemberStatusName } from '../shared/store/store.js';
 
+/** Roles as the store spells them. */
 const ROLE_NAME: Record<number, MemberRole> = { [Role.HASH_TIER]: 'hash', [Role.FD]: 'fd', [Role.SERVICE]: 'service' };
 const ROLE_OF: Record<MemberRole, number> = { hash: Role.HASH_TIER, fd: Role.FD, service: Role.SERVICE };
-const STATUS_OF: Record<MemberStatusName, number> = {
-  JOINING: MemberStatus.JOINING,
-  ACTIVE: MemberStatus.ACTIVE,
-  DISENGAGING: MemberStatus.DISENGAGING,
-  DISENGAGED: MemberStatus.DISENGAGED,
-  FAILED: MemberStatus.FAILED,
-};
-function statusNameOf(s: number): MemberStatusName {
-  return MEMBER_STATUSES.find((n) => STATUS_OF[n] === s) ?? 'FAILED';
-}
 
 export interface MemberRecord {
   info: NodeInfo;
@@ -179,7 +170,7 @@ export class Registry {
       id: m.info.id,
       name: m.info.name,
       role: ROLE_NAME[m.info.role] ?? 'fd',
-      status: statusNameOf(m.machine.status),
+      status: statusName(m.machine.status) as MemberStatusName, // a machine only holds the five store statuses
       dataAddr: m.info.dataAddr,
     }));
     return { version: this.version, members: this.scopeMembers(), tableSize: this.tableSize, hashSeed: this.hashSeed, nodes };
@@ -198,7 +189,7 @@ export class Registry {
       if (!m) {
         m = {
           info: { id: n.id, name: n.name, role: ROLE_OF[n.role], dataAddr: n.dataAddr, controlAddr: '', metricsAddr: '', virtualIp: '', virtualPort: 0, pid: 0 },
-          machine: new StatusMachine(STATUS_OF[n.status]),
+          machine: new StatusMachine(statusByName(n.status)),
           stats: emptyFlowStats(),
           counters: {},
           lastHeartbeatAt: now,
@@ -206,7 +197,7 @@ export class Registry {
           connected: false,
         };
         this.members.set(n.id, m);
-      } else m.machine.adopt(STATUS_OF[n.status], `cluster state v${rec.version}`, now);
+      } else m.machine.adopt(statusByName(n.status)!, `cluster state v${rec.version}`, now);
     }
     this.version = rec.version - 1;
     this.rebuild(); // version = the record's, scope from the adopted statuses

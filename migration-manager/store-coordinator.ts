@@ -101,9 +101,6 @@ export class StoreCoordinator {
   }
   private leaderWaiters: (() => void)[] = [];
 
-  get committedVersion(): number {
-    return this.version;
-  }
 
   /** Registers this tier, starts the watches and the campaign. Rejects (STORE_UNAVAILABLE) if the store cannot be reached now. */
   async start(): Promise<void> {

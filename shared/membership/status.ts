@@ -34,6 +34,12 @@ export function statusName(s: number): string {
   return STATUS_NAMES[s] ?? `UNKNOWN(${s})`;
 }
 
+/** The status a name spells (as written by statusName, the store and the CLI); undefined for an unknown name. */
+export function statusByName(name: string): number | undefined {
+  for (const [k, v] of Object.entries(STATUS_NAMES)) if (v === name) return Number(k);
+  return undefined;
+}
+
 export function canTransition(from: number, to: number): boolean {
   return (ALLOWED[from] ?? []).includes(to);
 }
