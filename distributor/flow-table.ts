@@ -99,6 +99,8 @@ export const W_SEEN = 8;
 
 /** 2^-32: maps a uint32 hash onto [0, slots) by multiplication. */
 const INV_2_32 = 2.3283064365386963e-10;
+/** Records putRecords hashes and touches ahead of inserting them. */
+const PUT_GROUP = 16;
 
 export interface FlowTableOptions {
   /** Occupancy at maxFlows, in (0, 0.95]; default 0.8. */
@@ -318,60 +320,69 @@ export class FlowTable {
     const H = this.hints;
     const cap = this.slots;
     const seed = this.hashSeed;
-    const now = nowMs >>> 0;
-    const GROUP = 16;
+    const scale = this.homeScale;
+    const S = new Int32Array(src.buffer, src.byteOffset, count * SLOT_WORDS);
+    const now = nowMs | 0;
+    const ownerBits = (owner & 0xffff) << 16;
+    const setOwner = owner >= 0;
+    const GROUP = PUT_GROUP;
+    const hs = this.putHashes;
     let sink = 0;
     this.clock[0] = nowMs;
-    for (let r = 0; r < count; r++) {
-      if ((r & (GROUP - 1)) === 0) {
-        const end = Math.min(count, r + GROUP);
-        for (let g = r; g < end; g++) {
-          const q = g * SLOT_WORDS;
-          const hh = flowHash(seed, src[q]! | 0, src[q + 1]! | 0, src[q + 2]! | 0, src[q + 3]! & 0xff);
-          const ii = ((hh >>> 0) * this.homeScale) | 0;
-          sink = (sink + H[ii]! + W[ii * SLOT_WORDS]!) | 0;
-        }
+    for (let g0 = 0; g0 < count; g0 += GROUP) {
+      const end = g0 + GROUP < count ? g0 + GROUP : count;
+      // Touch pass: hash the group's keys and load their home slots, so the
+      // cache misses of the group overlap; the hashes are kept for the insert.
+      for (let r = g0; r < end; r++) {
+        const q = r * SLOT_WORDS;
+        const hh = flowHash(seed, S[q]!, S[q + 1]!, S[q + 2]!, S[q + 3]! & 0xff);
+        hs[r - g0] = hh;
+        const ii = ((hh >>> 0) * scale) | 0;
+        sink = (sink + H[ii]! + W[ii * SLOT_WORDS]!) | 0;
       }
-      const q = r * SLOT_WORDS;
-      const a = src[q]! | 0;
-      const b = src[q + 1]! | 0;
-      const p = src[q + 2]! | 0;
-      const meta = src[q + 3]!;
-      const pr = meta & 0xff;
-      const h = flowHash(seed, a, b, p, pr);
-      const f = h & 0xff;
-      const fp = f === 0 ? 1 : f;
-      let i = ((h >>> 0) * this.homeScale) | 0;
-      let o = 0;
-      for (;;) {
-        const t = H[i]!;
-        o = i * SLOT_WORDS;
-        if (t === 0) {
-          if (this.count === this.maxFlows) {
-            this.touchSink = sink;
-            return r;
+      for (let r = g0; r < end; r++) {
+        const q = r * SLOT_WORDS;
+        const a = S[q]!;
+        const b = S[q + 1]!;
+        const p = S[q + 2]!;
+        const meta = S[q + 3]!;
+        const pr = meta & 0xff;
+        const h = hs[r - g0]!;
+        const f = h & 0xff;
+        const fp = f === 0 ? 1 : f;
+        let i = ((h >>> 0) * scale) | 0;
+        let o = 0;
+        for (;;) {
+          const t = H[i]!;
+          o = i * SLOT_WORDS;
+          if (t === 0) {
+            if (this.count === this.maxFlows) {
+              this.touchSink = sink;
+              return r;
+            }
+            W[o] = a;
+            W[o + 1] = b;
+            W[o + 2] = p;
+            H[i] = fp;
+            this.count++;
+            this.mutationCount++;
+            break;
           }
-          W[o] = a;
-          W[o + 1] = b;
-          W[o + 2] = p;
-          H[i] = fp;
-          this.count++;
-          this.mutationCount++;
-          break;
+          if (t === fp && W[o] === a && W[o + 1] === b && W[o + 2] === p && (W[o + 3]! & 0xff) === pr) break;
+          if (++i === cap) i = 0;
         }
-        if (t === fp && W[o] === a && W[o + 1] === b && W[o + 2] === p && (W[o + 3]! & 0xff) === pr) break;
-        if (++i === cap) i = 0;
+        W[o + W_META] = setOwner ? (meta & 0xffff) | ownerBits : meta;
+        W[o + W_ACT] = S[q + 4]!;
+        W[o + W_RWIP] = S[q + 5]!;
+        W[o + W_PKTS] = S[q + 6]!;
+        W[o + W_BYTES] = S[q + 7]!;
+        W[o + W_SEEN] = (now - S[q + 8]!) | 0;
       }
-      W[o + W_META] = owner >= 0 ? (meta & 0xffff) | ((owner & 0xffff) << 16) : meta;
-      W[o + W_ACT] = src[q + 4]!;
-      W[o + W_RWIP] = src[q + 5]!;
-      W[o + W_PKTS] = src[q + 6]!;
-      W[o + W_BYTES] = src[q + 7]!;
-      W[o + W_SEEN] = (now - src[q + 8]!) >>> 0;
     }
     this.touchSink = sink;
     return count;
   }
+  private readonly putHashes = new Int32Array(PUT_GROUP);
   /** Keeps putRecords' touch pass observable (not optimised away). */
   touchSink = 0;
 
@@ -392,6 +403,46 @@ export class FlowTable {
       }
     }
     return n;
+  }
+
+  /**
+   * Writes the slots of the entries owned by `owner`, in slot order, to
+   * `out` (at most out.length) and returns how many; `reverse`, when given,
+   * receives (at index 0) how many of them carry FlowFlag.REVERSE. One pass
+   * over the hint and owner words (migration's snapshot of what to move).
+   */
+  slotsOwnedBy(owner: number, out: Int32Array, reverse?: Int32Array): number {
+    const W = this.w32;
+    const H = this.hints;
+    const cap = this.slots;
+    const max = out.length;
+    const f = owner & 0xffff;
+    let n = 0;
+    let rev = 0;
+    for (let i = 0; i < cap && n < max; i++) {
+      if (H[i] === 0) continue;
+      const meta = W[i * SLOT_WORDS + W_META]!;
+      if (meta >>> 16 !== f) continue;
+      out[n++] = i;
+      rev += (meta >>> 8) & FlowFlag.REVERSE;
+    }
+    if (reverse) reverse[0] = rev;
+    return n;
+  }
+
+  /**
+   * owner of the entry at slots[i] := owners[pick[i]] for every i (migration's
+   * switch to the inheritors). The slots must be valid: no removal since
+   * they were taken (a frozen table).
+   */
+  setOwners(slots: Int32Array, pick: Uint16Array, owners: ArrayLike<number>): void {
+    const W = this.w32;
+    const bits = new Int32Array(owners.length);
+    for (let k = 0; k < owners.length; k++) bits[k] = (owners[k]! & 0xffff) << 16;
+    for (let i = 0; i < slots.length; i++) {
+      const o = slots[i]! * SLOT_WORDS + W_META;
+      W[o] = (W[o]! & 0xffff) | bits[pick[i]!]!;
+    }
   }
 
   /** insert() for off-hot-path callers: throws BatonError(TABLE_FULL) instead of returning -1. */

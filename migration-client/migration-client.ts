@@ -20,7 +20,7 @@ import type { Scheduler } from '../shared/runtime/scheduler.js';
 import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
 import { body, type DisengageRequest, type DisengageReply, type MigrationProgress, type Member } from '../shared/control/messages.js';
 import { scopeWithIds } from '../shared/scope/hash-scope.js';
-import { FlowTable, FlowFlag } from '../distributor/flow-table.js';
+import type { FlowTable } from '../distributor/flow-table.js';
 import { parseAddress } from '../shared/io/address.js';
 import { exportFlowSlots, exportedSize } from '../distributor/flow-export.js';
 import { FlowKey, forwardKey } from '../distributor/flow-pair.js';
@@ -154,9 +154,10 @@ export class MigrationClient {
 
       // 2. Inheritors.
       say('select', 0, 0);
-      const owned = this.ownedSlots();
-      let forwardFlows = 0;
-      for (let i = 0; i < owned.length; i++) if (!isReverse(t, owned[i]!)) forwardFlows++;
+      const ownedBuf = new Int32Array(t.size);
+      const reverseFlows = new Int32Array(1);
+      const owned = ownedBuf.subarray(0, t.slotsOwnedBy(d.selfId, ownedBuf, reverseFlows));
+      const forwardFlows = owned.length - reverseFlows[0]!;
       const peers: PeerInfo[] = req.peers.map((m: Member) => ({ id: m.node.id, name: m.node.name, flowsOwned: m.stats.flowsOwned }));
       let sel = selectInheritors({
         policy: req.policy || 'least-flows',
@@ -210,8 +211,8 @@ export class MigrationClient {
       // 4. Switch: from now on this FD redirects the migrated flows to their inheritors.
       say('switch', copied, total);
       const ownerOf = sel.inheritors.map((p) => p.id);
-      // The table is frozen (no entry moved since ownedSlots()): slots are still valid.
-      for (let i = 0; i < owned.length; i++) t.setOwner(owned[i]!, ownerOf[assignment[i]!]!);
+      // The table is frozen (no entry moved since slotsOwnedBy()): slots are still valid.
+      t.setOwners(owned, assignment, ownerOf);
       switched = true;
       this.counters.inc(MIG.entries_switched, owned.length);
 
@@ -291,15 +292,6 @@ export class MigrationClient {
     return c.get(FD.redirected) + c.get(FD.redirected_leaving) + c.get(FD.redirected_by_hint);
   }
 
-  /** Slots of the entries this FD owns, in table order. */
-  private ownedSlots(): Int32Array {
-    const t = this.d.table;
-    const out = new Int32Array(t.size);
-    let n = 0;
-    for (let s = t.nextOccupied(0); s >= 0; s = t.nextOccupied(s + 1)) if (t.owner(s) === this.d.selfId) out[n++] = s;
-    return out.subarray(0, n);
-  }
-
   /** Inheritor index of every owned entry; both entries of a connection get the same one. */
   private assign(plan: InheritorPlan, owned: Int32Array): Uint16Array {
     const t = this.d.table;
@@ -342,7 +334,7 @@ export class MigrationClient {
     const inFlight = new Set<Promise<void>>();
     let seq = 0;
     let i = 0;
-    const all = index === 0 && assignment.every((v) => v === 0);
+    const all = index === 0 && onlyZeros(assignment);
     const scratch = new Int32Array(maxChunk);
     while (i < owned.length) {
       let sel: Int32Array;
@@ -448,8 +440,9 @@ export class MigrationClient {
   }
 }
 
-function isReverse(t: FlowTable, slot: number): boolean {
-  return (t.flags(slot) & FlowFlag.REVERSE) !== 0;
+function onlyZeros(a: Uint16Array): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== 0) return false;
+  return true;
 }
 
 function count(a: Uint16Array, v: number): number {

@@ -64,8 +64,24 @@ function expectCode(fn: () => unknown, code: string, messagePart?: string): Bato
 }
 type BatonErrorLike = { code: string; message: string; details?: Record<string, unknown> };
 
-/** Independent implementation of the checksum exactly as docs/flow-export-format.md states it. */
+/** Bitwise CRC-32 (IEEE, reflected, poly 0xEDB88320), written from its definition: independent of zlib. */
+function crc32Ref(bytes: Uint8Array, crc = 0): number {
+  let c = ~crc;
+  for (const b of bytes) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+  }
+  return ~c >>> 0;
+}
+
+/** Version 2 checksum exactly as docs/flow-export-format.md states it: CRC-32 of header bytes 0-15, then the records. */
 function referenceChecksum(chunk: Uint8Array): number {
+  const count = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength).getUint32(8, true);
+  return crc32Ref(chunk.subarray(20, 20 + count * 36), crc32Ref(chunk.subarray(0, 16)));
+}
+
+/** Version 1 checksum exactly as docs/flow-export-format.md states it. */
+function referenceChecksumV1(chunk: Uint8Array): number {
   const dv = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   const count = dv.getUint32(8, true);
   let h = 0x811c9dc5;
@@ -80,7 +96,15 @@ function referenceChecksum(chunk: Uint8Array): number {
   return h >>> 0;
 }
 function resealChecksum(chunk: Uint8Array): void {
-  new DataView(chunk.buffer, chunk.byteOffset).setUint32(16, referenceChecksum(chunk), true);
+  const dv = new DataView(chunk.buffer, chunk.byteOffset);
+  dv.setUint32(16, dv.getUint16(4, true) === 1 ? referenceChecksumV1(chunk) : referenceChecksum(chunk), true);
+}
+/** The same chunk as a version-1 writer would have sent it. */
+function asVersion1(chunk: Uint8Array): Uint8Array {
+  const c = chunk.slice();
+  new DataView(c.buffer).setUint16(4, 1, true);
+  resealChecksum(c);
+  return c;
 }
 
 function validChunk(records = 3): Uint8Array {
@@ -91,9 +115,9 @@ function validChunk(records = 3): Uint8Array {
   return out;
 }
 
-describe('flow export layout (version 1, frozen)', () => {
+describe('flow export layout (version 2, frozen; version 1 read)', () => {
   it('constants', () => {
-    expect(FLOW_EXPORT_VERSION).toBe(1);
+    expect(FLOW_EXPORT_VERSION).toBe(2);
     expect(FLOW_RECORD_SIZE).toBe(36);
     expect(FLOW_EXPORT_HEADER_SIZE).toBe(20);
     expect(FLOW_EXPORT_MAGIC).toBe(0x574c4642);
@@ -111,7 +135,7 @@ describe('flow export layout (version 1, frozen)', () => {
     // prettier-ignore
     const expected = [
       0x42, 0x46, 0x4c, 0x57, // magic "BFLW"
-      0x01, 0x00,             // version 1
+      0x02, 0x00,             // version 2
       0x24, 0x00,             // record size 36
       0x01, 0x00, 0x00, 0x00, // 1 record
       0x00, 0x00, 0x00, 0x00, // flags
@@ -136,14 +160,30 @@ describe('flow export layout (version 1, frozen)', () => {
     });
     const ck = new DataView(out.buffer).getUint32(16, true);
     expect(ck).toBe(referenceChecksum(out));
-    expect(ck).toBe(0x9d787154); // frozen: the checksum algorithm is part of version 1
+    expect(ck).toBe(0x6e8ca6e5); // frozen: the checksum algorithm is part of version 2
+    expect(referenceChecksumV1(asVersion1(out))).toBe(0x9d787154); // version 1's, as frozen before
+  });
+
+  it('a version-1 chunk (an FD not yet upgraded) imports exactly like the version-2 one', () => {
+    const t = new FlowTable(64, { seed: 9 });
+    fill(t, 40, 3, 50_000);
+    const v2 = new Uint8Array(exportedSize(40));
+    exportFlows(t, 0, 40, v2, 0, 50_000);
+    const a = new FlowTable(64, { seed: 10 });
+    const b = new FlowTable(64, { seed: 11 });
+    expect(importFlows(a, v2, 0, v2.length, { nowMs: 60_000 })).toBe(40);
+    const v1 = asVersion1(v2);
+    expect(readExportHeader(v1).version).toBe(1);
+    expect(importFlows(b, v1, 0, v1.length, { nowMs: 60_000 })).toBe(40);
+    expect(snapshot(b)).toEqual(snapshot(a));
+    expect(snapshot(a)).toEqual(snapshot(t, 10_000));
   });
 
   it('an empty table exports a header with 0 records and nextSlot -1', () => {
     const t = new FlowTable(8, { seed: 2 });
     const out = new Uint8Array(100);
     expect(exportFlows(t, 0, 10, out, 7)).toEqual({ records: 0, nextSlot: -1, bytes: 20 });
-    expect(readExportHeader(out, 7, 20)).toMatchObject({ version: 1, recordCount: 0, totalBytes: 20 });
+    expect(readExportHeader(out, 7, 20)).toMatchObject({ version: 2, recordCount: 0, totalBytes: 20 });
     const t2 = new FlowTable(8, { seed: 3 });
     expect(importFlows(t2, out, 7, 20)).toBe(0);
     expect(t2.size).toBe(0);
@@ -292,8 +332,20 @@ describe('importing bad input', () => {
   const cases: Array<[string, () => Uint8Array, string]> = [
     ['wrong magic', () => patch((dv) => dv.setUint8(0, 0x41)), 'magic'],
     ['version 0', () => patch((dv) => dv.setUint16(4, 0, true)), 'version 0'],
-    ['version 2', () => patch((dv) => dv.setUint16(4, 2, true)), 'version 2'],
-    ['version 0xffff', () => patch((dv) => dv.setUint16(4, 0xffff, true)), 'understands version 1'],
+    ['version 3', () => patch((dv) => dv.setUint16(4, 3, true)), 'version 3'],
+    ['version 0xffff', () => patch((dv) => dv.setUint16(4, 0xffff, true)), 'understands versions 1 and 2'],
+    ['version 1 label on a version-2 checksum', () => patch((dv) => dv.setUint16(4, 1, true)), 'checksum'],
+    ['version 1, checksum field changed', () => {
+      const c = asVersion1(validChunk());
+      new DataView(c.buffer).setUint32(16, new DataView(c.buffer).getUint32(16, true) ^ 1, true);
+      return c;
+    }, 'checksum'],
+    ['version 1, unknown netAction (checksum resealed)', () => {
+      const c = asVersion1(validChunk());
+      c[20 + 16] = 0x03;
+      resealChecksum(c);
+      return c;
+    }, 'netAction'],
     ['record size 35', () => patch((dv) => dv.setUint16(6, 35, true)), 'record size'],
     ['record size 40', () => patch((dv) => dv.setUint16(6, 40, true)), 'record size'],
     ['unknown flags', () => patch((dv) => dv.setUint32(12, 1, true)), 'flags'],
@@ -365,6 +417,6 @@ describe('argument checks', () => {
 
   it('readExportHeader frames a chunk from its header alone', () => {
     const h = readExportHeader(c, 0, FLOW_EXPORT_HEADER_SIZE);
-    expect(h).toMatchObject({ version: 1, recordSize: 36, recordCount: 3, flags: 0, totalBytes: c.length });
+    expect(h).toMatchObject({ version: 2, recordSize: 36, recordCount: 3, flags: 0, totalBytes: c.length });
   });
 });

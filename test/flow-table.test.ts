@@ -455,3 +455,46 @@ describe('FlowTable hot path allocation', () => {
     expect((result?.statistics ?? []).map((s) => s.gcType)).toEqual([]);
   });
 });
+
+describe('FlowTable bulk ownership (migration)', () => {
+  function mixed(): { t: FlowTable; mine: number[]; mineReverse: number } {
+    const t = new FlowTable(500, { seed: 44 });
+    const rnd = mulberry32(8);
+    let mineReverse = 0;
+    for (let i = 0; i < 400; i++) {
+      const owner = i % 3 === 0 ? 7 : 9;
+      const flags = i % 5 === 0 ? FlowFlag.REVERSE | FlowFlag.CLOSING : 0;
+      if (owner === 7 && flags & FlowFlag.REVERSE) mineReverse++;
+      t.insert(rnd(), rnd(), rnd() & 0xffff, 80, 6, owner, NetAction.FORWARD, 0, 0, 0, flags, 0);
+    }
+    const mine: number[] = [];
+    for (let s = t.nextOccupied(0); s >= 0; s = t.nextOccupied(s + 1)) if (t.owner(s) === 7) mine.push(s);
+    return { t, mine, mineReverse };
+  }
+
+  it('slotsOwnedBy lists exactly the owner\'s slots in slot order and counts the reverse ones', () => {
+    const { t, mine, mineReverse } = mixed();
+    const out = new Int32Array(t.size);
+    const rev = new Int32Array(1);
+    const n = t.slotsOwnedBy(7, out, rev);
+    expect(Array.from(out.subarray(0, n))).toEqual(mine);
+    expect(rev[0]).toBe(mineReverse);
+    expect(t.slotsOwnedBy(12345, out)).toBe(0);
+    // A short output array stops the walk at its length.
+    expect(t.slotsOwnedBy(7, new Int32Array(5))).toBe(5);
+  });
+
+  it('setOwners gives each listed slot the owner its pick names, and touches nothing else', () => {
+    const { t, mine } = mixed();
+    const before = new Map<number, number>();
+    for (let s = t.nextOccupied(0); s >= 0; s = t.nextOccupied(s + 1)) before.set(s, t.owner(s));
+    const pick = Uint16Array.from(mine, (_, i) => i % 2);
+    t.setOwners(Int32Array.from(mine), pick, [21, 0xfffe]);
+    mine.forEach((s, i) => {
+      expect(t.owner(s)).toBe(i % 2 === 0 ? 21 : 0xfffe);
+      expect(t.proto(s)).toBe(6); // the rest of the meta word is kept
+    });
+    for (const [s, o] of before) if (!mine.includes(s)) expect(t.owner(s)).toBe(o);
+    expect(t.checkInvariants()).toBeNull();
+  });
+});

@@ -36,6 +36,8 @@ const SEED = 1;
 
 const FLOWS = 1_000_000; // table entries (500 k connections, each a forward and a reverse flow)
 const CHUNK = 32_768;
+/** Migration rounds; the best is reported (noise on this 2-core box only slows a round). */
+const ROUNDS = 3;
 
 async function tcpCopy(bytes: number, chunk: number): Promise<number> {
   let received = 0;
@@ -74,13 +76,16 @@ interface PeerProc {
 
 /** A peer FD in its own process (bench/migration-peer.ts), pre-filled with learned entries. */
 function startPeer(id: number, name: string, targetId: number): Promise<PeerProc> {
-  const prof = process.env.BATON_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BATON_BENCH_PROF] : [];
+  const prof = process.env.BATON_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BATON_BENCH_PROF] : process.env.GCT ? ['--trace-gc'] : [];
   const proc = spawn(process.execPath, [...prof, '--import', 'tsx', join(here, '..', 'migration-peer.ts'), JSON.stringify({ id, name, flows: FLOWS, seed: SEED, targetId })], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const lines = createInterface({ input: proc.stdout! });
   const waiters: ((l: string) => void)[] = [];
-  lines.on('line', (l) => waiters.shift()?.(l));
+  lines.on('line', (l) => {
+    if (/^(READY|STATS) /.test(l)) waiters.shift()?.(l);
+    else process.stderr.write(`[${name}] ${l}\n`); // e.g. --trace-gc output
+  });
   const next = () => new Promise<string>((r) => waiters.push(r));
   return next().then((l) => ({
     proc,
@@ -165,7 +170,7 @@ const migration: BenchCase = {
   title: '1 M-flow table migration vs a plain loopback TCP copy; redirect hops after a disengage by policy',
   async run(progress) {
     let best: Awaited<ReturnType<typeof migrateOnce>> | null = null;
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < ROUNDS; i++) {
       const m = await migrateOnce(progress);
       progress(`migration round ${i + 1}: ${m.ms.toFixed(0)} ms (copy ${m.copyMs.toFixed(0)} ms, broadcast ${m.broadcastMs.toFixed(0)} ms)`);
       if (!best || m.ms < best.ms) best = m;
