@@ -20,6 +20,7 @@ import type { ControlChannel } from '../shared/control/channel.js';
 import { uplinkOf } from '../shared/cluster/uplink.js';
 import { Role, MemberStatus, nodeInfo, body, type FlowStats, type ScopeUpdate, type EnvelopeObject, type Body } from '../shared/control/messages.js';
 import { MigrationClient } from '../migration-client/migration-client.js';
+import { warmUpMigrationPath } from '../migration-client/warm-up.js';
 import { handleMigrationChunk } from '../migration-client/migration-receiver.js';
 import { syncOwnershipTo } from '../migration-client/ownership-sync.js';
 import { failedReply } from '../migration-manager/manager.js';
@@ -122,6 +123,7 @@ export class FdNode {
       onScope: (u) => this.applyScope(u),
       onRequest: (env, from) => this.managerRequest(env, from),
     });
+    warmUpMigrationPath();
     if (opts.register !== false) await this.agent.start();
     this.log.info('fd started', { node: me.name, data: sock.address, control });
   }
