@@ -44,6 +44,8 @@ const MAX_IDLE_MS = 0x7fffffff;
 const MAX_NET_ACTION = NetAction.REDIRECT;
 
 const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+/** importFlows' aligned copy of an unaligned chunk; grows to the largest chunk seen. */
+let alignedScratch = new Uint8Array(0);
 
 export interface ExportResult {
   /** Records written in this chunk. */
@@ -286,10 +288,13 @@ export function importFlows(table: FlowTable, buf: Uint8Array, off: number, len:
   if (HOST_LE && (base & 3) === 0) {
     u32 = new Uint32Array(buf.buffer, base, words);
   } else if (HOST_LE) {
-    // Unaligned (a view into a received frame): one memcpy into an aligned copy.
-    const copy = new Uint8Array(count * FLOW_RECORD_SIZE);
-    copy.set(buf.subarray(off + FLOW_EXPORT_HEADER_SIZE, off + FLOW_EXPORT_HEADER_SIZE + copy.length));
-    u32 = new Uint32Array(copy.buffer, 0, words);
+    // Unaligned (a view into a received frame): one memcpy into an aligned
+    // scratch buffer, kept for the next chunk (a fresh megabyte per chunk
+    // costs its page faults again every time).
+    const bytes = count * FLOW_RECORD_SIZE;
+    if (alignedScratch.length < bytes) alignedScratch = new Uint8Array(bytes);
+    alignedScratch.set(buf.subarray(off + FLOW_EXPORT_HEADER_SIZE, off + FLOW_EXPORT_HEADER_SIZE + bytes));
+    u32 = new Uint32Array(alignedScratch.buffer, 0, words);
   } else {
     u32 = new Uint32Array(words);
     const dv = new DataView(buf.buffer, base, count * FLOW_RECORD_SIZE);
