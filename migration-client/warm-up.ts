@@ -1,9 +1,9 @@
 /**
  * JIT warm-up of the migration path. A migration is rare, so in a running FD
  * the export, the control codec and the import are still unoptimised when
- * the first one comes: the bench saw the first 2048-record chunk take 16-30
- * ms to be acknowledged, most of it in interpreted code, while the
- * inheritor is what bounds the whole copy. An FD therefore runs the same
+ * the first one comes (with temporary timing prints, the first 2048-record
+ * chunk of a bench migration took 16-30 ms to be acknowledged), and the
+ * inheritor's import is what bounds the whole copy. An FD therefore runs the same
  * functions — exportFlowSlots, a migrationChunk envelope encoded and decoded,
  * importFlows through its aligned and unaligned paths — over scratch tables
  * at start-up (a few milliseconds, once). Nothing here touches the FD's own

@@ -11,6 +11,13 @@
  * 2. Steady-state redirect hops per client packet after a disengage, for
  *    least-flows and hash-aligned inheritors (in-memory cluster, virtual
  *    time, deterministic).
+ *
+ * Each round prints its phases: copy and broadcast as the migration client
+ * reports them, "other" = the rest of the client's run (owned-slot snapshot,
+ * inheritor choice, switch, purge, drain). Diagnostics for the peer FD
+ * processes: BATON_BENCH_PROF=<dir> writes their CPU profiles,
+ * BATON_BENCH_TRACE_GC=1 prints their GCs (lines other than the peer protocol
+ * go to stderr, prefixed with the peer's name).
  */
 import net from 'node:net';
 import { parseConfig } from '../../shared/config/config.js';
@@ -76,7 +83,7 @@ interface PeerProc {
 
 /** A peer FD in its own process (bench/migration-peer.ts), pre-filled with learned entries. */
 function startPeer(id: number, name: string, targetId: number): Promise<PeerProc> {
-  const prof = process.env.BATON_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BATON_BENCH_PROF] : process.env.GCT ? ['--trace-gc'] : [];
+  const prof = process.env.BATON_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BATON_BENCH_PROF] : process.env.BATON_BENCH_TRACE_GC ? ['--trace-gc'] : [];
   const proc = spawn(process.execPath, [...prof, '--import', 'tsx', join(here, '..', 'migration-peer.ts'), JSON.stringify({ id, name, flows: FLOWS, seed: SEED, targetId })], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
@@ -98,7 +105,7 @@ function startPeer(id: number, name: string, targetId: number): Promise<PeerProc
   }));
 }
 
-async function migrateOnce(progress: (m: string) => void): Promise<{ ms: number; copyMs: number; broadcastMs: number; bytes: number; entries: number }> {
+async function migrateOnce(progress: (m: string) => void): Promise<{ ms: number; copyMs: number; broadcastMs: number; otherMs: number; bytes: number; entries: number }> {
   const cfg = parseConfig({ fds: [{ id: 11, name: 'fd-1' }], flowTable: { maxFlows: FLOWS + 16_384 }, log: { level: 'error' } });
   const io = { scheduler: new RealScheduler(), datagrams: new UdpNet(), messages: new TcpNet() };
   const target = new FdNode(cfg, cfg.fds[0]!, io, { host: '127.0.0.1', port: 1 });
@@ -132,7 +139,7 @@ async function migrateOnce(progress: (m: string) => void): Promise<{ ms: number;
     if (hs.owned !== entries || target.table.size !== 0) throw new Error(`migration incomplete: inheritor owns ${hs.owned} of ${entries}, target keeps ${target.table.size}`);
     if ((ps as unknown as { byOwner: Record<string, number> }).byOwner['11']) throw new Error('the peer still names the target as an owner');
     const bytes = Math.ceil(entries / CHUNK) * exportedSize(0) + entries * (exportedSize(1) - exportedSize(0));
-    return { ms, copyMs: r.copyMs, broadcastMs: r.broadcastMs, bytes, entries };
+    return { ms, copyMs: r.copyMs, broadcastMs: r.broadcastMs, otherMs: r.durationMs - r.copyMs - r.broadcastMs, bytes, entries };
   } finally {
     await target.stop();
     for (const p of [heir, peer]) p.proc.stdin!.end();
@@ -172,7 +179,7 @@ const migration: BenchCase = {
     let best: Awaited<ReturnType<typeof migrateOnce>> | null = null;
     for (let i = 0; i < ROUNDS; i++) {
       const m = await migrateOnce(progress);
-      progress(`migration round ${i + 1}: ${m.ms.toFixed(0)} ms (copy ${m.copyMs.toFixed(0)} ms, broadcast ${m.broadcastMs.toFixed(0)} ms)`);
+      progress(`migration round ${i + 1}: ${m.ms.toFixed(0)} ms (copy ${m.copyMs.toFixed(0)} ms, broadcast ${m.broadcastMs.toFixed(0)} ms, other ${m.otherMs.toFixed(0)} ms)`);
       if (!best || m.ms < best.ms) best = m;
     }
     const b = best!;
@@ -183,7 +190,7 @@ const migration: BenchCase = {
     const aligned = await redirectHops('hash-aligned');
     progress(`redirect hops per client packet after the disengage: least-flows ${least.toFixed(3)}, hash-aligned ${aligned.toFixed(3)}`);
     const out: BenchResult[] = [
-      timeResult(`migrate ${b.entries} entries (copy+acks, switch, broadcast+acks, purge, drain)`, b.ms, copyBest, 'plain loopback TCP copy of the same bytes', `copy ${b.copyMs.toFixed(0)} ms, broadcast ${b.broadcastMs.toFixed(0)} ms; 3 FD processes on 2 cores`),
+      timeResult(`migrate ${b.entries} entries (copy+acks, switch, broadcast+acks, purge, drain)`, b.ms, copyBest, 'plain loopback TCP copy of the same bytes', `copy ${b.copyMs.toFixed(0)} ms, broadcast ${b.broadcastMs.toFixed(0)} ms, other ${b.otherMs.toFixed(0)} ms; 3 FD processes on 2 cores`),
       rateResult('migration rate', (b.entries / b.ms) * 1000, 'entries/s', (b.entries / copyBest) * 1000, 'TCP copy, entries/s equivalent'),
       { name: 'redirect hops per client packet after disengage, least-flows', value: least, unit: 'hops/pkt' },
       { name: 'redirect hops per client packet after disengage, hash-aligned', value: aligned, unit: 'hops/pkt', note: 'the inheritor is where the shrunken scope sends each flow' },
