@@ -13,6 +13,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     globalSetup: ['test/setup/kernel.ts'],
+    // gc() for the allocation tests (test/helpers/alloc.ts).
+    execArgv: ['--expose-gc'],
     projects: [
       { extends: true, test: { name: 'unit', include: ['test/**/*.test.ts'], exclude: SYSTEM, maxWorkers: 2 } },
       { extends: true, test: { name: 'system', include: SYSTEM, maxWorkers: 1, fileParallelism: false } },

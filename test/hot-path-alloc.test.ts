@@ -10,8 +10,7 @@
  *     lands on the heap during the run, more so when other tests load the CPU.)
  */
 import { it, expect } from 'vitest';
-import v8 from 'node:v8';
-import vm from 'node:vm';
+import { measureAllocation } from './helpers/alloc.js';
 import { FlowHandler, Verdict } from '../distributor/flow-handler.js';
 import { FlowTable } from '../distributor/flow-table.js';
 import { HashRewritePolicy } from '../distributor/service-policy.js';
@@ -57,20 +56,8 @@ it('1 M packets through the flow handler allocate nothing', () => {
     return forwarded;
   };
 
-  run(200_000); // warm-up: JIT, inline caches, feedback vectors
-
-  // v8.GCProfiler records every GC (minor ones included) synchronously.
-  // Start from an empty young generation so no leftover garbage from setup
-  // can trigger a collection during the measured run.
-  v8.setFlagsFromString('--expose-gc');
-  (vm.runInNewContext('gc') as () => void)();
-  run(20_000); // a full GC may drop compiled code; re-warm before measuring
-  const profiler = new v8.GCProfiler();
-  const before = process.memoryUsage().heapUsed;
-  profiler.start();
-  const forwarded = run(PACKETS);
-  const gcs = profiler.stop().statistics.length;
-  const growth = process.memoryUsage().heapUsed - before;
+  // Warm-up 200 k, full GC, re-warm, then the measured run (helpers/alloc.ts).
+  const { gcs, growth, result: forwarded } = measureAllocation(run, PACKETS, 200_000);
 
   console.log(`hot path: ${PACKETS} packets, heap growth ${growth} B, GCs during run ${gcs}`);
   expect(forwarded).toBeGreaterThan(PACKETS * 0.9);

@@ -7,8 +7,7 @@
  * events, Node's receive buffers) are outside this test.
  */
 import { it, expect } from 'vitest';
-import v8 from 'node:v8';
-import vm from 'node:vm';
+import { measureAllocation, type AllocResult } from './helpers/alloc.js';
 import { ServiceNode, SN } from '../service-node/service-node.js';
 import { MemoryNetwork } from '../shared/io/datagram.js';
 import { VirtualScheduler } from '../shared/runtime/scheduler.js';
@@ -20,18 +19,7 @@ import { payloadOffset, writeClientPacket, writeDataPayload, latencyUs, readU32B
 
 const N = 1_000_000;
 
-function measure(run: (n: number) => number): { gcs: number; growth: number; result: number } {
-  run(100_000); // warm-up
-  v8.setFlagsFromString('--expose-gc');
-  (vm.runInNewContext('gc') as () => void)();
-  run(20_000); // re-warm after the full GC
-  const profiler = new v8.GCProfiler();
-  const before = process.memoryUsage().heapUsed;
-  profiler.start();
-  const result = run(N);
-  const gcs = profiler.stop().statistics.length;
-  return { gcs, growth: process.memoryUsage().heapUsed - before, result };
-}
+const measure = (run: (n: number) => number): AllocResult => measureAllocation(run, N);
 
 it('ServiceNode.process: 1 M frames (batches of 8) allocate nothing', () => {
   const sched = new VirtualScheduler();
