@@ -117,8 +117,6 @@ export const W_SEEN = SEEN;
 
 /** 2^-32: maps a uint32 hash onto [0, slots) by multiplication. */
 const INV_2_32 = 2.3283064365386963e-10;
-/** Records putRecords hashes and touches ahead of inserting them. */
-const PUT_GROUP = 16;
 
 export interface FlowTableOptions {
   /** Occupancy at maxFlows, in (0, 0.95]; default 0.8. */
@@ -319,57 +317,35 @@ export class FlowTable {
    * stored: less than `count` only when the table filled up. Validation is
    * the caller's (importFlows checks the chunk first).
    *
-   * Records go in groups of PUT_GROUP: a touch pass hashes the group's keys
-   * and loads their home slots, so that their cache misses overlap, then the
-   * inserts reuse the hashes. A single-process micro-benchmark showed no gain
-   * from the touch pass, but the migration bench (the inheritor importing
-   * while two other FD processes share the 2 cores and the memory bus) ran
-   * 373-388 ms without it and 286-346 ms with it.
+   * One plain pass. An earlier version first hashed and touched the home
+   * slots of each group of 16 records so their cache misses would overlap;
+   * once the table's fields were typed (see the class) that pass made an
+   * import of 1 M records in 32 k-record chunks take 91 ms instead of 48
+   * (a throwaway A/B in one process, best of 9).
    */
   putRecords(src: Uint32Array, count: number, owner: number, nowMs: number): number {
     const W = this.w32;
-    const H = this.hints;
     const S = new Int32Array(src.buffer, src.byteOffset, count * STRIDE);
     const seed = this.hashSeed;
-    const scale = this.homeScale;
     const now = nowMs | 0;
     const ownerBits = (owner & 0xffff) << 16;
     const setOwner = owner >= 0;
-    const hs = this.putHashes;
-    let sink = 0;
     this.clock[0] = nowMs;
-    for (let g0 = 0; g0 < count; g0 += PUT_GROUP) {
-      const end = g0 + PUT_GROUP < count ? g0 + PUT_GROUP : count;
-      for (let r = g0; r < end; r++) {
-        const q = r * STRIDE;
-        const h = flowHash(seed, S[q]!, S[q + 1]!, S[q + 2]!, S[q + 3]! & 0xff);
-        hs[r - g0] = h;
-        const home = ((h >>> 0) * scale) | 0;
-        sink = (sink + H[home]! + W[home * STRIDE]!) | 0;
-      }
-      for (let r = g0; r < end; r++) {
-        const q = r * STRIDE;
-        const meta = S[q + 3]!;
-        const i = this.claim(hs[r - g0]!, S[q]!, S[q + 1]!, S[q + 2]!, meta & 0xff);
-        if (i < 0) {
-          this.touchSink = sink;
-          return r;
-        }
-        const o = i * STRIDE;
-        W[o + META] = setOwner ? (meta & 0xffff) | ownerBits : meta;
-        W[o + ACT] = S[q + 4]!;
-        W[o + RWIP] = S[q + 5]!;
-        W[o + PKTS] = S[q + 6]!;
-        W[o + BYTES] = S[q + 7]!;
-        W[o + SEEN] = (now - S[q + 8]!) | 0;
-      }
+    for (let r = 0; r < count; r++) {
+      const q = r * STRIDE;
+      const meta = S[q + 3]!;
+      const i = this.claim(flowHash(seed, S[q]!, S[q + 1]!, S[q + 2]!, meta & 0xff), S[q]!, S[q + 1]!, S[q + 2]!, meta & 0xff);
+      if (i < 0) return r;
+      const o = i * STRIDE;
+      W[o + META] = setOwner ? (meta & 0xffff) | ownerBits : meta;
+      W[o + ACT] = S[q + 4]!;
+      W[o + RWIP] = S[q + 5]!;
+      W[o + PKTS] = S[q + 6]!;
+      W[o + BYTES] = S[q + 7]!;
+      W[o + SEEN] = (now - S[q + 8]!) | 0;
     }
-    this.touchSink = sink;
     return count;
   }
-  private readonly putHashes = new Int32Array(PUT_GROUP);
-  /** Keeps putRecords' touch pass observable (not optimised away). */
-  touchSink = 0;
 
   /**
    * Slot of the key (hash h, int32 key words), claimed for it (key written,
