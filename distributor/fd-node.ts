@@ -58,7 +58,7 @@ export class FdNode {
     private readonly manager: Address | Address[],
   ) {
     this.log = getLogger('fd-node');
-    this.table = new FlowTable(cfg.flowTable.maxFlows);
+    this.table = new FlowTable(cfg.flowTable.maxFlows, { seed: cfg.flowTable.seed });
     this.policy = new HashRewritePolicy([], 0, cfg.hash.seed ^ 0x9e3779b9);
     const vip = ipv4ToInt(cfg.cluster.vip);
     this.policy.setServices(cfg.cluster.services.map((s) => ({ ip: vip, port: s.port, proto: s.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP })));

@@ -23,6 +23,8 @@ describe('in-memory cluster', () => {
     expect(c.hashTier.engine.scope!.members).toEqual(['fd-1', 'fd-2', 'fd-3']);
     expect(reg.all().map((m) => m.info.name)).toEqual(['fd-1', 'fd-2', 'fd-3', 'svc-1', 'svc-2', 'svc-3', 'svc-4']);
     for (const f of c.fds) expect(f.policy.backendCount).toBe(4);
+    // One flow-table seed for every FD (slot-order migration imports).
+    for (const f of c.fds) expect(f.table.seed).toBe(c.cfg.flowTable.seed);
   });
 
   for (const replyByOwnerHint of [true, false]) {

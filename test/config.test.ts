@@ -41,6 +41,21 @@ describe('config', () => {
     expect(message(raw)).toMatch(re);
   });
 
+  it('flowTable.seed: as given, else a random uint32 fixed at parse (one parsed config, one seed for every FD)', () => {
+    expect(parseConfig({ flowTable: { seed: 0xdeadbeef } }).flowTable.seed).toBe(0xdeadbeef);
+    const seeds = new Set<number>();
+    for (let i = 0; i < 8; i++) {
+      const seed = parseConfig({}).flowTable.seed;
+      expect(Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff).toBe(true);
+      seeds.add(seed);
+    }
+    expect(seeds.size).toBeGreaterThan(1); // 8 equal draws of 2^32: 2^-224
+    const cfg = parseConfig({});
+    expect(parseConfig(JSON.parse(JSON.stringify(cfg))).flowTable.seed).toBe(cfg.flowTable.seed); // as the launcher hands it on
+    expect(message({ flowTable: { seed: -1 } })).toMatch(/flowTable\.seed/);
+    expect(message({ flowTable: { seed: 2 ** 32 } })).toMatch(/flowTable\.seed/);
+  });
+
   it('reads JSON and YAML files and names the file in errors', () => {
     const dir = mkdtempSync(join(tmpdir(), 'baton-cfg-'));
     writeFileSync(join(dir, 'a.yaml'), 'fds:\n  - { id: 11, name: fd-a }\nflowTable: { maxFlows: 1024 }\n');
