@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import v8 from 'node:v8';
-import vm from 'node:vm';
+import { exposeGc } from './helpers/alloc.js';
 import { FlowTable, NetAction, FlowFlag, OWNER_NONE, MAX_FLOWS_LIMIT, SLOT_WORDS, flowHash } from '../distributor/flow-table.js';
 import { ErrorCode, isBatonError } from '../shared/errors.js';
 import { mulberry32 } from '../bench/lib.js';
@@ -422,8 +422,7 @@ describe('FlowTable hot path allocation', () => {
   // the CALLER. (The young generation here starts at 1 MiB, so even that
   // would show up as dozens of scavenges.)
   it('find/insert/touch/remove/expireStep allocate nothing (no GC during 1 M iterations)', () => {
-    v8.setFlagsFromString('--expose-gc');
-    const gc = vm.runInNewContext('gc') as () => void;
+    const gc = exposeGc();
     const n = 50_000;
     const t = new FlowTable(n, { seed: 13 });
     const rnd = mulberry32(13);
