@@ -46,7 +46,7 @@ export function disengageRequest(target: string, o: { policy?: string; inheritor
     timeoutMs: o.timeoutMs ?? 30_000,
     migrationId: 0,
     peers: [],
-    nextScope: { version: 0, members: [], tableSize: 0, hashSeed: 0 },
+    nextScope: { version: 0, members: [], tableSize: 0, hashSeed: 0, anchor: [] },
     chunkRecords: o.chunkRecords ?? 0,
     randomSeed: 0,
   });

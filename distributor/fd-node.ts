@@ -165,7 +165,7 @@ export class FdNode {
       // changes, e.g. when a peer fails, so no packet is sent to a dead FD.
       const next = u.members.filter((m) => m.node.role === Role.FD && m.inScope && m.node.id !== this.me.id);
       if (next.length > 0) {
-        const { scope, ids } = scopeWithIds(u.version, next.map((m) => m.node), u.tableSize, u.hashSeed);
+        const { scope, ids } = scopeWithIds(u.version, next.map((m) => m.node), u.tableSize, u.hashSeed, u.anchor);
         this.handler.setLeaving(scope, ids, u.hashSeed);
       }
     }

@@ -56,6 +56,7 @@ export class HashTierNode {
       engine: this.engine,
       tableSize: cfg.hash.tableSize,
       hashSeed: cfg.hash.seed,
+      rebalanceAbovePct: cfg.hash.rebalanceAbovePct,
       heartbeatMs: cfg.control.heartbeatMs,
       deadAfterMs: cfg.control.deadAfterMs,
       operationTimeoutMs: cfg.operations.timeoutMs,

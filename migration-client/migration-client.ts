@@ -148,7 +148,7 @@ export class MigrationClient {
     try {
       // 1. Leaving mode.
       const plan = req.nextScope;
-      const { scope, ids } = scopeWithIds(plan.version, plan.members, plan.tableSize, plan.hashSeed);
+      const { scope, ids } = scopeWithIds(plan.version, plan.members, plan.tableSize, plan.hashSeed, plan.anchor);
       h.setLeaving(scope, ids, plan.hashSeed);
       h.frozen = true;
 

@@ -30,6 +30,7 @@ export const MGR = defineCounters([
   'heartbeats_unknown',
   'members_failed',
   'scope_updates',
+  'scope_rebalances',
   'status_requests',
   'unexpected_messages',
   'disengages_started',
@@ -50,6 +51,8 @@ export interface ManagerOptions {
   engine: ForwardingEngine;
   tableSize: number;
   hashSeed: number;
+  /** Config hash.rebalanceAbovePct (shared/scope/scope-plan.ts); default DEFAULT_REBALANCE_ABOVE_PCT. */
+  rebalanceAbovePct?: number;
   heartbeatMs: number;
   deadAfterMs: number;
   selfStats: () => FlowStats;
@@ -88,8 +91,14 @@ export class Manager {
   private commitRetry: Timer | null = null;
 
   constructor(private readonly o: ManagerOptions) {
-    this.registry = new Registry(o.self, o.tableSize, o.hashSeed);
     this.log = o.logger ?? getLogger('manager');
+    this.registry = new Registry(o.self, o.tableSize, o.hashSeed, {
+      rebalanceAbovePct: o.rebalanceAbovePct,
+      onRebalance: (deviation, version) => {
+        this.counters.inc(MGR.scope_rebalances);
+        this.log.info('hash scope rebalanced: anchor reset to the in-scope FDs', { version, anchoredDeviationPct: Math.round(deviation * 1e4) / 100 });
+      },
+    });
     this.ops = new Operations({
       registry: this.registry,
       scheduler: o.scheduler,

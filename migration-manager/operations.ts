@@ -112,7 +112,10 @@ export class Operations {
     const d = this.d;
     const timeoutMs = o.timeoutMs ?? d.defaultTimeoutMs;
     const peers = this.activePeers(rec);
-    const next = d.registry.scopeMembers().filter((n) => n !== rec.info.name).sort();
+    // The scope once the target is out, planned as the registry will build it
+    // (same anchor, same rebalance rule), so hash-aligned inheritors match it.
+    const plan = d.registry.planWithout(rec.info.name);
+    const next = plan ? plan.scope.members : [];
     const req: DisengageRequest = {
       target: rec.info.name,
       targetId: rec.info.id,
@@ -127,6 +130,7 @@ export class Operations {
         members: next.map((n) => ({ name: n, id: d.registry.byName(n)!.info.id })),
         tableSize: d.registry.tableSize,
         hashSeed: d.registry.hashSeed,
+        anchor: plan ? [...plan.anchor] : [],
       },
       chunkRecords: o.chunkRecords ?? 0,
       randomSeed: migrationId,

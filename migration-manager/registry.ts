@@ -5,7 +5,8 @@
  */
 import { StatusMachine, inScope, statusName, statusByName } from '../shared/membership/status.js';
 import { MemberStatus, Role, emptyFlowStats, type FlowStats, type NodeInfo, type ScopeUpdate, type NodeStatus } from '../shared/control/messages.js';
-import { HashScope } from '../shared/scope/hash-scope.js';
+import type { HashScope } from '../shared/scope/hash-scope.js';
+import { DEFAULT_REBALANCE_ABOVE_PCT, planScope, type PlannedScope } from '../shared/scope/scope-plan.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
 import type { ScopeRecord, ScopeNode, MemberRole, MemberStatusName } from '../shared/store/store.js';
 
@@ -23,10 +24,20 @@ export interface MemberRecord {
   connected: boolean;
 }
 
+export interface RegistryOptions {
+  /** Reset the scope's anchor when a member's share would be more than this % off the mean (config hash.rebalanceAbovePct). */
+  rebalanceAbovePct?: number;
+  /** Called (off the hot path) when a rebuild reset the anchor; `deviation` is the anchored table's worst share deviation. */
+  onRebalance?: (deviation: number, version: number) => void;
+}
+
 export class Registry {
   private readonly members = new Map<number, MemberRecord>();
   private version = 0;
   private scope: HashScope | null = null;
+  /** The FDs the hash scope is anchored on (docs/hashing.md, "Anchored tables"); sorted. */
+  private anchor: readonly string[] = [];
+  private readonly rebalanceAbovePct: number;
   /** The other hash tiers (aggregation B, ...), listed in scope updates so members can pick their uplink. */
   private tiers: NodeInfo[] = [];
 
@@ -34,7 +45,10 @@ export class Registry {
     readonly self: NodeInfo,
     readonly tableSize: number,
     readonly hashSeed: number,
-  ) {}
+    private readonly opts: RegistryOptions = {},
+  ) {
+    this.rebalanceAbovePct = opts.rebalanceAbovePct ?? DEFAULT_REBALANCE_ABOVE_PCT;
+  }
 
   get scopeVersion(): number {
     return this.version;
@@ -152,6 +166,23 @@ export class Registry {
     this.rebuild();
   }
 
+  /** The FDs the current scope is anchored on (a superset of scopeMembers()). */
+  scopeAnchor(): readonly string[] {
+    return this.anchor;
+  }
+
+  /**
+   * The scope the cluster will have once `leaving` is out (what a disengage
+   * announces in advance): planned exactly as the rebuild after the
+   * DISENGAGED transition will plan it, if nothing else changes meanwhile.
+   * Null if no FD would be left.
+   */
+  planWithout(leaving: string): PlannedScope | null {
+    const next = this.scopeMembers().filter((n) => n !== leaving);
+    if (next.length === 0) return null;
+    return planScope(this.version + 1, this.anchor, next, this.tableSize, this.hashSeed, this.rebalanceAbovePct);
+  }
+
   /** FDs in the hash scope, by name. */
   scopeMembers(): string[] {
     return this.all()
@@ -173,7 +204,7 @@ export class Registry {
       status: statusName(m.machine.status) as MemberStatusName, // a machine only holds the five store statuses
       dataAddr: m.info.dataAddr,
     }));
-    return { version: this.version, members: this.scopeMembers(), tableSize: this.tableSize, hashSeed: this.hashSeed, nodes };
+    return { version: this.version, members: this.scopeMembers(), anchor: [...this.anchor], tableSize: this.tableSize, hashSeed: this.hashSeed, nodes };
   }
 
   /**
@@ -200,13 +231,23 @@ export class Registry {
       } else m.machine.adopt(statusByName(n.status)!, `cluster state v${rec.version}`, now);
     }
     this.version = rec.version - 1;
-    this.rebuild(); // version = the record's, scope from the adopted statuses
+    // The leader's anchor (a record from before anchors existed: its members).
+    this.anchor = [...(rec.anchor ?? rec.members)].sort();
+    this.rebuild(); // version = the record's, scope from the adopted statuses and anchor
   }
 
   private rebuild(): void {
     this.version++;
     const names = this.scopeMembers();
-    this.scope = names.length ? HashScope.build(this.version, names, this.tableSize, this.hashSeed) : null;
+    if (names.length === 0) {
+      // Nothing to hash over; the anchor is kept for when FDs come back.
+      this.scope = null;
+      return;
+    }
+    const p = planScope(this.version, this.anchor, names, this.tableSize, this.hashSeed, this.rebalanceAbovePct);
+    this.scope = p.scope;
+    this.anchor = p.anchor;
+    if (p.rebalanced) this.opts.onRebalance?.(p.anchoredDeviation, this.version);
   }
 
   scopeUpdate(): ScopeUpdate {
@@ -218,7 +259,7 @@ export class Registry {
     }));
     for (const t of this.tiers) members.unshift({ node: t, status: MemberStatus.ACTIVE, inScope: false, stats: emptyFlowStats() });
     members.unshift({ node: this.self, status: MemberStatus.ACTIVE, inScope: false, stats: emptyFlowStats() });
-    return { version: this.version, members, tableSize: this.tableSize, hashSeed: this.hashSeed };
+    return { version: this.version, members, tableSize: this.tableSize, hashSeed: this.hashSeed, anchor: [...this.anchor] };
   }
 
   status(now: number, selfStats: FlowStats, selfCounters: Record<string, number>): NodeStatus[] {

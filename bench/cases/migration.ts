@@ -139,7 +139,7 @@ async function migrateOnce(progress: (m: string) => void, sharedSeed: boolean): 
     const r = await target.migration.disengage({
       target: 'fd-1', targetId: 11, policy: 'least-flows', inheritor: '', backup: '', timeoutMs: 60_000, migrationId: 1,
       peers: [member(12, 'fd-2', heir.control, 0), member(13, 'fd-3', peer.control, 1e9)],
-      nextScope: { version: 2, members: [{ id: 12, name: 'fd-2' }, { id: 13, name: 'fd-3' }], tableSize: cfg.hash.tableSize, hashSeed: cfg.hash.seed },
+      nextScope: { version: 2, members: [{ id: 12, name: 'fd-2' }, { id: 13, name: 'fd-3' }], tableSize: cfg.hash.tableSize, hashSeed: cfg.hash.seed, anchor: ['fd-1', 'fd-2', 'fd-3'] },
       chunkRecords: CHUNK, randomSeed: 1,
     });
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;

@@ -11,6 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import { BatonError, ErrorCode } from '../errors.js';
 import { ipv4ToInt } from '../packet/meta.js';
 import { isPrime } from '../scope/maglev.js';
+import { DEFAULT_REBALANCE_ABOVE_PCT } from '../scope/scope-plan.js';
 import { parseStoreUrl } from '../store/store.js';
 
 const ipv4 = z.string().refine((s) => {
@@ -90,6 +91,13 @@ export const ConfigSchema = z
         seed: z.number().int().min(0).max(0xffffffff).default(0x5eed),
         tableSize: z.number().int().min(3).max(1_000_003).refine(isPrime, 'must be a prime number').default(65537),
         symmetric: z.boolean().default(false),
+        /**
+         * The hash scope keeps the FDs that left in its anchor, so a removal moves
+         * only the leaver's buckets; once a member's share would be more than this
+         * percentage off the mean, the anchor is reset (docs/hashing.md). 0: always
+         * a plain Maglev table of the in-scope FDs.
+         */
+        rebalanceAbovePct: z.number().min(0).max(100).default(DEFAULT_REBALANCE_ABOVE_PCT),
         /** The hash tier sends a service node's reply to the FD its owner hint names (saves a redirect hop). */
         replyByOwnerHint: z.boolean().default(true),
       })

@@ -118,6 +118,8 @@ export interface ScopeUpdate {
   members: Member[];
   tableSize: number;
   hashSeed: number;
+  /** FDs the table is anchored on (sorted, a superset of the in-scope FDs); empty = the in-scope FDs. */
+  anchor: string[];
 }
 
 export interface OwnershipBatch {
@@ -159,6 +161,8 @@ export interface ScopePlan {
   members: NodeRef[];
   tableSize: number;
   hashSeed: number;
+  /** FDs the table is anchored on (sorted); empty = the members. */
+  anchor: string[];
 }
 
 export interface DisengageRequest {

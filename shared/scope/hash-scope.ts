@@ -5,19 +5,27 @@
  * ScopeHolder is the one mutable cell the hot path reads, swapped whole.
  */
 import { BatonError, ErrorCode } from '../errors.js';
-import { MAGLEV_DEFAULT_SIZE, buildMaglevTable } from './maglev.js';
+import { MAGLEV_DEFAULT_SIZE, checkMaglevArgs } from './maglev.js';
+import { buildAnchoredTable } from './anchored.js';
 
 export class HashScope {
   readonly version: number;
   /** Sorted (plain code-unit order), unique, frozen. */
   readonly members: readonly string[];
+  /**
+   * The anchor the table was built on (docs/hashing.md, "Anchored tables"):
+   * sorted, unique, frozen, a superset of `members`. Equal to `members` for a
+   * plain Maglev table.
+   */
+  readonly anchor: readonly string[];
   /** table[bucket] = index into members. Treat as read-only. */
   readonly table: Uint16Array;
   readonly size: number;
 
-  private constructor(version: number, members: readonly string[], table: Uint16Array) {
+  private constructor(version: number, members: readonly string[], anchor: readonly string[], table: Uint16Array) {
     this.version = version;
     this.members = members;
+    this.anchor = anchor;
     this.table = table;
     this.size = table.length;
   }
@@ -26,13 +34,18 @@ export class HashScope {
    * Builds a snapshot. Members are deduplicated and sorted with the default
    * Array.prototype.sort (UTF-16 code-unit order, locale-independent), so
    * every node given the same set -- in any order, with repeats -- builds a
-   * byte-identical table. Throws BatonError (EMPTY_SCOPE, BAD_ARGUMENT).
+   * byte-identical table. `anchor` (default: the members) names the FDs the
+   * table is anchored on; the members are added to it. Anchor members that
+   * are not members own no bucket: their Maglev buckets go to members by a
+   * fixed preference list (shared/scope/anchored.ts). Throws BatonError
+   * (EMPTY_SCOPE, BAD_ARGUMENT).
    */
   static build(
     version: number,
     members: Iterable<string>,
     size: number = MAGLEV_DEFAULT_SIZE,
     seed = 0,
+    anchor: Iterable<string> = [],
   ): HashScope {
     if (!Number.isSafeInteger(version) || version < 0) {
       throw new BatonError(
@@ -42,7 +55,33 @@ export class HashScope {
       );
     }
     const sorted = Object.freeze([...new Set(members)].sort());
-    return new HashScope(version, sorted, buildMaglevTable(sorted, size, seed));
+    checkMaglevArgs(sorted, size, seed);
+    const inScope = new Set(sorted);
+    const all = new Set(sorted);
+    for (const a of anchor) all.add(a);
+    const anchorSorted = all.size === sorted.length ? sorted : Object.freeze([...all].sort());
+    const flags = Uint8Array.from(anchorSorted, (a) => (inScope.has(a) ? 1 : 0));
+    const table = buildAnchoredTable(anchorSorted, flags, size, seed);
+    if (anchorSorted !== sorted) {
+      // Anchor index -> member index (both lists are sorted).
+      const toMember = new Uint16Array(anchorSorted.length);
+      for (let i = 0, j = 0; i < anchorSorted.length; i++) if (flags[i]) toMember[i] = j++;
+      for (let b = 0; b < table.length; b++) table[b] = toMember[table[b]!]!;
+    }
+    return new HashScope(version, sorted, anchorSorted, table);
+  }
+
+  /**
+   * How far the most-loaded or least-loaded member's bucket count is from
+   * the mean, as a fraction of the mean (0.01 = 1%). O(M); off the hot path.
+   */
+  maxShareDeviation(): number {
+    const counts = new Float64Array(this.members.length);
+    for (let b = 0; b < this.size; b++) counts[this.table[b]!]!++;
+    const mean = this.size / this.members.length;
+    let worst = 0;
+    for (const c of counts) worst = Math.max(worst, Math.abs(c - mean) / mean);
+    return worst;
   }
 
   /** Member index owning a 32-bit hash. Hot path: one % and one load. */
@@ -122,8 +161,14 @@ export class ScopeHolder {
  * A scope over named members together with each member's node id, in the
  * scope's (sorted) member order: `ids[scope.pick(hash)]` is the chosen node.
  */
-export function scopeWithIds(version: number, members: readonly { name: string; id: number }[], size: number, seed: number): { scope: HashScope; ids: Uint16Array } {
-  const scope = HashScope.build(version, members.map((m) => m.name), size, seed);
+export function scopeWithIds(
+  version: number,
+  members: readonly { name: string; id: number }[],
+  size: number,
+  seed: number,
+  anchor: Iterable<string> = [],
+): { scope: HashScope; ids: Uint16Array } {
+  const scope = HashScope.build(version, members.map((m) => m.name), size, seed, anchor);
   const idOf = new Map(members.map((m) => [m.name, m.id]));
   return { scope, ids: Uint16Array.from(scope.members, (n) => idOf.get(n)!) };
 }

@@ -175,6 +175,7 @@ export class MemoryBackend {
 
 function copyScope(s: ScopeRecord): ScopeRecord {
   const c: ScopeRecord = { version: s.version, members: s.members.slice(), tableSize: s.tableSize, hashSeed: s.hashSeed };
+  if (s.anchor) c.anchor = s.anchor.slice();
   if (s.nodes) c.nodes = s.nodes.map((n) => ({ ...n }));
   return c;
 }

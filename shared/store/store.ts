@@ -51,6 +51,12 @@ export interface ScopeRecord {
   tableSize: number;
   hashSeed: number;
   /**
+   * The FDs the hash scope is anchored on (docs/hashing.md, "Anchored
+   * tables"): sorted, a superset of `members`. Absent (a record written
+   * before anchors): `members`.
+   */
+  anchor?: string[];
+  /**
    * The cluster's members with their status at this version, as the leading
    * manager sees them. A status change is a new version, so the record is the
    * one durable copy of member status (not bound to any lease): a manager that
@@ -258,6 +264,12 @@ export function checkScope(s: ScopeRecord): ScopeRecord {
   if (!Number.isInteger(s.tableSize) || s.tableSize < 1) throw bad('scope.tableSize', s.tableSize, 'must be an integer >= 1');
   if (!Number.isInteger(s.hashSeed) || s.hashSeed < 0 || s.hashSeed > 0xffffffff) throw bad('scope.hashSeed', s.hashSeed, 'must be an integer in 0..2^32-1');
   const out: ScopeRecord = { version: s.version, members: s.members.slice(), tableSize: s.tableSize, hashSeed: s.hashSeed };
+  if (s.anchor !== undefined) {
+    if (!Array.isArray(s.anchor) || !s.anchor.every((x) => typeof x === 'string' && x !== '')) throw bad('scope.anchor', s.anchor, 'must be an array of non-empty strings');
+    const missing = s.members.find((m) => !s.anchor!.includes(m));
+    if (missing !== undefined) throw bad('scope.anchor', s.anchor, `must include every member (${JSON.stringify(missing)} is missing)`);
+    out.anchor = s.anchor.slice();
+  }
   if (s.nodes !== undefined) {
     if (!Array.isArray(s.nodes)) throw bad('scope.nodes', s.nodes, 'must be an array');
     out.nodes = s.nodes.map((n, i) => {
