@@ -3,9 +3,13 @@
  * vs a naive textbook build in the same run (plain Arrays, `%` and a multiply
  * per probe), at M = 65537. Plus informational quality numbers: worst share
  * deviation from the mean, and the fraction of buckets that change owner
- * when one of 64 members is removed (ideal: exactly 1/64 = 1.5625%).
+ * when one of 64 members is removed (ideal: exactly 1/64 = 1.5625%) -- for a
+ * Maglev rebuild and for the anchored scope Baton publishes
+ * (docs/hashing.md, "Anchored tables"); and a quarter of the members leaving
+ * one by one under the registry's rebalance rule, against Maglev rebuilds in
+ * the same run.
  */
-import { bestTimeMs, timeResult } from '../lib.js';
+import { bestTimeMs, mulberry32, timeResult } from '../lib.js';
 import type { BenchCase, BenchResult } from '../lib.js';
 import {
   MAGLEV_DEFAULT_SIZE,
@@ -14,6 +18,8 @@ import {
   buildMaglevTable,
 } from '../../shared/scope/maglev.js';
 import { xxh32Utf8 } from '../../shared/hash/xxh32.js';
+import { HashScope } from '../../shared/scope/hash-scope.js';
+import { DEFAULT_REBALANCE_ABOVE_PCT, planScope } from '../../shared/scope/scope-plan.js';
 
 const M = MAGLEV_DEFAULT_SIZE;
 
@@ -53,9 +59,64 @@ function maxShareDeviationPct(t: Uint16Array, n: number): number {
   return worst * 100;
 }
 
+/** Buckets whose owner (by name) differs between two scopes. */
+function movedBuckets(a: HashScope, b: HashScope): number {
+  let moved = 0;
+  for (let j = 0; j < a.size; j++) if (a.members[a.table[j]!] !== b.members[b.table[j]!]) moved++;
+  return moved;
+}
+
+/** A fixed pseudo-random order (Fisher-Yates). */
+function shuffledNames(xs: readonly string[], seed: number): string[] {
+  const r = mulberry32(seed);
+  const out = xs.slice();
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = r() % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+/**
+ * A quarter of n members leave one at a time (three orders). Returns the
+ * buckets moved in total, as a multiple of the leavers' own buckets, for the
+ * anchored scope under the default rebalance bound and for Maglev rebuilds;
+ * the rebalances; and the worst share deviation of any anchored table.
+ */
+function quarterLeaving(n: number): { anchored: number; maglev: number; rebalances: number; worstDevPct: number } {
+  const all = names(n);
+  let ours = 0;
+  let maglev = 0;
+  let own = 0;
+  let rebalances = 0;
+  let worstDev = 0;
+  for (const seed of [1, 2, 3]) {
+    const order = shuffledNames(all, seed * 7919 + n);
+    let members = all.slice();
+    let anchor: readonly string[] = all;
+    let prev = HashScope.build(1, all, M);
+    let prevPlain = prev;
+    for (let k = 0; k < n / 4; k++) {
+      const leaver = order[k]!;
+      for (let j = 0; j < M; j++) if (prev.members[prev.table[j]!] === leaver) own++;
+      members = members.filter((m) => m !== leaver);
+      const p = planScope(k + 2, anchor, members, M, 0, DEFAULT_REBALANCE_ABOVE_PCT);
+      if (p.rebalanced) rebalances++;
+      worstDev = Math.max(worstDev, p.scope.maxShareDeviation());
+      const plain = HashScope.build(k + 2, members, M);
+      ours += movedBuckets(prev, p.scope);
+      maglev += movedBuckets(prevPlain, plain);
+      anchor = p.anchor;
+      prev = p.scope;
+      prevPlain = plain;
+    }
+  }
+  return { anchored: ours / own, maglev: maglev / own, rebalances, worstDevPct: worstDev * 100 };
+}
+
 const bench: BenchCase = {
   id: 'maglev',
-  title: 'Maglev table build (M=65537): typed arrays vs naive textbook',
+  title: 'Maglev table build (M=65537): typed arrays vs naive textbook; the anchored scope',
   async run(progress) {
     const out: BenchResult[] = [];
     for (const n of [8, 64, 256]) {
@@ -91,8 +152,47 @@ const bench: BenchCase = {
       if (f > worst) worst = f;
     }
     const note = `informational; ideal 1/64 = ${(100 / 64).toFixed(4)}%`;
-    out.push({ name: 'buckets moved removing 1 of 64 (mean over all 64)', value: sum / 64, unit: '%', note });
-    out.push({ name: 'buckets moved removing 1 of 64 (worst of 64)', value: worst, unit: '%', note });
+    out.push({ name: 'buckets moved removing 1 of 64, Maglev rebuild (mean over all 64)', value: sum / 64, unit: '%', note });
+    out.push({ name: 'buckets moved removing 1 of 64, Maglev rebuild (worst of 64)', value: worst, unit: '%', note });
+
+    progress('removal disruption, 64 members, anchored scope');
+    const fullScope = HashScope.build(1, members, M);
+    let aWorst = 0;
+    let aSum = 0;
+    let aDev = 0;
+    for (const gone of members) {
+      const s = HashScope.build(2, members.filter((m) => m !== gone), M, 0, members);
+      const f = (movedBuckets(fullScope, s) / M) * 100;
+      aSum += f;
+      aWorst = Math.max(aWorst, f);
+      aDev = Math.max(aDev, s.maxShareDeviation() * 100);
+    }
+    out.push({ name: 'buckets moved removing 1 of 64, anchored (mean over all 64)', value: aSum / 64, unit: '%', note });
+    out.push({ name: 'buckets moved removing 1 of 64, anchored (worst of 64)', value: aWorst, unit: '%', note });
+    out.push({ name: 'max share deviation after removing 1 of 64, anchored (worst of 64)', value: aDev, unit: '%', note: 'informational' });
+
+    for (const [n, out16] of [[64, 16], [256, 64]] as const) {
+      progress(`anchored build, ${n} members with ${out16} out`);
+      const all = names(n);
+      const rest = all.slice(out16);
+      const anchoredMs = bestTimeMs(() => void HashScope.build(1, rest, M, 0, all), 5);
+      const plainMs = bestTimeMs(() => void HashScope.build(1, rest, M), 5);
+      out.push(timeResult(`anchored build, ${n} members with ${out16} out`, anchoredMs, plainMs, `Maglev build of the ${n - out16} in scope`));
+    }
+
+    for (const n of [64, 256]) {
+      progress(`a quarter of ${n} leaving one by one`);
+      const q = quarterLeaving(n);
+      out.push({
+        name: `a quarter of ${n} leaving one by one: buckets moved / leavers' buckets, anchored`,
+        value: q.anchored,
+        unit: 'x',
+        baseline: q.maglev,
+        baselineName: 'Maglev rebuilt each time',
+        ratio: q.anchored / q.maglev,
+        note: `3 orders; baseline: Maglev rebuilds; ${q.rebalances} rebalances at the default ${DEFAULT_REBALANCE_ABOVE_PCT}% bound; worst share deviation ${q.worstDevPct.toFixed(2)}%`,
+      });
+    }
     return out;
   },
 };
