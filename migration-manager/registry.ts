@@ -5,7 +5,7 @@
  */
 import { StatusMachine, inScope, statusName, statusByName } from '../shared/membership/status.js';
 import { MemberStatus, Role, emptyFlowStats, type FlowStats, type NodeInfo, type ScopeUpdate, type NodeStatus } from '../shared/control/messages.js';
-import type { HashScope } from '../shared/scope/hash-scope.js';
+import { HashScope } from '../shared/scope/hash-scope.js';
 import { DEFAULT_REBALANCE_ABOVE_PCT, planScope, type PlannedScope } from '../shared/scope/scope-plan.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
 import type { ScopeRecord, ScopeNode, MemberRole, MemberStatusName } from '../shared/store/store.js';
@@ -233,15 +233,26 @@ export class Registry {
     this.version = rec.version - 1;
     // The leader's anchor (a record from before anchors existed: its members).
     this.anchor = [...(rec.anchor ?? rec.members)].sort();
-    this.rebuild(); // version = the record's, scope from the adopted statuses and anchor
+    this.rebuild(true); // version = the record's, scope from the adopted statuses and anchor
   }
 
-  private rebuild(): void {
+  /**
+   * A new scope version from the members' statuses. `adopted`: the anchor
+   * came from the leader's record and is taken as it is (no rebalance
+   * decision here, so every tier builds the leader's table even if its own
+   * bound differs).
+   */
+  private rebuild(adopted = false): void {
     this.version++;
     const names = this.scopeMembers();
     if (names.length === 0) {
       // Nothing to hash over; the anchor is kept for when FDs come back.
       this.scope = null;
+      return;
+    }
+    if (adopted) {
+      this.scope = HashScope.build(this.version, names, this.tableSize, this.hashSeed, this.anchor);
+      this.anchor = this.scope.anchor;
       return;
     }
     const p = planScope(this.version, this.anchor, names, this.tableSize, this.hashSeed, this.rebalanceAbovePct);

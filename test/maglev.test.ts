@@ -148,7 +148,9 @@ describe('buildMaglevTable', () => {
   // between survivors. At M = 65537 that extra stays under 5% of 1/N only
   // while N is small (measured worst over all removals: N=8 1.020/N,
   // N=10 1.026/N, N=16 1.059/N, N=64 1.355/N, N=256 ~2.98/N). Larger M
-  // shrinks it (N=64 at M=655373: 1.10/N). See docs/hashing.md.
+  // shrinks it (N=64 at M=655373: 1.10/N). See docs/hashing.md. The scopes
+  // Baton publishes are anchored instead and move exactly 1/N for every N:
+  // test/anchored-scope.test.ts.
   it.each([2, 3, 5, 8, 10])('disruption: removing any one of N=%i moves <= 1.05/N of buckets', (n) => {
     const members = names(n);
     for (const r of members) {

@@ -91,3 +91,15 @@ describe('Registry anchor', () => {
     expect(r.currentScope!.maxShareDeviation()).toBeLessThanOrEqual(0.005);
   });
 });
+
+describe('Registry.adopt', () => {
+  it("takes the leader's anchor as recorded, whatever its own rebalance bound", () => {
+    const leader = cluster(64, { rebalanceAbovePct: 100 });
+    for (let id = 1; id <= 16; id++) leave(leader, id);
+    expect(leader.currentScope!.maxShareDeviation()).toBeGreaterThan(0.005);
+    const strict = new Registry(SELF, M, 7, { rebalanceAbovePct: 0.5, onRebalance: () => expect.fail('a follower must not rebalance') });
+    strict.adopt(leader.toRecord(), 0);
+    expect(strict.scopeAnchor()).toEqual(leader.scopeAnchor());
+    expect(owners(strict.currentScope!)).toEqual(owners(leader.currentScope!));
+  });
+});

@@ -14,10 +14,11 @@
  *
  * The list of bucket b:
  *  1. its owner y in the Maglev table of the anchor;
- *  2. the member y's buckets are dealt to: y's buckets, in ascending order,
- *     each go to the other anchor member with the fewest Maglev buckets so far
- *     counting this deal (ties: the lower rank xxh32-mix(name, y)). With only
- *     y out, every survivor's share is within one bucket of every other's;
+ *  2. the member y's buckets are dealt to: y's g buckets, in ascending
+ *     order, go round-robin over the other n-1 anchor members in a rank
+ *     order fixed per y, floor(g/(n-1)) full rounds, and the remainder to the
+ *     members with fewer Maglev buckets first. With only y out, every
+ *     survivor's share is within one bucket of every other's;
  *  3. then every other member by rendezvous score mix(mix(b) ^ h(name)),
  *     highest first.
  * With several members out, shares drift a little from the mean (the
