@@ -36,7 +36,7 @@ export const ANCHOR_RANK_SEED = 0x4d414752;
 export const ANCHOR_HRW_SEED = 0x4d414748;
 
 /** murmur3 fmix32: a cheap bijective mixer of one uint32. */
-export function mix32(h: number): number {
+function mix32(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
