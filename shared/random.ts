@@ -8,3 +8,14 @@ export function mulberry32(seed: number): () => number {
     return (t ^ (t >>> 14)) >>> 0;
   };
 }
+
+/** A copy of `xs` in a fixed pseudo-random order (Fisher-Yates over mulberry32(seed)). */
+export function shuffled<T>(xs: readonly T[], seed: number): T[] {
+  const r = mulberry32(seed);
+  const out = xs.slice();
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = r() % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}

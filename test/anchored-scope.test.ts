@@ -10,8 +10,8 @@ import { HashScope } from '../shared/scope/hash-scope.js';
 import { buildAnchoredTable } from '../shared/scope/anchored.js';
 import { MAGLEV_DEFAULT_SIZE, buildMaglevTable } from '../shared/scope/maglev.js';
 import { DEFAULT_REBALANCE_ABOVE_PCT, planScope } from '../shared/scope/scope-plan.js';
-import { xxh32 } from '../shared/hash/xxh32.js';
-import { mulberry32 } from '../bench/lib.js';
+import { shuffled } from '../shared/random.js';
+import { tableDigest as digest } from './helpers/table-digest.js';
 
 const M = MAGLEV_DEFAULT_SIZE;
 const names = (n: number) => Array.from({ length: n }, (_, i) => `fd-${String(i).padStart(3, '0')}`);
@@ -31,25 +31,6 @@ function moved(a: HashScope, b: HashScope): { moved: number; notFromLeaver: numb
     if (!gone.has(x[i]!)) other++;
   }
   return { moved: mv, notFromLeaver: other };
-}
-
-function shuffled<T>(xs: readonly T[], seed: number): T[] {
-  const r = mulberry32(seed);
-  const out = xs.slice();
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = r() % (i + 1);
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
-}
-
-function digest(t: Uint16Array): number {
-  const b = new Uint8Array(t.length * 2);
-  for (let i = 0; i < t.length; i++) {
-    b[2 * i] = t[i]! & 0xff;
-    b[2 * i + 1] = t[i]! >>> 8;
-  }
-  return xxh32(b, 0, b.length, 0);
 }
 
 describe('buildAnchoredTable', () => {

@@ -4,20 +4,10 @@ import { HashScope, ScopeHolder } from '../shared/scope/hash-scope.js';
 import { buildMaglevTable } from '../shared/scope/maglev.js';
 import { ErrorCode, isBatonError } from '../shared/errors.js';
 import { hashFiveTuple } from '../shared/hash/xxh32.js';
-import { mulberry32 } from '../bench/lib.js';
+import { mulberry32, shuffled } from '../shared/random.js';
 
 const sameBytes = (a: Uint16Array, b: Uint16Array) =>
   Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
-
-function shuffled<T>(xs: readonly T[], seed: number): T[] {
-  const r = mulberry32(seed);
-  const out = xs.slice();
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = r() % (i + 1);
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
-}
 
 describe('HashScope', () => {
   it('sorts (code-unit order) and dedups members', () => {

@@ -8,8 +8,9 @@ import {
   buildMaglevTable,
   isPrime,
 } from '../shared/scope/maglev.js';
-import { xxh32, xxh32Utf8 } from '../shared/hash/xxh32.js';
+import { xxh32Utf8 } from '../shared/hash/xxh32.js';
 import { ErrorCode, isBatonError } from '../shared/errors.js';
+import { tableDigest } from './helpers/table-digest.js';
 
 const names = (n: number, prefix = 'fd-') => Array.from({ length: n }, (_, i) => `${prefix}${i}`).sort();
 
@@ -37,16 +38,6 @@ function naiveMaglev(members: readonly string[], M: number, seed = 0): number[] 
       if (++n === M) return entry;
     }
   }
-}
-
-/** Table bytes in a fixed (little-endian) order, independent of the host. */
-function tableDigest(t: Uint16Array): number {
-  const b = new Uint8Array(t.length * 2);
-  for (let i = 0; i < t.length; i++) {
-    b[2 * i] = t[i]! & 0xff;
-    b[2 * i + 1] = t[i]! >>> 8;
-  }
-  return xxh32(b, 0, b.length, 0);
 }
 
 function expectBatonError(fn: () => unknown, code: string, message: RegExp): void {

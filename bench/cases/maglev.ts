@@ -9,7 +9,8 @@
  * one by one under the registry's rebalance rule, against Maglev rebuilds in
  * the same run.
  */
-import { bestTimeMs, mulberry32, timeResult } from '../lib.js';
+import { bestTimeMs, timeResult } from '../lib.js';
+import { shuffled } from '../../shared/random.js';
 import type { BenchCase, BenchResult } from '../lib.js';
 import {
   MAGLEV_DEFAULT_SIZE,
@@ -66,17 +67,6 @@ function movedBuckets(a: HashScope, b: HashScope): number {
   return moved;
 }
 
-/** A fixed pseudo-random order (Fisher-Yates). */
-function shuffledNames(xs: readonly string[], seed: number): string[] {
-  const r = mulberry32(seed);
-  const out = xs.slice();
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = r() % (i + 1);
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
-}
-
 /**
  * A quarter of n members leave one at a time (three orders). Returns the
  * buckets moved in total, as a multiple of the leavers' own buckets, for the
@@ -91,7 +81,7 @@ function quarterLeaving(n: number): { anchored: number; maglev: number; rebalanc
   let rebalances = 0;
   let worstDev = 0;
   for (const seed of [1, 2, 3]) {
-    const order = shuffledNames(all, seed * 7919 + n);
+    const order = shuffled(all, seed * 7919 + n);
     let members = all.slice();
     let anchor: readonly string[] = all;
     let prev = HashScope.build(1, all, M);
