@@ -44,9 +44,9 @@ export function planScope(
   rebalanceAbovePct: number,
 ): PlannedScope {
   const scope = HashScope.build(version, members, size, seed, anchor);
-  if (scope.anchor === scope.members) return { scope, anchor: scope.anchor, rebalanced: false, anchoredDeviation: scope.maxShareDeviation() };
   const dev = scope.maxShareDeviation();
-  if (dev * 100 <= rebalanceAbovePct) return { scope, anchor: scope.anchor, rebalanced: false, anchoredDeviation: dev };
+  // A plain table (anchor = members) is as even as Maglev gets: nothing to reset.
+  if (scope.anchor === scope.members || dev * 100 <= rebalanceAbovePct) return { scope, anchor: scope.anchor, rebalanced: false, anchoredDeviation: dev };
   const plain = HashScope.build(version, scope.members, size, seed);
   return { scope: plain, anchor: plain.anchor, rebalanced: true, anchoredDeviation: dev };
 }
