@@ -31,7 +31,7 @@ export class Launcher {
   private readonly managers = new Map<string, string>();
   private entry: Promise<NodeEntry> | null = null;
   /** The last /metrics scrape of every node stopped through stopNode(), in stop order. */
-  readonly retired: { name: string; pid: number; metrics: string }[] = [];
+  readonly retired: { name: string; pid: number; metrics: string; id?: number; data?: string }[] = [];
 
   constructor(
     readonly cfg: BatonConfig,
@@ -79,11 +79,27 @@ export class Launcher {
       proc.once('exit', (code, sig) => fail(`exited (${code ?? sig}) before it was ready`));
       proc.once('error', (e) => fail(e.message));
       const rl = createInterface({ input: proc.stdout! });
+      let readyLine: ReadyLine | null = null;
       rl.on('line', (line) => {
+        if (line.startsWith('FINAL ')) {
+          // The node's counters after it closed (cli/node-main.ts): they replace the pre-stop scrape.
+          try {
+            const text = (JSON.parse(line.slice(6)) as { metrics: string }).metrics;
+            const r = this.retired.find((x) => x.pid === proc.pid);
+            if (r) r.metrics = text;
+            else {
+              this.retired.push({ name, pid: proc.pid!, metrics: text, id: readyLine?.id, data: readyLine?.data });
+            }
+          } catch {
+            // a torn line: the pre-stop scrape stays
+          }
+          return;
+        }
         if (done || !line.startsWith('READY ')) return;
         done = true;
         clearTimeout(timer);
         const r = JSON.parse(line.slice(6)) as ReadyLine;
+        readyLine = r;
         const n: LaunchedNode = { ...r, proc, logFile };
         this.nodes.set(name, n);
         if (role === 'hash' && r.control) this.managers.set(name, r.control);
@@ -120,7 +136,7 @@ export class Launcher {
     if (n.proc.exitCode === null && n.proc.signalCode === null) {
       try {
         const res = await fetch(n.metrics, { signal: AbortSignal.timeout(1000) });
-        this.retired.push({ name, pid: n.pid, metrics: await res.text() });
+        this.retired.push({ name, pid: n.pid, metrics: await res.text(), id: n.id, data: n.data });
       } catch {
         // not answering (stopped, frozen): nothing to keep
       }

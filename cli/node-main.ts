@@ -17,6 +17,7 @@ import { FdNode, type NodeIo } from '../distributor/fd-node.js';
 import { ServiceMember } from '../service-node/service-member.js';
 import { MetricsRegistry } from '../shared/observability/metrics.js';
 import { configureLogging, getLogger } from '../shared/observability/logger.js';
+import type { LinkRx, LinkTx } from '../shared/dataplane/link-counters.js';
 
 export type Role = 'hash' | 'fd' | 'service';
 
@@ -45,6 +46,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
   let ready: Omit<ReadyLine, 'metrics'>;
   let metricsPort = 0;
   let metricsHost = '127.0.0.1';
+  let links: { rx: LinkRx; tx: LinkTx };
 
   if (role === 'hash') {
     const n = new HashTierNode(cfg, io, name);
@@ -65,6 +67,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     );
     metrics.addGauge('frames_per_second', 'Frames received per second', () => n.stats().pps);
     stop = () => n.stop();
+    links = { rx: n.engine.dp.links, tx: n.engine.dp.tx.links };
     const tier = cfg.hashTiers.find((t) => t.name === name)!;
     ready = { role, name, id: tier.id, pid: process.pid, data: formatAddress(data), control: formatAddress(control) };
     metricsPort = tier.metricsPort;
@@ -84,6 +87,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.dataplane.dp.tx.depth);
     metrics.addGauge('socket_send_queue_bytes', 'Bytes in the UDP socket send queue', () => n.dataplane.dp.socket.sendQueueBytes());
     stop = () => n.stop();
+    links = { rx: n.dataplane.dp.links, tx: n.dataplane.dp.tx.links };
     ready = { role, name, id: me.id, pid: process.pid, data: formatAddress(n.dataAddress), control: formatAddress(n.controlAddress) };
     metricsPort = me.metricsPort;
     metricsHost = me.host;
@@ -94,6 +98,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     await n.start();
     metrics.addCounters('service', 'Service-node counters', () => n.counters);
     stop = () => n.stop();
+    links = n.links;
     ready = { role, name, id: me.id, pid: process.pid, data: formatAddress(n.socket.address) };
     metricsPort = me.metricsPort;
     metricsHost = me.host;
@@ -105,6 +110,10 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addGauge('socket_kernel_drops', 'Datagrams the kernel dropped on the data socket (receive buffer full), from /proc/net/udp', () => kernelUdpDrops(dataAddress) ?? 0);
   }
 
+  // The loss books' raw counts (docs/loss-accounting.md): frames per link.
+  metrics.addLabelledGauge('link_rx_frames', 'Frames decoded from each sender node id', 'from_id', () => links.rx.entries().map(([id, n]) => [String(id), n] as [string, number]));
+  metrics.addLabelledGauge('link_tx_frames', 'Frames the kernel accepted toward each destination address', 'to', () => links.tx.entries());
+
   const m = await metrics.serve(metricsHost, metricsPort);
   process.stdout.write(`READY ${JSON.stringify({ ...ready, metrics: `http://${formatAddress(m.address)}/metrics` })}\n`);
   log.info('node ready', { role, name });
@@ -114,7 +123,14 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal: sig });
-    Promise.allSettled([stop(), m.close()]).then(() => process.exit(0));
+    // After the node closed (rings counted, sends reported), its final counters go to the
+    // launcher as one `FINAL {"metrics": "<text>"}` line: a stopped process's books still close.
+    Promise.allSettled([stop(), m.close()])
+      .then(() => metrics.text())
+      .then(
+        (text) => process.stdout.write(`FINAL ${JSON.stringify({ metrics: text })}\n`, () => process.exit(0)),
+        () => process.exit(0),
+      );
     setTimeout(() => process.exit(1), 3000).unref();
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));

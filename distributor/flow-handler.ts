@@ -245,7 +245,7 @@ export class FlowHandler {
       }
       t.setOwner(slot, owner);
     } else if (t.insert(srcIp, dstIp, srcPort, dstPort, proto, owner, NetAction.REDIRECT, 0, 0, 0, 0, this.nowMs) < 0) {
-      this.counters.inc(FD.drop_table_full);
+      this.counters.inc(FD.learn_table_full); // an ownership record, not a frame: not a drop_ counter
       return false;
     }
     this.counters.inc(FD.flows_learned);

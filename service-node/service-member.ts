@@ -11,7 +11,7 @@ import { MemberAgent } from '../shared/cluster/member-agent.js';
 import { uplinkOf } from '../shared/cluster/uplink.js';
 import { Role, nodeInfo, emptyFlowStats, type FlowStats, type ScopeUpdate } from '../shared/control/messages.js';
 import { Counters } from '../shared/counters.js';
-import { ServiceNode, SN } from './service-node.js';
+import { ServiceNode, ServiceLinks, SN } from './service-node.js';
 import type { NodeIo } from '../distributor/fd-node.js';
 import { PpsMeter } from '../shared/observability/pps.js';
 
@@ -20,6 +20,8 @@ export class ServiceMember {
   agent!: MemberAgent;
   socket!: DatagramSocket;
   readonly counters = new Counters(SN);
+  /** Per-link frame counts across every ServiceNode instance this member runs (the loss books). */
+  readonly links = new ServiceLinks();
   private pps: PpsMeter;
 
   constructor(
@@ -62,7 +64,7 @@ export class ServiceMember {
     const to = parseAddress(ht.dataAddr);
     if (this.node && sameAddress(this.node.returnTo, to)) return;
     this.node?.stop();
-    this.node = new ServiceNode({ id: this.me.id, socket: this.socket, scheduler: this.io.scheduler, returnTo: to, vni: this.cfg.cluster.vni, counters: this.counters });
+    this.node = new ServiceNode({ id: this.me.id, socket: this.socket, scheduler: this.io.scheduler, returnTo: to, vni: this.cfg.cluster.vni, counters: this.counters, links: this.links });
   }
 
   stats(): FlowStats {
@@ -72,6 +74,9 @@ export class ServiceMember {
   async stop(): Promise<void> {
     this.agent?.stop();
     this.node?.stop();
+    // Let the replies handed to the socket go out (their callbacks count them), at most 1 s.
+    const end = this.io.scheduler.clock.now() + 1000;
+    while (this.node && this.node.pendingSends > 0 && this.io.scheduler.clock.now() < end) await new Promise<void>((r) => this.io.scheduler.after(5, r));
     await this.socket?.close();
   }
 }

@@ -37,6 +37,7 @@ import { parseIPv4 } from '../shared/packet/parse.js';
 import { csumReplace16, csumReplace32 } from '../shared/packet/checksum.js';
 import { PacketMeta, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../shared/packet/meta.js';
 import { Reject } from '../shared/packet/reject.js';
+import { LinkRx, LinkTx } from '../shared/dataplane/link-counters.js';
 
 export const SN = defineCounters([
   'rx_datagrams',
@@ -49,8 +50,19 @@ export const SN = defineCounters([
   'replies_udp',
   'tx_frames',
   'tx_datagrams',
-  'tx_send_errors',
+  'tx_send_errors', // datagrams
+  'tx_send_error_frames', // the frames those datagrams carried
+  'drop_after_stop', // frames that arrived once the node had stopped answering
 ] as const);
+
+/** Per-link frame counts of a service node, shared by its successive ServiceNode instances. */
+export class ServiceLinks {
+  readonly rx = new LinkRx();
+  readonly tx = new LinkTx();
+}
+
+/** Send callbacks of one socket come back in send order: frames per pending send, as a ring. */
+const PENDING_RING = 1 << 16;
 
 /** TTL of every reply. */
 export const REPLY_TTL = 64;
@@ -67,6 +79,8 @@ export interface ServiceNodeOptions {
   /** Cluster id (24-bit VNI): frames with another VNI are dropped, replies carry this one. */
   vni: number;
   counters?: Counters;
+  /** Per-link counts (kept across instances by the member). */
+  links?: ServiceLinks;
 }
 
 function bad(field: string, value: unknown, why: string): never {
@@ -83,6 +97,11 @@ export class ServiceNode {
   private readonly txMeta = new EncapMeta();
   private readonly pkt = new PacketMeta();
   private stopped = false;
+  readonly links: ServiceLinks;
+  private readonly txLink: number;
+  private readonly pending = new Uint32Array(PENDING_RING);
+  private pendHead = 0;
+  private pendCount = 0;
 
   constructor(opts: ServiceNodeOptions) {
     if (!Number.isInteger(opts.id) || opts.id < 0 || opts.id > 0xffff) bad('id', opts.id, 'must be an integer in 0..65535');
@@ -98,6 +117,8 @@ export class ServiceNode {
     this.returnTo = { host: rt.host, port: rt.port };
     this.socket = opts.socket;
     this.counters = opts.counters ?? new Counters(SN);
+    this.links = opts.links ?? new ServiceLinks();
+    this.txLink = this.links.tx.slot(this.returnTo);
     const t = this.txMeta;
     t.tier = Tier.SERVICE;
     t.senderId = opts.id;
@@ -109,23 +130,65 @@ export class ServiceNode {
     this.socket.onMessage(this.onDatagram);
   }
 
-  /** Stops answering (the socket belongs to the caller, who closes it). */
+  /**
+   * Stops answering (the socket belongs to the caller, who closes it or
+   * hands it to a new instance). Until then, frames that still arrive are
+   * counted as drop_after_stop, not silently ignored.
+   */
   stop(): void {
     this.stopped = true;
-    this.socket.onMessage(() => {});
+    this.socket.onMessage(this.onDatagramStopped);
   }
 
-  // One callback for every send: no closure per datagram.
+  /** Sends handed to the socket and not yet reported (frames in them: pendingFrames). */
+  get pendingSends(): number {
+    return this.pendCount;
+  }
+
+  // One callback for every send: no closure per datagram. Callbacks arrive in send order.
   private readonly onSent = (err: Error | null): void => {
-    if (err) this.counters.inc(SN.tx_send_errors);
+    const frames = this.pending[this.pendHead]!;
+    this.pendHead = (this.pendHead + 1) & (PENDING_RING - 1);
+    this.pendCount--;
+    if (err) {
+      this.counters.inc(SN.tx_send_errors);
+      this.counters.inc(SN.tx_send_error_frames, frames);
+    } else this.links.tx.add(this.txLink, frames);
   };
 
   private readonly onDatagram = (data: Uint8Array): void => {
-    if (this.stopped) return;
+    if (this.stopped) return this.onDatagramStopped(data);
+    const before = this.counters.get(SN.tx_frames);
     const w = this.process(data, data.length);
     if (w > 0) {
       this.counters.inc(SN.tx_datagrams);
+      if (this.pendCount === PENDING_RING) {
+        // 65536 sends unreported: the socket is stuck; count rather than overrun the ring.
+        const frames = this.counters.get(SN.tx_frames) - before;
+        this.counters.inc(SN.tx_send_errors);
+        this.counters.inc(SN.tx_send_error_frames, frames);
+        return;
+      }
+      this.pending[(this.pendHead + this.pendCount) & (PENDING_RING - 1)] = this.counters.get(SN.tx_frames) - before;
+      this.pendCount++;
       this.socket.send(w === data.length ? data : data.subarray(0, w), this.returnTo, this.onSent);
+    }
+  };
+
+  private readonly onDatagramStopped = (data: Uint8Array): void => {
+    const c = this.counters;
+    const rm = this.rxMeta;
+    c.inc(SN.rx_datagrams);
+    let off = 0;
+    while (off < data.length) {
+      if (decodeEncap(data, off, data.length - off, rm) !== Reject.OK) {
+        c.inc(SN.rx_bad_encap);
+        break;
+      }
+      c.inc(SN.rx_frames);
+      this.links.rx.add(rm.senderId);
+      c.inc(SN.drop_after_stop);
+      off += rm.frameLength;
     }
   };
 
@@ -147,6 +210,7 @@ export class ServiceNode {
         break;
       }
       c.inc(SN.rx_frames);
+      this.links.rx.add(rm.senderId);
       const next = off + rm.frameLength;
       if (rm.vni !== this.vni) {
         c.inc(SN.rx_wrong_vni);

@@ -44,12 +44,17 @@ export class Counters {
   }
 }
 
-/** Sum of every drop counter (names starting with `drop`, and the full-ring counters). Off the hot path. */
+/** Counters that count dropped frames besides the `drop_*` ones (docs/loss-accounting.md). */
+export const FRAME_DROP_COUNTERS: readonly string[] = ['tx_dropped_full', 'tx_too_big', 'tx_send_error_frames'];
+
+/** Whether counter `name` counts dropped frames: `drop_*`, and FRAME_DROP_COUNTERS. */
+export function isFrameDrop(name: string): boolean {
+  return name.startsWith('drop_') || FRAME_DROP_COUNTERS.includes(name);
+}
+
+/** Sum of every frame-drop counter (isFrameDrop). Off the hot path. */
 export function sumDrops(c: Counters): number {
   let n = 0;
-  for (let i = 0; i < c.names.length; i++) {
-    const k = c.names[i]!;
-    if (k.startsWith('drop') || k === 'tx_dropped_full') n += c.values[i]!;
-  }
+  for (let i = 0; i < c.names.length; i++) if (isFrameDrop(c.names[i]!)) n += c.values[i]!;
   return n;
 }

@@ -36,6 +36,7 @@ import { Reject } from '../shared/packet/reject.js';
 import { Verifier, Echo, FlowKind, FlowStatus, Malformed } from './verifier.js';
 import { resolveTrafficOptions, type ResolvedTrafficOptions, type TrafficOptions } from './options.js';
 import type { TrafficReport, TrafficIoStats } from './report.js';
+import { LinkRx } from '../shared/dataplane/link-counters.js';
 import {
   hasPayloadHeader,
   paddingIntact,
@@ -116,6 +117,16 @@ export class TrafficGenerator {
   private readonly free: Int32Array;
   private freeTop = 0;
   private cur = -1;
+  /** Frames in each send buffer handed to the socket (for the send callback). */
+  private bufFrames = new Uint32Array(0);
+  /**
+   * The generator's side of the loss books (traffic/loss-books.ts), live:
+   * frames the kernel accepted toward the target and frames whose send
+   * failed; frames received by sender id, also after the run ended (`late`:
+   * echoes the verifier no longer waits for, still counted, until the
+   * caller closes the socket).
+   */
+  readonly links = { accepted: 0, sendErrorFrames: 0, rx: new LinkRx(), late: 0 };
   private curLen = 0;
   private curFrames = 0;
   private ipId = 0;
@@ -177,6 +188,7 @@ export class TrafficGenerator {
     this.sTcpSeq = new Uint32Array(K);
     this.sTcpAck = new Uint32Array(K);
     this.free = new Int32Array(op.sendBuffers);
+    this.bufFrames = new Uint32Array(op.sendBuffers);
     for (let i = 0; i < op.sendBuffers; i++) {
       this.bufs.push(new Uint8Array(op.maxDatagramBytes));
       this.sentCbs.push(this.makeSentCb(i));
@@ -496,12 +508,16 @@ export class TrafficGenerator {
       return;
     }
     this.io.datagramsSent++;
+    this.bufFrames[c] = this.curFrames;
     this.socket.send(this.bufs[c]!.subarray(0, this.curLen), this.target, this.sentCbs[c]!);
   }
 
   private makeSentCb(i: number): (err: Error | null) => void {
     return (err) => {
-      if (err) this.io.sendErrors++;
+      if (err) {
+        this.io.sendErrors++;
+        this.links.sendErrorFrames += this.bufFrames[i]!;
+      } else this.links.accepted += this.bufFrames[i]!;
       this.free[this.freeTop++] = i;
       if (this.opts.ratePps === 0 && this.phase === Phase.SEND) this.requestPump();
     };
@@ -571,6 +587,7 @@ export class TrafficGenerator {
         break;
       }
       io.framesReceived++;
+      this.links.rx.add(m.senderId);
       off += m.frameLength;
       if (m.vni !== this.opts.vni) {
         v.recordMalformed(Malformed.BAD_ENCAP);
@@ -584,6 +601,17 @@ export class TrafficGenerator {
       this.reply(data, now);
     }
     if (this.opts.ratePps === 0 && this.phase === Phase.SEND) this.requestPump();
+  };
+
+  /** After the run: frames still arriving are counted (links.late, links.rx), not verified. */
+  private readonly onLate = (data: Uint8Array): void => {
+    const m = this.rxEnc;
+    let off = 0;
+    while (off < data.length && decodeEncap(data, off, data.length - off, m) === Reject.OK) {
+      this.links.rx.add(m.senderId);
+      this.links.late++;
+      off += m.frameLength;
+    }
   };
 
   /** The flow a reply is addressed to (by client ip:port), or -1. */
@@ -700,7 +728,7 @@ export class TrafficGenerator {
     this.timer?.cancel();
     this.timer = null;
     this.flush();
-    this.socket.onMessage(() => {});
+    this.socket.onMessage(this.onLate);
     const v = this.verifier;
     for (let s = 0; s < this.K; s++) {
       const f = this.sFlow[s]!;

@@ -12,13 +12,16 @@ export const DP = defineCounters([
   'drop_no_route', // no lane for the destination (unknown client / service / empty scope)
   'enqueued', // RX ring
   'dequeued',
-  'dropped_full',
+  'dropped_full', // RX ring full: datagrams (their frames are in drop_rx_ring_full)
+  'drop_rx_ring_full', // frames in the datagrams the full RX ring refused
+  'drop_at_close', // frames left in the RX ring or a TX lane when the node closed
   'tx_frames',
   'tx_datagrams',
   'tx_bytes',
   'tx_dropped_full',
   'tx_too_big',
-  'tx_send_errors',
+  'tx_send_errors', // datagrams
+  'tx_send_error_frames', // the frames those datagrams carried
 ] as const);
 
 export function newDataplaneCounters(): Counters {

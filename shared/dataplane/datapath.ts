@@ -15,6 +15,7 @@ import { Reject } from '../packet/reject.js';
 import { RxRing } from './rx-ring.js';
 import { TxLanes, type TxOptions } from './tx-lanes.js';
 import { DP } from './counters.js';
+import { LinkRx } from './link-counters.js';
 
 export interface DatapathOptions {
   vni: number;
@@ -36,6 +37,8 @@ export class Datapath {
   private onFrame: FrameHandler = () => {};
   private beforeBatch: () => void = () => {};
   private closed = false;
+  /** Frames decoded, by sender id (the loss books' received side). */
+  readonly links = new LinkRx();
 
   constructor(
     readonly socket: DatagramSocket,
@@ -48,9 +51,13 @@ export class Datapath {
     this.rx = new RxRing(opts.rxCapacity ?? 4096, counters, DP);
     this.tx = new TxLanes(socket, counters, DP, opts.tx);
     socket.onMessage((data, from) => {
-      if (this.closed) return;
       this.counters.inc(DP.rx_datagrams);
-      if (this.rx.push(data, from) && !this.scheduled) {
+      if (this.closed) {
+        this.countDropped(data, DP.drop_at_close);
+        return;
+      }
+      if (!this.rx.push(data, from)) this.countDropped(data, DP.drop_rx_ring_full);
+      else if (!this.scheduled) {
         this.scheduled = true;
         this.scheduler.defer(this.run);
       }
@@ -87,6 +94,7 @@ export class Datapath {
           break;
         }
         c.inc(DP.rx_frames);
+        this.links.add(m.senderId);
         if (m.vni !== this.vni) c.inc(DP.drop_wrong_vni);
         else this.onFrame(d, m, from);
         off += m.frameLength;
@@ -125,8 +133,44 @@ export class Datapath {
     return true;
   }
 
-  close(): Promise<void> {
+  /**
+   * A datagram that will not be processed (RX ring full, node closing): its
+   * frames are received as far as the links are concerned and dropped under
+   * `counter`, one per frame. Not the steady-state path; allocates nothing.
+   */
+  private countDropped(d: Uint8Array, counter: number): void {
+    const c = this.counters;
+    const m = this.dropMeta;
+    let off = 0;
+    while (off < d.length) {
+      const r = decodeEncap(d, off, d.length - off, m);
+      if (r !== Reject.OK) {
+        c.inc(r === Reject.BAD_ENCAP_VERSION ? DP.drop_bad_encap_version : DP.drop_bad_encap);
+        break;
+      }
+      c.inc(DP.rx_frames);
+      this.links.add(m.senderId);
+      c.inc(counter);
+      off += m.frameLength;
+    }
+  }
+  private readonly dropMeta = new EncapMeta();
+
+  /**
+   * Closes the socket once what was handed to it is sent (bounded by
+   * `flushMs` on the injected clock): frames left in the RX ring or a TX
+   * lane are counted as drop_at_close, so a node that stops says what it
+   * did not deliver. Datagrams that arrive while closing are counted too.
+   */
+  async close(flushMs = 1000): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
+    for (let d = this.rx.shift(); d !== null; d = this.rx.shift()) this.countDropped(d, DP.drop_at_close);
+    this.tx.discardQueued();
+    const end = this.scheduler.clock.now() + flushMs;
+    while (this.tx.datagramsInFlight > 0 && this.scheduler.clock.now() < end) {
+      await new Promise<void>((r) => this.scheduler.after(5, r));
+    }
     return this.socket.close();
   }
 }

@@ -10,6 +10,7 @@
 import type { Counters } from '../counters.js';
 import type { DatagramSocket } from '../io/datagram.js';
 import type { Address } from '../io/address.js';
+import { LinkTx } from './link-counters.js';
 
 export interface TxCounterIds {
   tx_frames: number;
@@ -18,6 +19,10 @@ export interface TxCounterIds {
   tx_dropped_full: number;
   tx_too_big: number;
   tx_send_errors: number;
+  /** Frames in datagrams whose send failed (tx_send_errors counts the datagrams). */
+  tx_send_error_frames: number;
+  /** Frames still queued in a lane when the node closed (never handed to the kernel). */
+  drop_at_close: number;
 }
 
 export interface TxOptions {
@@ -31,7 +36,11 @@ class Lane {
   buf: Uint8Array | null = null;
   fill = 0;
   frames = 0;
-  constructor(public to: Address) {}
+  constructor(
+    public to: Address,
+    /** This lane's destination in the link counters (changes with setLaneAddress). */
+    public link: number,
+  ) {}
 }
 
 export class TxLanes {
@@ -43,6 +52,8 @@ export class TxLanes {
   private inFlight = 0;
   /** Where the frame reserved by the last reserve() call starts. */
   writeOffset = 0;
+  /** Frames the kernel accepted, per destination address (the loss books' sent side). */
+  readonly links = new LinkTx();
 
   constructor(
     private readonly socket: DatagramSocket,
@@ -59,11 +70,13 @@ export class TxLanes {
   }
 
   addLane(to: Address): number {
-    this.lanes.push(new Lane(to));
+    this.lanes.push(new Lane(to, this.links.slot(to)));
     return this.lanes.length - 1;
   }
   setLaneAddress(lane: number, to: Address): void {
-    this.lanes[lane]!.to = to;
+    const l = this.lanes[lane]!;
+    l.to = to;
+    l.link = this.links.slot(to);
   }
   laneAddress(lane: number): Address {
     return this.lanes[lane]!.to;
@@ -132,10 +145,33 @@ export class TxLanes {
     c.inc(this.ids.tx_frames, frames);
     c.inc(this.ids.tx_datagrams);
     c.inc(this.ids.tx_bytes, bytes);
+    const link = l.link;
     this.socket.send(buf.subarray(0, bytes), l.to, (err) => {
       this.inFlight--;
-      if (err) c.inc(this.ids.tx_send_errors);
+      if (err) {
+        c.inc(this.ids.tx_send_errors);
+        c.inc(this.ids.tx_send_error_frames, frames);
+      } else this.links.add(link, frames);
       this.pool.push(buf);
     });
+  }
+
+  /**
+   * Closing: frames still queued in lanes are dropped and counted
+   * (drop_at_close); returns how many.
+   */
+  discardQueued(): number {
+    let n = 0;
+    for (const l of this.lanes) {
+      if (l.buf === null) continue;
+      n += l.frames;
+      this.queuedFrames -= l.frames;
+      this.pool.push(l.buf);
+      l.buf = null;
+      l.fill = 0;
+      l.frames = 0;
+    }
+    if (n > 0) this.counters.inc(this.ids.drop_at_close, n);
+    return n;
   }
 }
