@@ -126,7 +126,7 @@ export class TrafficGenerator {
    * echoes the verifier no longer waits for, still counted, until the
    * caller closes the socket).
    */
-  readonly links = { accepted: 0, sendErrorFrames: 0, rx: new LinkRx(), late: 0 };
+  readonly links = { framesSent: 0, accepted: 0, sendErrorFrames: 0, rx: new LinkRx(), late: 0 };
   private curLen = 0;
   private curFrames = 0;
   private ipId = 0;
@@ -509,6 +509,7 @@ export class TrafficGenerator {
     }
     this.io.datagramsSent++;
     this.bufFrames[c] = this.curFrames;
+    this.links.framesSent += this.curFrames;
     this.socket.send(this.bufs[c]!.subarray(0, this.curLen), this.target, this.sentCbs[c]!);
   }
 

@@ -49,7 +49,13 @@ class UdpSocket implements DatagramSocket {
     sock.on('error', () => {});
   }
   send(data: Uint8Array, to: Address, onSent?: (err: Error | null) => void): void {
-    this.sock.send(data, 0, data.length, to.port, to.host, onSent ?? noop);
+    try {
+      this.sock.send(data, 0, data.length, to.port, to.host, onSent ?? noop);
+    } catch (e) {
+      // Closed socket (ERR_SOCKET_DGRAM_NOT_RUNNING) or a bad address: reported, never thrown.
+      const cb = onSent ?? noop;
+      queueMicrotask(() => cb(e as Error));
+    }
   }
   onMessage(handler: DatagramHandler): void {
     this.handler = handler;
