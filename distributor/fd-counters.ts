@@ -25,6 +25,7 @@ const STATIC = [
   'flows_remapped', // learned entries re-assigned in bulk (a peer disengaged to one inheritor)
   'drop_no_flow', // TCP non-SYN with no entry and no known owner
   'drop_table_full', // a new flow's packet: no room for its entries
+  'drop_shed_new_flow', // a new flow's packet while the hash tier sheds load (EncapFlag.SHED)
   'learn_table_full', // a peer's ownership record refused: no room (not a frame)
   'drop_no_backend', // policy refused the new flow
   'linger_overflow', // closing ring full: flow left to idle expiry instead

@@ -71,7 +71,7 @@ export class FdDataplane {
       return;
     }
     const h = this.handler;
-    const v = h.handle(buf, m.innerOffset, m.innerLength, m.ownerHint);
+    const v = h.handle(buf, m.innerOffset, m.innerLength, m.ownerHint, (m.flags & EncapFlag.SHED) !== 0);
     if (v === Verdict.DROP) return;
     const o = this.out;
     o.senderId = h.selfId;

@@ -129,8 +129,10 @@ export class FlowHandler {
    * this FD has no entry for a non-SYN packet: the ownership broadcast may
    * not have arrived yet, so the packet is redirected to the hinted owner
    * instead of being dropped. NO_OWNER (0xFFFF) or 0 means no hint.
+   * `shed`: the frame carried EncapFlag.SHED — a packet that would create a
+   * flow is dropped instead (drop_shed_new_flow); established flows are unaffected.
    */
-  handle(buf: Uint8Array, off: number, len: number, ownerHint = NO_OWNER): Verdict {
+  handle(buf: Uint8Array, off: number, len: number, ownerHint = NO_OWNER, shed = false): Verdict {
     const c = this.counters;
     const m = this.meta;
     c.inc(FD.rx_packets);
@@ -170,6 +172,8 @@ export class FlowHandler {
         return Verdict.REDIRECT;
       }
       if (isTcp && !isSyn) return this.drop(FD.drop_no_flow);
+      // The hash tier is shedding load (EncapFlag.SHED, hash-tier/admission.ts): no new flow.
+      if (shed) return this.drop(FD.drop_shed_new_flow);
       slot = this.createFlow();
       if (slot < 0) return Verdict.DROP; // createFlow counted the reason
     } else if (t.owner(slot) !== this.selfId) {

@@ -14,14 +14,18 @@ import { sameAddress } from '../shared/io/address.js';
 import { Counters, defineCounters } from '../shared/counters.js';
 import { Datapath, type DatapathOptions } from '../shared/dataplane/datapath.js';
 import { DP } from '../shared/dataplane/counters.js';
-import { EncapMeta, Tier } from '../shared/encap/geneve.js';
+import { EncapFlag, EncapMeta, Tier } from '../shared/encap/geneve.js';
 import { parseIPv4 } from '../shared/packet/parse.js';
 import { PacketMeta } from '../shared/packet/meta.js';
 import { Reject } from '../shared/packet/reject.js';
 import { hashFiveTuple, hashFiveTupleSymmetric } from '../shared/hash/xxh32.js';
 import type { HashScope } from '../shared/scope/hash-scope.js';
+import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../shared/packet/meta.js';
+import { Admission, AdmissionState, type AdmissionOptions } from './admission.js';
 
-const HT_STATIC = ['to_fd', 'to_fd_by_hint', 'to_client', 'clients_learned', 'drop_bad_inner', 'drop_empty_scope', 'drop_unknown_client', 'drop_bad_tier'] as const;
+const HT_STATIC = ['to_fd', 'to_fd_by_hint', 'to_client', 'clients_learned', 'drop_bad_inner', 'drop_empty_scope', 'drop_unknown_client', 'drop_bad_tier',
+  // Admission control (hash-tier/admission.ts): frames refused at the edge, frames marked SHED, state entries.
+  'drop_admission_syn', 'drop_admission_overload', 'admission_shed_marked', 'admission_to_open', 'admission_to_shedding', 'admission_to_dropping'] as const;
 export const HT = defineCounters([...DP.names, ...HT_STATIC] as unknown as readonly [...typeof DP.names, ...typeof HT_STATIC]);
 
 export interface ForwardingEngineOptions extends DatapathOptions {
@@ -34,6 +38,8 @@ export interface ForwardingEngineOptions extends DatapathOptions {
    * takes when the hash picks another FD. Default true.
    */
   replyByOwnerHint?: boolean;
+  /** Admission control at ingress (absent: every client frame is admitted). */
+  admission?: AdmissionOptions & { probeMs: number };
 }
 
 /** One immutable routing snapshot: scope + the TX lane of each scope member (by index and by node id). */
@@ -60,16 +66,20 @@ export class ForwardingEngine {
   private readonly seed: number;
   private readonly symmetric: boolean;
   private readonly byHint: boolean;
+  /** Admission control, or null when off; `admit` is its state as of this batch. */
+  readonly admission: Admission | null;
+  private admit: AdmissionState = AdmissionState.OPEN;
 
   constructor(socket: DatagramSocket, scheduler: Scheduler, opts: ForwardingEngineOptions) {
     this.counters = new Counters(HT);
-    this.dp = new Datapath(socket, scheduler, this.counters, opts);
+    this.dp = new Datapath(socket, scheduler, this.counters, opts.admission ? { ...opts, queueProbeMs: opts.admission.probeMs } : opts);
+    this.admission = opts.admission && this.dp.probe ? new Admission(this.dp.probe, scheduler.clock, opts.admission) : null;
     this.id = opts.id;
     this.seed = opts.hashSeed >>> 0;
     this.symmetric = opts.symmetricHash ?? false;
     this.byHint = opts.replyByOwnerHint ?? true;
     this.out.vni = opts.vni;
-    this.dp.start((buf, m, from) => this.frame(buf, m, from));
+    this.dp.start((buf, m, from) => this.frame(buf, m, from), this.admission ? this.beforeBatch : undefined);
   }
 
   get address(): Address {
@@ -94,6 +104,14 @@ export class ForwardingEngine {
     }
     this.routing = { scope, laneOfMember: lanes, laneOfId: byId };
   }
+
+  private readonly beforeBatch = (): void => {
+    const before = this.admit;
+    const now = this.admission!.update();
+    if (now === before) return;
+    this.admit = now;
+    this.counters.inc(now === AdmissionState.OPEN ? HT.admission_to_open : now === AdmissionState.SHEDDING ? HT.admission_to_shedding : HT.admission_to_dropping);
+  };
 
   private frame(buf: Uint8Array, m: EncapMeta, from: Address | null): void {
     const c = this.counters;
@@ -122,8 +140,23 @@ export class ForwardingEngine {
       if (this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength)) c.inc(HT.to_client);
       return;
     }
-    if (tier === Tier.CLIENT) this.learnClient(p.srcIp, from);
-    else if (tier !== Tier.SERVICE) {
+    if (tier === Tier.CLIENT) {
+      const a = this.admit;
+      if (a !== AdmissionState.OPEN) {
+        // Offered more than the cluster carries: refuse new work here, counted.
+        if (a === AdmissionState.DROPPING) {
+          c.inc(HT.drop_admission_overload);
+          return;
+        }
+        if (p.proto === IPPROTO_TCP && (p.tcpFlags & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
+          c.inc(HT.drop_admission_syn);
+          return;
+        }
+        o.flags = m.flags | EncapFlag.SHED;
+        c.inc(HT.admission_shed_marked);
+      } else o.flags = m.flags & ~EncapFlag.SHED;
+      this.learnClient(p.srcIp, from);
+    } else if (tier !== Tier.SERVICE) {
       c.inc(HT.drop_bad_tier);
       return;
     }

@@ -142,6 +142,24 @@ export const ConfigSchema = z
         verifyL4Checksum: z.boolean().default(false),
       })
       .prefault({}),
+    /**
+     * Admission control at the hash tier's ingress (hash-tier/admission.ts,
+     * docs/loss-accounting.md "Overload"): the hash tier measures its receive
+     * queue's delay with a self-probe every probeMs; above shedAboveMs it
+     * refuses new flows (client SYNs dropped, new UDP flows refused by the
+     * FD), above dropAboveMs it drops client frames at the head of the queue
+     * until the delay is back under half of it. All counted.
+     */
+    admission: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        probeMs: z.number().min(1).max(1000).default(5),
+        shedAboveMs: z.number().positive().default(25),
+        dropAboveMs: z.number().positive().default(100),
+        holdMs: z.number().min(0).default(200),
+      })
+      .refine((a) => a.dropAboveMs > a.shedAboveMs, { message: 'dropAboveMs must be greater than shedAboveMs', path: ['dropAboveMs'] })
+      .prefault({}),
     control: z
       .strictObject({
         heartbeatMs: z.number().int().min(10).default(200),

@@ -16,12 +16,15 @@ import { RxRing } from './rx-ring.js';
 import { TxLanes, type TxOptions } from './tx-lanes.js';
 import { DP } from './counters.js';
 import { LinkRx } from './link-counters.js';
+import { QueueProbe, isQueueProbe } from './queue-probe.js';
 
 export interface DatapathOptions {
   vni: number;
   rxCapacity?: number; // datagrams, default 4096
   batchDatagrams?: number; // per processing batch, default 64
   tx?: TxOptions;
+  /** Measure the receive path's queueing delay with a self-probe every this many ms (0/absent = off). */
+  queueProbeMs?: number;
 }
 
 /** What a node does with one decoded frame (the datagram and the frame's meta). */
@@ -39,6 +42,8 @@ export class Datapath {
   private closed = false;
   /** Frames decoded, by sender id (the loss books' received side). */
   readonly links = new LinkRx();
+  /** The receive path's queueing delay, when opts.queueProbeMs is set (admission control reads it). */
+  readonly probe: QueueProbe | null;
 
   constructor(
     readonly socket: DatagramSocket,
@@ -50,6 +55,8 @@ export class Datapath {
     this.batch = opts.batchDatagrams ?? 64;
     this.rx = new RxRing(opts.rxCapacity ?? 4096, counters, DP);
     this.tx = new TxLanes(socket, counters, DP, opts.tx);
+    this.probe = opts.queueProbeMs ? new QueueProbe(socket, scheduler, opts.queueProbeMs, opts.vni) : null;
+    this.probe?.start();
     socket.onMessage((data, from) => {
       this.counters.inc(DP.rx_datagrams);
       if (this.closed) {
@@ -83,6 +90,10 @@ export class Datapath {
     for (let n = 0; n < this.batch; n++) {
       const d = this.rx.shift();
       if (d === null) break;
+      if (isQueueProbe(d)) {
+        if (this.probe === null || !this.probe.onArrival(d)) c.inc(DP.drop_bad_encap);
+        continue;
+      }
       const from = this.rx.lastFrom;
       let off = 0;
       const len = d.length;
@@ -141,6 +152,7 @@ export class Datapath {
   private countDropped(d: Uint8Array, counter: number): void {
     const c = this.counters;
     const m = this.dropMeta;
+    if (isQueueProbe(d)) return; // not a frame: nothing was lost
     let off = 0;
     while (off < d.length) {
       const r = decodeEncap(d, off, d.length - off, m);
@@ -165,6 +177,7 @@ export class Datapath {
   async close(flushMs = 1000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.probe?.stop();
     for (let d = this.rx.shift(); d !== null; d = this.rx.shift()) this.countDropped(d, DP.drop_at_close);
     this.tx.discardQueued();
     const end = this.scheduler.clock.now() + flushMs;

@@ -15,7 +15,12 @@ export const Tier = { HASH: 1, FD: 2, SERVICE: 3, CLIENT: 4 } as const;
 export type Tier = (typeof Tier)[keyof typeof Tier];
 
 /** Bits of the option's 8-bit flags field. Unknown bits are carried through untouched. */
-export const EncapFlag = { REDIRECTED: 1, MIGRATED: 2 } as const;
+export const EncapFlag = {
+  REDIRECTED: 1,
+  MIGRATED: 2,
+  /** Set by a hash tier that is shedding load (hash-tier/admission.ts): the receiving FD creates no new flow for this frame. */
+  SHED: 4,
+} as const;
 export type EncapFlag = (typeof EncapFlag)[keyof typeof EncapFlag];
 
 /** IANA-assigned Geneve port; Baton's ports are configurable. */
