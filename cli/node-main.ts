@@ -18,6 +18,7 @@ import { ServiceMember } from '../service-node/service-member.js';
 import { MetricsRegistry } from '../shared/observability/metrics.js';
 import { configureLogging, getLogger } from '../shared/observability/logger.js';
 import type { LinkRx, LinkTx } from '../shared/dataplane/link-counters.js';
+import { buildVersion } from '../shared/build-info.js';
 
 export type Role = 'hash' | 'fd' | 'service';
 
@@ -29,6 +30,8 @@ export interface ReadyLine {
   data: string;
   control?: string;
   metrics: string;
+  /** Build id of this process (shared/build-info.ts), also in its NodeInfo and baton_build_info. */
+  version: string;
 }
 
 export async function runNode(cfg: BatonConfig, role: Role, name: string, managerArg?: string): Promise<void> {
@@ -43,7 +46,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
   const manager: Address[] = managerArg ? managerArg.split(',').map((a) => parseAddress(a.trim())) : cfg.hashTiers.map((t) => ({ host: t.host, port: t.controlPort }));
   const metrics = new MetricsRegistry(name);
   let stop: () => Promise<void>;
-  let ready: Omit<ReadyLine, 'metrics'>;
+  let ready: Omit<ReadyLine, 'metrics' | 'version'>;
   let metricsPort = 0;
   let metricsHost = '127.0.0.1';
   let links: { rx: LinkRx; tx: LinkTx };
@@ -59,6 +62,9 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.engine.dp.rx.depth);
     metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.engine.dp.tx.depth);
     metrics.addGauge('scope_version', 'Hash-scope version in use', () => n.engine.scope?.version ?? 0);
+    metrics.addGauge('queue_delay_ms', 'Receive-path queueing delay measured by the self-probe (admission control)', () => n.engine.dp.probe?.delayMs() ?? 0);
+    metrics.addGauge('queue_delay_max_ms', 'Largest receive-path queueing delay seen', () => n.engine.admission?.maxDelayMs ?? 0);
+    metrics.addGauge('admission_state', 'Admission control: 0 open, 1 shedding new work, 2 dropping client frames at the head', () => n.engine.admission?.state ?? 0);
     metrics.addLabelledGauge(
       'member_status',
       'Member status by name: 1 JOINING, 2 ACTIVE, 3 DISENGAGING, 4 DISENGAGED, 5 FAILED',
@@ -114,9 +120,14 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
   metrics.addLabelledGauge('link_rx_frames', 'Frames decoded from each sender node id', 'from_id', () => links.rx.entries().map(([id, n]) => [String(id), n] as [string, number]));
   metrics.addLabelledGauge('link_tx_frames', 'Frames the kernel accepted toward each destination address', 'to', () => links.tx.entries());
 
+  // Which build this process runs: one series, value 1 (the Prometheus *_info convention).
+  const version = buildVersion();
+  metrics.addLabelledGauge('build_info', 'Build this process runs (package version, tag, bundle content hash): value 1', 'version', () => [[version, 1]]);
+
   const m = await metrics.serve(metricsHost, metricsPort);
-  process.stdout.write(`READY ${JSON.stringify({ ...ready, metrics: `http://${formatAddress(m.address)}/metrics` })}\n`);
-  log.info('node ready', { role, name });
+  const line: ReadyLine = { ...ready, metrics: `http://${formatAddress(m.address)}/metrics`, version };
+  process.stdout.write(`READY ${JSON.stringify(line)}\n`);
+  log.info('node ready', { role, name, version });
 
   let stopping = false;
   const shutdown = (sig: string): void => {

@@ -39,7 +39,7 @@ import type { BookClient } from '../traffic/loss-books.js';
  */
 const FRACTION = Number(process.env.BATON_CHAOS_FRACTION ?? 0.5);
 const CATCH_UP = Number(process.env.BATON_CHAOS_CATCH_UP ?? 1.0);
-const PROBE_WINDOW = 4096;
+const PROBE_WINDOW = 1024;
 /** Measured in beforeAll. */
 let probePps = 0;
 let RATE = 0;
@@ -89,6 +89,12 @@ async function dropCounters(): Promise<string> {
     for (const l of r.metrics.split('\n')) if (/drop|dropped|error|too_big|unknown/.test(l) && !l.startsWith('#') && !/ 0$/.test(l)) lines.push(`${r.name} (pid ${r.pid}, stopped): ${l}`);
   }
   return lines.join('\n');
+}
+
+/** The hash tier's admission control as its metrics show it (largest queueing delay, refusals). */
+async function admissionSummary(): Promise<string> {
+  const text = await (await fetch(launcher.nodes.get('agg-a')!.metrics)).text();
+  return text.split('\n').filter((l) => !l.startsWith('#') && /queue_delay_max_ms|admission/.test(l)).join('; ');
 }
 
 async function ask(req: Body): Promise<Body> {
@@ -207,6 +213,7 @@ describe('chaos: FDs leave, join and restart under sustained verified traffic', 
     if (report.lost > 0) console.log(`drops seen by the nodes:\n${await dropCounters()}\nkernel drops on the generator's socket: ${generatorKernelDrops}\nlossy flows: ${JSON.stringify(report.perFlow.filter((f) => f.lost > 0).slice(0, 10))}`);
     const books = await settledBooks(launcher, cfg, () => clients.map((c) => c()));
     console.log(formatLossBooks(books));
+    console.log(`hash tier: ${await admissionSummary()}`);
     expect(books.closes).toBe(true);
     expect(report.lost).toBe(0);
     expect(report.duplicated).toBe(0);

@@ -14,7 +14,13 @@ import { Launcher } from '../cli/launcher.js';
 import { parseConfig } from '../shared/config/config.js';
 import { parseAddress, type Address } from '../shared/io/address.js';
 import { fetchStatus, statusRows } from '../cli/status.js';
-import { trafficAgainst } from '../cli/traffic-cmd.js';
+import { hashTierDataAddress } from '../cli/traffic-cmd.js';
+import { UdpNet } from '../shared/io/datagram.js';
+import { RealScheduler } from '../shared/runtime/scheduler.js';
+import { TrafficGenerator } from '../traffic/generator.js';
+import type { TrafficOptions } from '../traffic/options.js';
+import type { BookClient } from '../traffic/loss-books.js';
+import { bookClient, settledBooks, formatLossBooks } from './helpers/loss-books.js';
 import { buildPacket } from '../shared/packet/build.js';
 import { encodeEncap, EncapMeta, Tier, ENCAP_HEADER_LEN } from '../shared/encap/geneve.js';
 import { encodeEnvelope } from '../shared/control/codec.js';
@@ -35,6 +41,28 @@ const cfg = parseConfig({
 let launcher: Launcher;
 let runDir: string;
 let manager: Address;
+/** Every generator run so far (the nodes' counters are cumulative), for the loss books. */
+const clients: (() => BookClient)[] = [];
+const sockets: { close(): Promise<void> }[] = [];
+
+/** Verified traffic whose generator stays open for the loss books. */
+async function traffic(opts: TrafficOptions) {
+  const target = await hashTierDataAddress(manager);
+  const socket = await new UdpNet({ recvBufferSize: cfg.dataplane.socketBufferBytes, sendBufferSize: cfg.dataplane.socketBufferBytes }).bind({ host: '127.0.0.1', port: 0 });
+  sockets.push(socket);
+  const gen = new TrafficGenerator({ vni: cfg.cluster.vni, vip: cfg.cluster.vip, ...opts }, { socket, scheduler: new RealScheduler(), target });
+  const name = `client-${clients.length + 1}`;
+  clients.push(() => bookClient(name, gen, socket.address, target));
+  return gen.run();
+}
+
+/** The loss books over every run so far: they must close (every unanswered frame counted). */
+async function booksClose(): Promise<void> {
+  const books = await settledBooks(launcher, cfg, () => clients.map((c) => c()));
+  console.log(formatLossBooks(books));
+  expect(books.closes).toBe(true);
+  expect(books.unanswered).toBe(0);
+}
 
 beforeAll(async () => {
   runDir = mkdtempSync(join(tmpdir(), 'baton-it-'));
@@ -50,6 +78,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
+  for (const sk of sockets) await sk.close();
   const procs = [...launcher.nodes.values()].map((n) => n.proc);
   await launcher.down();
   for (const p of procs) expect(p.exitCode !== null || p.signalCode !== null).toBe(true); // every child reaped
@@ -73,18 +102,19 @@ describe('cluster of real processes', () => {
   });
 
   it('carries verified TCP-like and UDP traffic over real UDP with 0 lost and 0 duplicated', async () => {
-    const r = await trafficAgainst(cfg, manager, { concurrency: 32, totalFlows: 96, packetsPerFlow: 50, ratePps: 4000, udpRatio: 0.5 });
+    const r = await traffic({ concurrency: 32, totalFlows: 96, packetsPerFlow: 50, ratePps: 4000, udpRatio: 0.5 });
     expect(r.sent).toBe(96 * 50);
     expect(r.lost).toBe(0);
     expect(r.duplicated).toBe(0);
     expect(r.ok).toBe(true);
     const fd1 = await scrape(launcher.nodes.get('fd-1')!.metrics);
     expect(metricValue(fd1, 'baton_fd_total', 'flows_created')).toBeGreaterThan(0);
+    await booksClose();
   }, 60_000);
 
   it('counts garbage on every data and control port while verified traffic is unaffected', async () => {
     const nodes = [...launcher.nodes.values()];
-    const traffic = trafficAgainst(cfg, manager, { concurrency: 16, totalFlows: 64, packetsPerFlow: 60, ratePps: 2000, udpRatio: 0.5 });
+    const run = traffic({ concurrency: 16, totalFlows: 64, packetsPerFlow: 60, ratePps: 2000, udpRatio: 0.5 });
     const rnd = mulberry32(7);
     const bytes = (n: number) => Uint8Array.from({ length: n }, () => rnd() & 0xff);
 
@@ -131,7 +161,7 @@ describe('cluster of real processes', () => {
       }
     }
 
-    const r = await traffic;
+    const r = await run;
     expect(r.lost).toBe(0);
     expect(r.duplicated).toBe(0);
     expect(r.received).toBe(r.sent);
@@ -151,5 +181,7 @@ describe('cluster of real processes', () => {
     expect(hash).toMatch(/baton_member_status\{member="fd-1",node="agg-a"\} 2/); // ACTIVE
     const svc = await scrape(launcher.nodes.get('svc-1')!.metrics);
     expect(metricValue(svc, 'baton_service_total', 'rx_bad_encap')).toBeGreaterThanOrEqual(40);
+    // Garbage that is not a Baton frame is refused apart from the books; the verified frames still close them.
+    await booksClose();
   }, 90_000);
 });

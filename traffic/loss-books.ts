@@ -87,6 +87,8 @@ export interface LossBooks {
   counted: number;
   dropsTotal: number;
   linkLossTotal: number;
+  /** Datagrams that were not Baton frames at all (drop_bad_encap & co.): garbage, not part of the books. */
+  undecodable: number;
   drops: DropLine[];
   links: LinkLine[];
   nodes: NodeLine[];
@@ -117,6 +119,13 @@ const FAMILIES: Record<BookRole, string[]> = {
 const SERVICE_DROPS = new Set(['rx_wrong_vni', 'rx_bad_packet']);
 /** Frames deliberately not answered (valid, not lost). */
 const ABSORBED = new Set(['rx_no_reply']);
+/**
+ * Datagrams (or their tails) that could not be delimited into frames: no
+ * sender id, never counted as received on a link, so not frames of the books.
+ * A real frame lost this way shows as a link loss; garbage from outside shows
+ * here only (reported as `undecodable`).
+ */
+const UNDECODABLE = new Set(['drop_bad_encap', 'drop_bad_encap_version', 'rx_bad_encap']);
 
 export function closeLossBooks(nodes: readonly BookNode[], clients: readonly BookClient[]): LossBooks {
   const sent = new Map<string, number>(); // `${fromId}>${to}` -> frames
@@ -127,6 +136,7 @@ export function closeLossBooks(nodes: readonly BookNode[], clients: readonly Boo
   const nameOfAddr = new Map<string, string>();
   const nameOfId = new Map<number, string>();
   let absorbed = 0;
+  let undecodable = 0;
 
   for (const n of nodes) {
     nameOfAddr.set(n.data, n.name);
@@ -147,6 +157,7 @@ export function closeLossBooks(nodes: readonly BookNode[], clients: readonly Boo
       } else if (fams.includes(s.name) && s.labels.counter !== undefined) {
         const c = s.labels.counter;
         if (ABSORBED.has(c) && n.role === 'service') abs += s.value;
+        else if (UNDECODABLE.has(c)) undecodable += s.value;
         else if (isFrameDrop(c) || (n.role === 'service' && SERVICE_DROPS.has(c))) {
           dropF += s.value;
           if (s.value !== 0) mine.set(c, (mine.get(c) ?? 0) + s.value);
@@ -187,7 +198,7 @@ export function closeLossBooks(nodes: readonly BookNode[], clients: readonly Boo
   const unanswered = framesSent - framesReturned - absorbed;
   const counted = dropsTotal + linkLossTotal;
   const closes = unanswered === counted && nodeLines.every((n) => n.leak === 0) && links.every((l) => l.lost >= 0);
-  return { framesSent, framesReturned, absorbed, unanswered, counted, dropsTotal, linkLossTotal, drops, links, nodes: nodeLines, closes };
+  return { framesSent, framesReturned, absorbed, unanswered, counted, dropsTotal, linkLossTotal, undecodable, drops, links, nodes: nodeLines, closes };
 }
 
 /** The books for people: the totals, every non-zero drop and link loss, and where counts disagree. */
@@ -195,7 +206,7 @@ export function formatLossBooks(b: LossBooks): string {
   const out: string[] = [];
   out.push(
     `loss books ${b.closes ? 'close' : 'DO NOT CLOSE'}: clients sent ${b.framesSent} frames, got ${b.framesReturned} back, ${b.absorbed} absorbed (not answered by design); ` +
-      `unanswered ${b.unanswered} = counted ${b.counted} (drops ${b.dropsTotal}, lost on links ${b.linkLossTotal})${b.closes ? '' : ` — ${b.unanswered - b.counted} frames without a counter`}`,
+      `unanswered ${b.unanswered} = counted ${b.counted} (drops ${b.dropsTotal}, lost on links ${b.linkLossTotal})${b.undecodable ? `; ${b.undecodable} undecodable datagrams (not frames) refused` : ''}${b.closes ? '' : ` — ${b.unanswered - b.counted} frames without a counter`}`,
   );
   for (const d of b.drops) out.push(`  drop   ${d.node}: ${d.counter} ${d.frames}`);
   for (const l of b.links) if (l.lost !== 0) out.push(`  link   ${l.from} -> ${l.toName} (${l.to}): sent ${l.sent}, received ${l.received}, ${l.lost > 0 ? `lost ${l.lost}` : `${-l.lost} MORE RECEIVED THAN SENT`}`);
