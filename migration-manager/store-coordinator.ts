@@ -78,6 +78,8 @@ export class StoreCoordinator {
   private unwatch: Unwatch[] = [];
   private stopped = false;
   private retry: Timer | null = null;
+  /** The next campaign attempt: its own timer, so a registration retry (later()) never cancels it, nor it one. */
+  private campaignTimer: Timer | null = null;
   private abort = new AbortController();
   /** The version this manager last wrote or saw; a commit must find exactly this version. */
   private version = 0;
@@ -154,6 +156,24 @@ export class StoreCoordinator {
     });
   }
 
+  /**
+   * Pause before campaigning again: a quarter TTL (at most 500 ms), so that
+   * after a store outage the new candidacy is in the store within a quarter
+   * TTL of its return (docs/store.md, "After a store outage").
+   */
+  private get campaignRetryMs(): number {
+    return Math.min(500, Math.max(50, Math.floor(this.d.ttlMs / 4)));
+  }
+
+  private retryCampaign(): void {
+    if (this.stopped) return;
+    this.campaignTimer?.cancel();
+    this.campaignTimer = this.d.scheduler.after(this.campaignRetryMs, () => {
+      this.campaignTimer = null;
+      this.campaign();
+    });
+  }
+
   private campaign(): void {
     if (this.stopped) return;
     const { store, self, ttlMs } = this.d;
@@ -167,7 +187,7 @@ export class StoreCoordinator {
           if (this.stale === old) this.stale = null;
           this.campaign();
         },
-        () => this.later(() => this.campaign(), 500),
+        () => this.retryCampaign(),
       );
       return;
     }
@@ -195,7 +215,7 @@ export class StoreCoordinator {
           if (this.isLeader) this.stepDown((e as Error).message);
           else {
             this.stale = l;
-            this.later(() => this.campaign(), 250);
+            this.retryCampaign();
           }
         }
       })
@@ -203,7 +223,7 @@ export class StoreCoordinator {
         if (this.stopped) return;
         this.counters.inc(COORD.store_errors);
         this.log.warn('campaign failed; trying again', { err: e.message });
-        this.later(() => this.campaign(), 500);
+        this.retryCampaign();
       });
   }
 
@@ -217,7 +237,7 @@ export class StoreCoordinator {
     this.leadership = null;
     this.counters.inc(COORD.leadership_lost);
     this.log.warn('leadership lost; following again', { why });
-    this.later(() => this.campaign(), 250);
+    this.retryCampaign();
   }
 
   /**
@@ -255,6 +275,7 @@ export class StoreCoordinator {
   async stop(): Promise<void> {
     this.stopped = true;
     this.retry?.cancel();
+    this.campaignTimer?.cancel();
     this.abort.abort();
     for (const u of this.unwatch.splice(0)) await u().catch(() => {});
     await this.leadership?.resign().catch(() => {});

@@ -6,12 +6,22 @@
  * snapshot they follow, so nothing is missed or reordered between the two.
  * Leader election is the usual etcd recipe: each candidate puts a key under
  * election/ bound to its own lease; the key with the lowest create revision
- * leads; the others each watch their predecessor's key for deletion.
+ * leads; the others each watch their predecessor's key for deletion, and
+ * look again at least every TTL/4 whether the watch said so or not.
+ *
+ * After a store outage (docs/store.md, "After a store outage"): a lease this
+ * client gave up for lost may still be alive in etcd (etcd refreshes every
+ * lease's TTL when it restarts), holding its election or member key. Such
+ * leases are remembered and revoked as soon as the store answers again —
+ * when the holder resigns/revokes, and before this client campaigns or
+ * registers — so a new candidacy never queues behind this client's own dead
+ * key. Reconnects are paced at most RECONNECT_MAX_MS apart (etcd3's defaults
+ * open a circuit for 5 s and back watches off up to 30 s).
  *
  * Every call is bounded by opts.timeoutMs (gRPC deadline + a hard timer) and
  * maps client errors to STORE_UNAVAILABLE.
  */
-import { Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
+import { Etcd3, type IKeyValue, type IOptions, type Lease, type Watcher } from 'etcd3';
 import { BatonError, ErrorCode } from '../errors.js';
 import {
   DEFAULT_CLUSTER,
@@ -52,6 +62,54 @@ function ttlSeconds(ttlMs: number): number {
   return Math.max(1, Math.ceil(ttlMs / 1000));
 }
 
+/**
+ * Longest pause between two reconnect attempts (watch stream, gRPC channel).
+ * A quarter of etcd's smallest lease (1 s), so a store that comes back is
+ * seen within a quarter TTL. etcd3's defaults grow the watch backoff to 30 s
+ * and open a per-host circuit for 5 s after 3 failures: after an outage a
+ * candidate's watch, or every call, could stay blind for that long.
+ */
+export const RECONNECT_MAX_MS = 250;
+const RECONNECT_FIRST_MS = 50;
+
+/** How long a waiting candidate trusts its watch before reading the election again: a quarter TTL. */
+export function campaignRecheckMs(ttlMs: number): number {
+  return Math.max(RECONNECT_FIRST_MS, Math.floor((ttlSeconds(ttlMs) * 1000) / 4));
+}
+
+type FaultHandling = NonNullable<IOptions['faultHandling']>;
+type WatchBackoff = NonNullable<FaultHandling['watchBackoff']>;
+type HostPolicy = ReturnType<NonNullable<FaultHandling['host']>>;
+
+/** Doubling from RECONNECT_FIRST_MS, capped at RECONNECT_MAX_MS (etcd3 resets it on every good answer). */
+class CappedBackoff implements WatchBackoff {
+  constructor(readonly duration: number) {}
+  next(): CappedBackoff {
+    return new CappedBackoff(Math.min(RECONNECT_MAX_MS, Math.max(RECONNECT_FIRST_MS, this.duration * 2)));
+  }
+}
+
+/**
+ * The per-host policy: run every call (no circuit breaker). etcd3's default
+ * breaker refuses all calls for 5 s once 3 have failed, so after an outage
+ * the client would stay away from a store that is back. Each call here is
+ * still bounded (gRPC deadline + withTimeout), and with several hosts the
+ * client's global retry moves on to the next one. etcd3 only calls
+ * `execute` (connection-pool.js); the rest of cockatiel's IPolicy is unused.
+ */
+function passThroughPolicy(): HostPolicy {
+  const policy = {
+    execute: <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> => {
+      try {
+        return Promise.resolve(fn({ signal: new AbortController().signal }));
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    },
+  };
+  return policy as unknown as HostPolicy;
+}
+
 export class EtcdStore implements ClusterStore {
   readonly kind = 'etcd' as const;
   readonly cluster: string;
@@ -63,6 +121,11 @@ export class EtcdStore implements ClusterStore {
   private readonly leases = new Set<Lease>();
   private readonly watchers = new Set<Watcher>();
   private readonly pendingCampaigns = new Set<(e: BatonError) => void>();
+  /**
+   * Leases this client gave up for lost (or could not revoke) that etcd may
+   * still hold, by lease id: revoked when the store answers again (sweep).
+   */
+  private readonly deadLeases = new Map<string, Lease>();
 
   constructor(hosts: string[], opts: StoreOptions = {}) {
     this.cluster = checkCluster(opts.cluster ?? DEFAULT_CLUSTER);
@@ -75,7 +138,9 @@ export class EtcdStore implements ClusterStore {
       dialTimeout: t,
       // grpc-js shares connections between channels to the same target: closing one client (or a
       // test "crash") would reset the streams of every other client in the process. Not ours.
-      grpcOptions: { 'grpc.use_local_subchannel_pool': 1 },
+      // Reconnects paced like the watch stream (grpc-js defaults: 1 s growing to 120 s).
+      grpcOptions: { 'grpc.use_local_subchannel_pool': 1, 'grpc.initial_reconnect_backoff_ms': RECONNECT_FIRST_MS, 'grpc.max_reconnect_backoff_ms': RECONNECT_MAX_MS },
+      faultHandling: { host: passThroughPolicy, watchBackoff: new CappedBackoff(RECONNECT_FIRST_MS / 2) },
       // Per-attempt gRPC deadline; withTimeout() bounds the whole call including the client's retries.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: new Date(Date.now() + t) }),
     });
@@ -92,7 +157,10 @@ export class EtcdStore implements ClusterStore {
     this.leases.add(lease);
     lease.on('lost', (err) => {
       this.leases.delete(lease);
-      if (!this.closed) lost.fire(unavailable('etcd', `${what}: lease lost`, err), true);
+      if (this.closed) return;
+      // Lost to this client, not necessarily to etcd: revoke it once the store answers.
+      this.markDead(lease);
+      lost.fire(unavailable('etcd', `${what}: lease lost`, err), true);
     });
     try {
       const id = await withTimeout('etcd', `${what}: lease grant`, this.timeoutMs, () => lease.grant());
@@ -100,14 +168,51 @@ export class EtcdStore implements ClusterStore {
     } catch (e) {
       this.leases.delete(lease);
       lease.release();
+      // A grant that timed out here may still land in etcd; it is never kept alive, so it ends after its TTL.
       throw e;
     }
   }
 
+  /** Remembers a lease etcd may still hold (once its id is known; a grant that failed left nothing). */
+  private markDead(lease: Lease): void {
+    lease.grant().then(
+      (id) => {
+        if (!this.closed) this.deadLeases.set(id, lease);
+      },
+      () => undefined,
+    );
+  }
+
+  /**
+   * Revokes a lease in etcd, also one this client already counts as lost
+   * (etcd3 marks a lost lease revoked locally without telling etcd: its keys
+   * would stay until etcd expires it, and after a restart etcd gives every
+   * lease a fresh TTL). If the store cannot be reached the lease stays in
+   * deadLeases for the next sweep, and this rejects STORE_UNAVAILABLE.
+   */
   private async revokeLease(lease: Lease): Promise<void> {
     this.leases.delete(lease);
-    if (lease.revoked()) return;
-    await this.call('revoke', () => lease.revoke());
+    if (this.closed) return;
+    const id = await lease.grant().catch(() => null);
+    if (id === null) return; // never granted: nothing in etcd
+    this.deadLeases.set(id, lease);
+    await this.call('revoke', () => lease.revoke()); // etcd3: an already expired lease is not an error
+    this.deadLeases.delete(id);
+  }
+
+  /** Revokes every dead lease etcd may still hold; what fails stays for the next sweep. Never rejects. */
+  private async sweepDeadLeases(): Promise<void> {
+    if (this.deadLeases.size === 0 || this.closed) return;
+    await Promise.all(
+      [...this.deadLeases].map(([id, lease]) =>
+        withTimeout('etcd', 'revoke dead lease', this.timeoutMs, () => lease.revoke()).then(
+          () => {
+            if (this.deadLeases.get(id) === lease) this.deadLeases.delete(id);
+          },
+          () => undefined,
+        ),
+      ),
+    );
   }
 
   registerMember(m: MemberRecord, ttlMs: number): Promise<MemberLease> {
@@ -115,6 +220,8 @@ export class EtcdStore implements ClusterStore {
       const rec = checkMember(m);
       checkTtl('ttlMs', ttlMs);
       const key = this.keys.member(rec.id);
+      // A lease of ours lost while the store was away may still hold this id's key.
+      await this.sweepDeadLeases();
       const lost = new LostSignal(this.onError);
       const { lease, id } = await this.grant(ttlMs, lost, `member ${rec.id}`);
       const res = await this.client
@@ -194,11 +301,32 @@ export class EtcdStore implements ClusterStore {
     });
   }
 
-  /** Starts a watcher at `startRevision`, reporting its errors (a watcher without an error listener would crash the process). */
-  private async watch(build: (b: ReturnType<Etcd3['watch']>) => ReturnType<Etcd3['watch']>, startRevision: string): Promise<Watcher> {
-    const w = await build(this.client.watch()).startRevision(startRevision).withPreviousKV().create();
+  /**
+   * A watcher from `startRevision`, registered at once (so close() cancels it
+   * even if it never connects) and reporting its errors (a watcher without an
+   * error listener would crash the process). Events start once it connects;
+   * from `startRevision` on, none is missed.
+   */
+  private watchNow(build: (b: ReturnType<Etcd3['watch']>) => ReturnType<Etcd3['watch']>, startRevision: string): Watcher {
+    const w = build(this.client.watch()).startRevision(startRevision).withPreviousKV().watcher();
     this.watchers.add(w);
     w.on('error', (e) => this.onError(unavailable('etcd', 'watch', e)));
+    return w;
+  }
+
+  /** watchNow, resolved once etcd created the watch (at most timeoutMs; else cancelled, STORE_UNAVAILABLE). */
+  private async watch(build: (b: ReturnType<Etcd3['watch']>) => ReturnType<Etcd3['watch']>, startRevision: string): Promise<Watcher> {
+    const w = this.watchNow(build, startRevision);
+    try {
+      await withTimeout('etcd', 'watch', this.timeoutMs, () => new Promise<void>((resolve, reject) => {
+        w.once('connected', () => resolve());
+        w.once('error', reject);
+      }));
+    } catch (e) {
+      this.watchers.delete(w);
+      void w.cancel().catch(() => undefined);
+      throw e;
+    }
     return w;
   }
 
@@ -360,15 +488,18 @@ export class EtcdStore implements ClusterStore {
     let fail: (e: BatonError) => void = () => undefined;
     const waitLost = new LostSignal(this.onError);
     waitLost.on((e) => (elected ? lost.fire(e, true) : fail(e)));
+    // Our own candidacies lost while the store was away must not stay ahead of this one.
+    await this.sweepDeadLeases();
     const { lease, id } = await this.grant(ttlMs, waitLost, `campaign of ${candidate}`);
     const key = this.keys.election + BigInt(id).toString(16).padStart(16, '0');
     try {
       await this.call('campaign', () => this.client.put(key).value(candidate).lease(id).exec());
     } catch (e) {
-      this.leases.delete(lease);
-      lease.release();
+      // The put may have landed after all: revoke (or remember) the lease rather than leave a key behind.
+      this.revokeLease(lease).catch(() => undefined);
       throw e;
     }
+    const recheckMs = campaignRecheckMs(ttlMs);
     const self = this;
     const leadership: Leadership = {
       candidate,
@@ -383,28 +514,44 @@ export class EtcdStore implements ClusterStore {
     };
     return new Promise<Leadership>((resolve, reject) => {
       let settled = false;
+      /** The predecessor being waited on: its key, a watch on it, and the timer that looks again regardless. */
       let watcher: Watcher | undefined;
-      const finish = () => {
-        settled = true;
-        this.pendingCampaigns.delete(fail);
-        opts.signal?.removeEventListener('abort', onAbort);
+      let watchedKey = '';
+      let recheck: ReturnType<typeof setTimeout> | undefined;
+      const stopWatching = () => {
         if (watcher !== undefined) {
           const w = watcher;
           watcher = undefined;
           this.watchers.delete(w);
           void w.cancel().catch(() => undefined);
         }
+        watchedKey = '';
+      };
+      const finish = () => {
+        settled = true;
+        this.pendingCampaigns.delete(fail);
+        opts.signal?.removeEventListener('abort', onAbort);
+        if (recheck !== undefined) clearTimeout(recheck);
+        recheck = undefined;
+        stopWatching();
       };
       fail = (e: BatonError) => {
         if (settled) return;
         finish();
-        this.leases.delete(lease);
-        if (!this.closed) void lease.revoke().catch(() => undefined);
+        // Withdraw the candidacy; if the store cannot be reached now, the lease is revoked at the next sweep.
+        this.revokeLease(lease).catch(() => undefined);
         reject(e);
       };
       const onAbort = () => fail(new BatonError(ErrorCode.BAD_ARGUMENT, 'etcd store: campaign aborted'));
       this.pendingCampaigns.add(fail);
       opts.signal?.addEventListener('abort', onAbort);
+      /** Looks again now (the predecessor's delete event, or the recheck timer). */
+      const again = () => {
+        if (settled) return;
+        if (recheck !== undefined) clearTimeout(recheck);
+        recheck = undefined;
+        check().catch(onCheckError);
+      };
       // Am I first by create revision? If not, wait for my predecessor's key to go, then look again.
       const check = async (): Promise<void> => {
         if (settled) return;
@@ -419,21 +566,28 @@ export class EtcdStore implements ClusterStore {
           resolve(leadership);
           return;
         }
-        const prevKey = kvs[mine - 1]!.key.toString();
-        const w = await this.watch((b) => b.key(prevKey), String(Number(res.header.revision) + 1));
-        if (settled) {
-          this.watchers.delete(w);
-          void w.cancel().catch(() => undefined);
-          return;
+        const prev = kvs[mine - 1]!;
+        // Our own earlier candidacy, lost while the store was away: withdraw it and look again.
+        const dead = this.deadLeases.get(String(prev.lease));
+        if (dead !== undefined) {
+          await this.call('campaign: revoke dead candidacy', () => dead.revoke());
+          if (this.deadLeases.get(String(prev.lease)) === dead) this.deadLeases.delete(String(prev.lease));
+          return check();
         }
-        watcher = w;
-        w.on('delete', () => {
-          if (watcher !== w) return;
-          watcher = undefined;
-          this.watchers.delete(w);
-          void w.cancel().catch(() => undefined);
-          check().catch(onCheckError);
-        });
+        // Wait for the predecessor's key to go: its delete event, or at the latest
+        // recheckMs (a quarter TTL), when the election is read again — a watch
+        // whose stream is reconnecting after an outage reports nothing meanwhile.
+        const prevKey = prev.key.toString();
+        if (watchedKey !== prevKey) {
+          stopWatching();
+          const w = this.watchNow((b) => b.key(prevKey), String(Number(res.header.revision) + 1));
+          watcher = w;
+          watchedKey = prevKey;
+          w.on('delete', () => {
+            if (watcher === w) again();
+          });
+        }
+        recheck = setTimeout(again, recheckMs);
       };
       const onCheckError = (e: unknown) => fail(e instanceof BatonError ? e : unavailable('etcd', 'campaign', e));
       check().catch(onCheckError);
