@@ -17,10 +17,16 @@
  *             are never refused: they are work already admitted.
  *
  * Transitions (checked once per RX batch, O(1)):
- *   OPEN → SHEDDING       delay > shedAboveMs
- *   SHEDDING → DROPPING   delay > dropAboveMs
+ *   OPEN → SHEDDING       delay > shedAboveMs and the queue is not draining
+ *   SHEDDING → DROPPING   delay > dropAboveMs and the queue is not draining
  *   DROPPING → SHEDDING   delay ≤ dropAboveMs / 2
  *   SHEDDING → OPEN       delay ≤ shedAboveMs / 2 for holdMs
+ * "Not draining": the delay is no lower than it was trendMs ago. A node that
+ * was stalled (a process start on a busy machine, a GC pause) comes back to a
+ * backlog that it then drains — a long delay that falls is a stall, not
+ * overload, and refuses nothing; a delay that stands or grows is more
+ * arriving than leaving. After a gap in the checks longer than trendMs (the
+ * stall itself) the trend starts over.
  * Every entry into a state is counted (admission_to_shedding, ...).
  */
 import type { Clock } from '../shared/clock.js';
@@ -35,6 +41,8 @@ export interface AdmissionOptions {
   dropAboveMs: number;
   /** How long the delay must stay low before SHEDDING returns to OPEN. */
   holdMs: number;
+  /** The delay's trend is taken over this interval (default 50 ms). */
+  trendMs?: number;
 }
 
 export class Admission {
@@ -47,6 +55,11 @@ export class Admission {
   maxDelayMs = 0;
   private lowSince = -1;
   private last: number;
+  private readonly trendMs: number;
+  private refAt: number;
+  private refDelay = 0;
+  /** The delay is not falling (over the last trendMs): more arrives than leaves. */
+  private rising = false;
 
   constructor(
     private readonly probe: QueueProbe,
@@ -54,6 +67,8 @@ export class Admission {
     readonly opts: AdmissionOptions,
   ) {
     this.last = clock.now();
+    this.trendMs = opts.trendMs ?? 50;
+    this.refAt = this.last;
   }
 
   /** Re-reads the delay and moves between states; returns the state. Once per batch. */
@@ -62,15 +77,26 @@ export class Admission {
     const d = this.probe.delayMs();
     if (d > this.maxDelayMs) this.maxDelayMs = d;
     this.timeIn[this.state] = this.timeIn[this.state]! + (now - this.last);
+    if (now - this.last > this.trendMs) {
+      // A gap in the checks: this node was stalled. What follows is a backlog; judge its trend afresh.
+      this.rising = false;
+      this.refAt = now;
+      this.refDelay = d;
+    } else if (now - this.refAt >= this.trendMs) {
+      this.rising = d >= this.refDelay;
+      this.refAt = now;
+      this.refDelay = d;
+    }
     this.last = now;
+    const rising = this.rising;
     const o = this.opts;
     switch (this.state) {
       case AdmissionState.OPEN:
-        if (d > o.dropAboveMs) this.enter(AdmissionState.DROPPING);
-        else if (d > o.shedAboveMs) this.enter(AdmissionState.SHEDDING);
+        if (rising && d > o.dropAboveMs) this.enter(AdmissionState.DROPPING);
+        else if (rising && d > o.shedAboveMs) this.enter(AdmissionState.SHEDDING);
         break;
       case AdmissionState.SHEDDING:
-        if (d > o.dropAboveMs) this.enter(AdmissionState.DROPPING);
+        if (rising && d > o.dropAboveMs) this.enter(AdmissionState.DROPPING);
         else if (d <= o.shedAboveMs / 2) {
           if (this.lowSince < 0) this.lowSince = now;
           else if (now - this.lowSince >= o.holdMs) this.enter(AdmissionState.OPEN);

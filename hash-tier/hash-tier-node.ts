@@ -7,6 +7,7 @@ import { formatAddress, type Address } from '../shared/io/address.js';
 import { ForwardingEngine, HT } from './forwarding-engine.js';
 import { Manager } from '../migration-manager/manager.js';
 import { Role, nodeInfo, type FlowStats } from '../shared/control/messages.js';
+import { buildVersion } from '../shared/build-info.js';
 import { PpsMeter } from '../shared/observability/pps.js';
 import { getLogger } from '../shared/observability/logger.js';
 import type { NodeIo } from '../distributor/fd-node.js';
@@ -41,7 +42,7 @@ export class HashTierNode {
       hashSeed: cfg.hash.seed,
       symmetricHash: cfg.hash.symmetric,
       replyByOwnerHint: cfg.hash.replyByOwnerHint,
-      admission: cfg.admission.enabled ? { probeMs: cfg.admission.probeMs, shedAboveMs: cfg.admission.shedAboveMs, dropAboveMs: cfg.admission.dropAboveMs, holdMs: cfg.admission.holdMs } : undefined,
+      admission: cfg.admission.enabled ? { probeMs: cfg.admission.probeMs, shedAboveMs: cfg.admission.shedAboveMs, dropAboveMs: cfg.admission.dropAboveMs, holdMs: cfg.admission.holdMs, trendMs: cfg.admission.trendMs } : undefined,
       rxCapacity: cfg.dataplane.rxCapacity,
       batchDatagrams: cfg.dataplane.batchDatagrams,
       tx: { maxDatagramBytes: cfg.dataplane.maxDatagramBytes, poolBuffers: cfg.dataplane.txPoolBuffers },
@@ -50,7 +51,7 @@ export class HashTierNode {
     this.store = this.injectedStore ?? await openStore(cfg.store.url, { scheduler: io.scheduler, timeoutMs: cfg.store.timeoutMs, onError: (e) => getLogger('store').warn('store error', { err: String(e) }) });
     this.pps = new PpsMeter(io.scheduler.clock, () => this.engine.counters.get(HT.rx_frames));
     this.manager = new Manager({
-      self: nodeInfo({ id: me.id, name: me.name, role: Role.HASH_TIER, dataAddr: formatAddress(sock.address), pid: process.pid }),
+      self: nodeInfo({ id: me.id, name: me.name, role: Role.HASH_TIER, dataAddr: formatAddress(sock.address), pid: process.pid, version: buildVersion() }),
       net: io.messages,
       scheduler: io.scheduler,
       listen: { host: me.host, port: me.controlPort },

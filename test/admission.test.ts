@@ -68,47 +68,56 @@ class FakeProbe {
 }
 
 describe('Admission', () => {
+  const opts = { shedAboveMs: 20, dropAboveMs: 100, holdMs: 50, trendMs: 10 };
+  /** Advances 5 ms at a time (one check per "batch") with the delay `d`, `n` times; returns the last state. */
+  const run = (sched: VirtualScheduler, a: Admission, p: FakeProbe, d: number | ((i: number) => number), n: number) => {
+    let s: AdmissionState = a.state;
+    for (let i = 0; i < n; i++) {
+      sched.runFor(5);
+      p.d = typeof d === 'number' ? d : d(i);
+      s = a.update();
+    }
+    return s;
+  };
+
   it('moves OPEN → SHEDDING → DROPPING → SHEDDING → OPEN as documented', () => {
     const sched = new VirtualScheduler();
     const p = new FakeProbe();
-    const a = new Admission(p as unknown as QueueProbe, sched.clock, { shedAboveMs: 20, dropAboveMs: 100, holdMs: 50 });
-    expect(a.update()).toBe(AdmissionState.OPEN);
-    p.d = 21;
-    expect(a.update()).toBe(AdmissionState.SHEDDING);
-    p.d = 101;
-    expect(a.update()).toBe(AdmissionState.DROPPING);
-    p.d = 60; // above half the drop bound: still dropping
-    expect(a.update()).toBe(AdmissionState.DROPPING);
-    p.d = 50;
-    expect(a.update()).toBe(AdmissionState.SHEDDING);
-    p.d = 10; // low, but not for holdMs yet
-    expect(a.update()).toBe(AdmissionState.SHEDDING);
-    sched.runFor(49);
-    expect(a.update()).toBe(AdmissionState.SHEDDING);
-    sched.runFor(2);
-    expect(a.update()).toBe(AdmissionState.OPEN);
+    const a = new Admission(p as unknown as QueueProbe, sched.clock, opts);
+    expect(run(sched, a, p, 1, 4)).toBe(AdmissionState.OPEN);
+    expect(run(sched, a, p, (i) => 21 + i, 4)).toBe(AdmissionState.SHEDDING); // standing or growing queue
+    expect(run(sched, a, p, (i) => 101 + i, 4)).toBe(AdmissionState.DROPPING);
+    expect(run(sched, a, p, 60, 4)).toBe(AdmissionState.DROPPING); // above half the drop bound
+    expect(run(sched, a, p, 50, 1)).toBe(AdmissionState.SHEDDING);
+    expect(run(sched, a, p, 5, 9)).toBe(AdmissionState.SHEDDING); // low, but not for holdMs yet
+    expect(run(sched, a, p, 5, 3)).toBe(AdmissionState.OPEN);
     expect(Array.from(a.entered)).toEqual([1, 2, 1]);
-    expect(a.maxDelayMs).toBe(101);
+    expect(a.maxDelayMs).toBe(104);
+  });
+
+  it('a stall is not overload: a long delay that falls refuses nothing', () => {
+    const sched = new VirtualScheduler();
+    const p = new FakeProbe();
+    const a = new Admission(p as unknown as QueueProbe, sched.clock, opts);
+    run(sched, a, p, 1, 4);
+    sched.runFor(300); // the node did not run for 300 ms: it comes back to a 300 ms backlog
+    p.d = 300;
+    expect(a.update()).toBe(AdmissionState.OPEN);
+    expect(run(sched, a, p, (i) => 300 - 10 * (i + 1), 25)).toBe(AdmissionState.OPEN); // draining
+    expect(Array.from(a.entered)).toEqual([0, 0, 0]);
+    // The same backlog that does not drain is overload.
+    expect(run(sched, a, p, 300, 4)).toBe(AdmissionState.DROPPING);
   });
 
   it('a delay that rises again restarts the hold', () => {
     const sched = new VirtualScheduler();
     const p = new FakeProbe();
-    const a = new Admission(p as unknown as QueueProbe, sched.clock, { shedAboveMs: 20, dropAboveMs: 100, holdMs: 50 });
-    p.d = 30;
-    a.update();
-    p.d = 5;
-    a.update();
-    sched.runFor(40);
-    p.d = 15; // between half and the bound: the hold starts over
-    a.update();
-    p.d = 5;
-    sched.runFor(20);
-    a.update();
-    sched.runFor(40);
-    expect(a.update()).toBe(AdmissionState.SHEDDING);
-    sched.runFor(11);
-    expect(a.update()).toBe(AdmissionState.OPEN);
+    const a = new Admission(p as unknown as QueueProbe, sched.clock, opts);
+    expect(run(sched, a, p, 30, 4)).toBe(AdmissionState.SHEDDING);
+    run(sched, a, p, 5, 8); // 40 ms low
+    run(sched, a, p, 15, 1); // between half and the bound: the hold starts over
+    expect(run(sched, a, p, 5, 10)).toBe(AdmissionState.SHEDDING);
+    expect(run(sched, a, p, 5, 1)).toBe(AdmissionState.OPEN);
   });
 });
 
@@ -124,7 +133,7 @@ describe('ForwardingEngine admission', () => {
     const htSock = net.bindSync({ host: '10.0.0.1', port: 0 });
     const fdSock = net.bindSync({ host: '10.0.0.2', port: 0 });
     const cSock = net.bindSync({ host: '10.0.0.3', port: 0 });
-    const eng = new ForwardingEngine(htSock, sched, { id: 1, vni: VNI, hashSeed: 1, admission: { probeMs: 5, shedAboveMs: 20, dropAboveMs: 100, holdMs: 50 } });
+    const eng = new ForwardingEngine(htSock, sched, { id: 1, vni: VNI, hashSeed: 1, admission: { probeMs: 5, shedAboveMs: 20, dropAboveMs: 100, holdMs: 50, trendMs: 10 } });
     eng.setScope(HashScope.build(1, ['fd-1'], 251, 1), [{ name: 'fd-1', id: 11, data: fdSock.address }]);
     const atFd: { flags: number; tcpFlags: number }[] = [];
     fdSock.onMessage((d) => {

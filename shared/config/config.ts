@@ -157,6 +157,7 @@ export const ConfigSchema = z
         shedAboveMs: z.number().positive().default(25),
         dropAboveMs: z.number().positive().default(100),
         holdMs: z.number().min(0).default(200),
+        trendMs: z.number().positive().default(50),
       })
       .refine((a) => a.dropAboveMs > a.shedAboveMs, { message: 'dropAboveMs must be greater than shedAboveMs', path: ['dropAboveMs'] })
       .prefault({}),
