@@ -29,6 +29,33 @@ const STATIC = [
   'learn_table_full', // a peer's ownership record refused: no room (not a frame)
   'drop_no_backend', // policy refused the new flow
   'linger_overflow', // closing ring full: flow left to idle expiry instead
+  'flows_closing_imported', // a migrated-in entry was already closing: put on the linger queue here
+  // Ownership records received (peer batches)
+  'ownership_deferred', // records that arrived while this FD's table was frozen (its own migration): queued
+  'ownership_deferred_applied', // queued records applied when the freeze ended
+  'ownership_deferred_dropped', // queued records discarded: this FD left (its table was purged), or the queue was full
+  'ownership_nacks_sent', // acknowledged batches answered "not (yet) applied" (deferred / table full / malformed)
+  // Acknowledged ownership batches this FD sent (migration broadcast, joiner sync, resync)
+  'ownership_batches_acked', // the peer applied every record
+  'ownership_batches_deferred', // the peer queued them (it is migrating; applied when its migration ends)
+  'ownership_batches_refused', // the peer refused records (table full, malformed): reported to the caller
+  'ownership_batch_failures', // no answer (timeout, connection closed)
+  // Broadcast of this FD's own ownership changes
+  'ownership_unsent_batches', // a peer had no open channel: it missed the batch (it is resynced on connect)
+  'ownership_unsent_records',
+  'ownership_resyncs', // full ownership syncs sent to a peer that (re)connected after missing batches
+  'ownership_resync_records',
+  'ownership_resync_failures',
+  // Staged migration copies (the inheritor's side)
+  'migration_entries_staged', // imported as redirects to the sender, inert until its commit
+  'migration_entries_committed', // staged entries made the inheritor's (or the primary's, standby) on commit
+  'migration_entries_rolled_back', // entries back to the sender on abort
+  'migration_chunks_refused', // chunks or commits refused (this FD frozen or leaving, unknown migration)
+  // Staged migration copies (the sender's side)
+  'migration_commits', // peers that acknowledged a commit
+  'migration_commit_failures',
+  'migration_aborts', // peers told to roll a copy back
+  'migration_abort_failures',
 ] as const;
 
 const REJECT_BASE = STATIC.length;

@@ -326,6 +326,43 @@ export function importFlows(table: FlowTable, buf: Uint8Array, off: number, len:
   return count;
 }
 
+/**
+ * The keys of the records of a chunk that importFlows accepted: 4 words per
+ * record (srcIp, dstIp, srcPort << 16 | dstPort, and the meta word: proto in
+ * bits 0-7, flags 8-15, owner 16-31), in record order. Reads the header
+ * (BAD_EXPORT_FORMAT when it is bad) but not the checksum: call it after
+ * importFlows. For a migration's staging log (migration-receiver.ts).
+ */
+export function chunkKeys(buf: Uint8Array, off = 0, len = buf.length - off): Uint32Array {
+  const hdr = readExportHeader(buf, off, len);
+  if (len !== hdr.totalBytes) throw badFormat(`length mismatch: header says ${hdr.recordCount} records (${hdr.totalBytes} bytes), chunk is ${len} bytes`);
+  const count = hdr.recordCount;
+  const out = new Uint32Array(count * 4);
+  const base = buf.byteOffset + off + FLOW_EXPORT_HEADER_SIZE;
+  const stride = RECORD_WORDS;
+  if (HOST_LE) {
+    let u32: Uint32Array;
+    if ((base & 3) === 0) u32 = new Uint32Array(buf.buffer, base, count * stride);
+    else {
+      const bytes = count * FLOW_RECORD_SIZE;
+      if (alignedScratch.length < bytes) alignedScratch = new Uint8Array(bytes);
+      alignedScratch.set(buf.subarray(off + FLOW_EXPORT_HEADER_SIZE, off + FLOW_EXPORT_HEADER_SIZE + bytes));
+      u32 = new Uint32Array(alignedScratch.buffer, 0, count * stride);
+    }
+    for (let r = 0, q = 0; r < count; r++, q += stride) {
+      const k = r * 4;
+      out[k] = u32[q]!;
+      out[k + 1] = u32[q + 1]!;
+      out[k + 2] = u32[q + 2]!;
+      out[k + 3] = u32[q + 3]!;
+    }
+  } else {
+    const dv = new DataView(buf.buffer, base, count * FLOW_RECORD_SIZE);
+    for (let r = 0; r < count; r++) for (let w = 0; w < 4; w++) out[r * 4 + w] = dv.getUint32(r * FLOW_RECORD_SIZE + w * 4, true);
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- helpers
 
 /**

@@ -216,7 +216,9 @@ export class FlowHandler {
       const w = this.lingerKeys;
       const ports = w[k + 2]!;
       const slot = this.table.find(w[k]!, w[k + 1]!, ports >>> 16, ports & 0xffff, w[k + 3]!);
-      if (slot >= 0 && (this.table.flags(slot) & FlowFlag.CLOSING) !== 0) {
+      // Only an entry still ours: one whose ownership moved on (a migration
+      // rolled back, a conflict yielded) is removed by its owner's broadcast.
+      if (slot >= 0 && (this.table.flags(slot) & FlowFlag.CLOSING) !== 0 && this.table.owner(slot) === this.selfId) {
         this.removePair(slot);
         this.counters.inc(FD.flows_closed);
       }
@@ -277,9 +279,24 @@ export class FlowHandler {
   /**
    * While frozen no entry is added or removed (no learning, no linger or idle
    * removals): a migration walks the table by slot index. Packets are still
-   * handled, and their counters still move.
+   * handled, and their counters still move. Ownership records that arrive
+   * meanwhile are queued by the mesh and applied when the freeze ends
+   * (onThaw).
    */
-  frozen = false;
+  get frozen(): boolean {
+    return this.isFrozen;
+  }
+  set frozen(v: boolean) {
+    const thawed = this.isFrozen && !v;
+    this.isFrozen = v;
+    if (thawed) for (const fn of this.thawListeners) fn();
+  }
+  /** Called (in order) each time the table stops being frozen. Off the hot path. */
+  onThaw(fn: () => void): void {
+    this.thawListeners.push(fn);
+  }
+  private isFrozen = false;
+  private readonly thawListeners: (() => void)[] = [];
   private nextScope: HashScope | null = null;
   private nextIds: Uint16Array = new Uint16Array(0);
   private nextSeed = 0;
@@ -315,6 +332,29 @@ export class FlowHandler {
   /** Flows currently lingering after FIN/RST. */
   get lingering(): number {
     return this.lingerCount;
+  }
+
+  /**
+   * The entry at `slot` arrived already closing (FIN/RST seen at the FD it
+   * migrated from) and is now owned here: it lingers here like a local one,
+   * a full `lingerMs` from now (the exporter's linger deadline does not
+   * travel), and is then removed with its other direction. A connection is
+   * queued once: by its forward entry, or by the reverse one when the
+   * forward entry is absent. Returns true when queued. Off the hot path
+   * (migration import and commit).
+   */
+  adoptClosing(slot: number): boolean {
+    const t = this.table;
+    const f = t.flags(slot);
+    if ((f & FlowFlag.CLOSING) === 0 || t.owner(slot) !== this.selfId) return false;
+    if ((f & FlowFlag.REVERSE) !== 0) {
+      const pk = this.p;
+      partnerKey(t, slot, pk);
+      if (t.find(pk.srcIp, pk.dstIp, pk.srcPort, pk.dstPort, pk.proto) >= 0) return false; // queued by the forward entry
+    }
+    this.counters.inc(FD.flows_closing_imported);
+    this.enqueueLinger(slot);
+    return true;
   }
 
   private drop(counter: number): Verdict {
@@ -371,6 +411,12 @@ export class FlowHandler {
     const p = t.find(pk.srcIp, pk.dstIp, pk.srcPort, pk.dstPort, proto);
     if (p >= 0) t.setFlags(p, t.flags(p) | FlowFlag.CLOSING);
     this.counters.inc(FD.flows_closing);
+    this.enqueueLinger(slot);
+  }
+
+  /** Queues the entry at `slot` for removal `lingerMs` from now (ring full: counted, idle expiry removes it). */
+  private enqueueLinger(slot: number): void {
+    const t = this.table;
     const cap = this.lingerDeadline.length;
     if (this.lingerCount === cap) {
       this.counters.inc(FD.linger_overflow); // idle expiry will remove it
@@ -382,7 +428,7 @@ export class FlowHandler {
     this.lingerKeys[k] = t.srcIp(slot);
     this.lingerKeys[k + 1] = t.dstIp(slot);
     this.lingerKeys[k + 2] = ((t.srcPort(slot) << 16) | t.dstPort(slot)) >>> 0;
-    this.lingerKeys[k + 3] = proto;
+    this.lingerKeys[k + 3] = t.proto(slot);
     this.lingerDeadline[i] = this.nowMs + this.lingerMs;
     this.lingerCount++;
   }

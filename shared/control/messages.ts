@@ -211,6 +211,12 @@ export interface MigrationChunk {
   standby: boolean;
   count: number;
   records: Uint8Array;
+  /** Staged copy: entries stay redirects to `sender` until a COMMIT (decoded: always present; optional for senders). */
+  staged?: boolean;
+  /** Node id of the sending FD (staged copies). */
+  sender?: number;
+  /** MigrationOp (migration-client/migration-receiver.ts): 0 COPY, 1 COMMIT, 2 ABORT, 3 DONE. */
+  op?: number;
 }
 
 export interface MigrationAck {
