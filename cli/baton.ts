@@ -3,6 +3,9 @@
  *   baton up        start the local cluster (hash tier, FDs, service nodes) as processes
  *   baton status    the manager's view: node, role, status, flows, RX/TX depth, pps
  *   baton traffic   verified traffic against a running cluster
+ *   baton upgrade   rolling upgrade of every FD to the current sources, a bundle or a command
+ *   baton build     bundle the current sources (a build `upgrade --bundle` can name)
+ *   baton version   this build's id
  */
 import { Command, Option, InvalidArgumentError } from 'commander';
 import { join } from 'node:path';
@@ -19,6 +22,8 @@ import type { Role } from './node-main.js';
 import { operation, progressBar, formatDisengage, formatEngage, body, disengageRequest } from './operations-cmd.js';
 import { attachOrchestrator } from './orchestrator.js';
 import { POLICIES } from '../migration-client/inheritor-selector.js';
+import { buildInfo } from '../shared/build-info.js';
+import { buildNodeBundle, describeEntry, probeEntry, upgradeEntry } from './node-bundle.js';
 
 function num(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
@@ -177,16 +182,23 @@ program
 
 program
   .command('upgrade')
-  .description('rolling upgrade: disengage each FD (k at a time), restart its process, engage it again')
+  .description('rolling upgrade: disengage each FD (k at a time), restart its process on the new build, engage it again')
   .addOption(configOpt())
   .option('--manager <host:port>', 'manager control address (default: from the config)')
   .option('--batch <k>', 'FDs upgraded at the same time', num('--batch', 1, 1000), 1)
   .addOption(new Option('--policy <policy>', 'inheritor selection for each disengage').choices([...POLICIES]).default('hash-aligned'))
   .option('--timeout <seconds>', 'per step', num('--timeout', 1, 3600), 60)
+  .option('--bundle <file>', 'restart FDs from this node bundle (e.g. from `baton build`); default: bundle the sources as they are now')
+  .option('--command <argv>', 'restart FDs with this command running `baton` (split on spaces, no shell), e.g. "node /opt/baton-2/bin/baton.js"')
   .option('--json', 'print the result as JSON')
   .action(async (o) => {
     const cfg = loadConfig(o.config);
-    const r = await operation(managerOf(cfg, o.manager), body('upgradeRequest', { batch: o.batch, policy: o.policy, timeoutMs: Math.round(o.timeout * 1000) }), 24 * 3600 * 1000, ({ operation: p, migration }) => {
+    // The build, checked once before the manager is asked: it must run and print a build id.
+    const entry = await upgradeEntry({ bundle: o.bundle, command: o.command !== undefined ? [o.command] : [] });
+    const build = entry.bundle ? { bundle: entry.bundle, command: [] } : { bundle: '', command: [entry.exec, ...entry.args] };
+    if (!o.json) console.log(`upgrading FDs to build ${entry.version} (${describeEntry(entry)})`);
+    const req = body('upgradeRequest', { batch: o.batch, policy: o.policy, timeoutMs: Math.round(o.timeout * 1000), ...build });
+    const r = await operation(managerOf(cfg, o.manager), req, 24 * 3600 * 1000, ({ operation: p, migration }) => {
       if (o.json) return;
       if (p) console.log(p.message);
       else if (migration && migration.phase === 'done') console.log(progressBar(migration));
@@ -199,6 +211,26 @@ program
       console.log(v.ok ? `upgrade done: ${v.upgraded.join(', ')} in ${(v.durationMs / 1000).toFixed(1)} s` : `upgrade FAILED [${v.errorCode}]: ${v.errorMessage} (upgraded so far: ${v.upgraded.join(', ') || 'none'})`);
     }
     process.exitCode = v.ok ? 0 : 1;
+  });
+
+program
+  .command('build')
+  .description('bundle the current sources into node_modules/.cache/baton (content-named); print the file and its build id')
+  .option('--tag <tag>', 'a label in the build id (<package>-<tag>+<hash>)')
+  .option('--out-dir <dir>', 'where the bundle goes (it resolves npm packages from the node_modules above it)')
+  .option('--json', 'print JSON')
+  .action(async (o) => {
+    const entry = await probeEntry(await buildNodeBundle({ tag: o.tag, outDir: o.outDir }), o.outDir ? '--out-dir' : 'the new bundle');
+    console.log(o.json ? JSON.stringify({ bundle: entry.bundle, version: entry.version }) : `${entry.bundle}\nbuild ${entry.version}\nupgrade to it: npm run baton -- upgrade --bundle ${entry.bundle}`);
+  });
+
+program
+  .command('version')
+  .description("print this build's id (package version, tag, bundle content hash)")
+  .option('--json', 'print JSON')
+  .action((o) => {
+    const b = buildInfo();
+    console.log(o.json ? JSON.stringify(b) : b.version);
   });
 
 program

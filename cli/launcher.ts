@@ -3,6 +3,10 @@
  * `baton node ...` (cli/node-main.ts) and announces itself with a READY line;
  * its logs go to <runDir>/<name>.log. Children also exit when the launcher's
  * pipe to their stdin closes, so a killed launcher leaves no orphans.
+ *
+ * What a node runs is a NodeEntry (cli/node-bundle.ts): by default the bundle
+ * built when the launcher first starts a node; a rolling upgrade's restarts
+ * name a newer one (cli/orchestrator.ts), which then becomes the default.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync, openSync, closeSync, readFileSync } from 'node:fs';
@@ -54,16 +58,29 @@ export class Launcher {
     return this.cfg.hashTiers.map((t) => this.managers.get(t.name)).filter((a): a is string => a !== undefined);
   }
 
-  /** Starts one node and resolves with its READY line (rejects with its log tail if it dies first). */
-  async startNode(role: Role, name: string): Promise<LaunchedNode> {
-    const entry = await (this.entry ??= buildNodeEntry());
+  /** What nodes start from unless told otherwise (built on first use). */
+  defaultEntry(): Promise<NodeEntry> {
+    return (this.entry ??= buildNodeEntry());
+  }
+
+  /** Nodes started from now on without an entry of their own run `entry` (an upgrade's build). */
+  setDefaultEntry(entry: NodeEntry): void {
+    this.entry = Promise.resolve(entry);
+  }
+
+  /**
+   * Starts one node and resolves with its READY line (rejects with its log
+   * tail if it dies first). `entry`: what to run, default `defaultEntry()`.
+   */
+  async startNode(role: Role, name: string, entry?: NodeEntry): Promise<LaunchedNode> {
+    entry ??= await this.defaultEntry();
     const logFile = join(this.opts.runDir, `${name}.log`);
     const fd = openSync(logFile, 'a');
-    // BATON_NODE_ARGS: extra Node flags for every node (e.g. --cpu-prof for profiling).
-    const extra = (process.env.BATON_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    // BATON_NODE_ARGS: extra Node flags for every node (e.g. --cpu-prof for profiling); not for a --command entry.
+    const extra = entry.command ? [] : (process.env.BATON_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const args = [...extra, ...entry.args, 'node', '--role', role, '--name', name, '--config', this.configPath];
     if (role !== 'hash' && this.managers.size > 0) args.push('--manager', this.managerAddresses.join(','));
-    const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', fd], cwd: PROJECT_ROOT, env: { ...process.env } });
+    const proc = spawn(entry.exec, args, { stdio: ['pipe', 'pipe', fd], cwd: PROJECT_ROOT, env: { ...process.env } });
     closeSync(fd);
     const timeoutMs = this.opts.readyTimeoutMs ?? 20_000;
     return new Promise<LaunchedNode>((resolveP, reject) => {

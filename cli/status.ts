@@ -39,6 +39,8 @@ export interface StatusRow {
   pps: number;
   drops: number;
   data: string;
+  /** Build id the node's process reported (NodeInfo.version); "" if unknown. */
+  version: string;
   lastHeartbeatMsAgo: number;
 }
 
@@ -56,13 +58,14 @@ export function statusRows(s: StatusResponse): StatusRow[] {
     pps: Math.round(n.stats.pps),
     drops: n.stats.drops,
     data: n.node.dataAddr,
+    version: n.node.version,
     lastHeartbeatMsAgo: n.lastHeartbeatMsAgo,
   }));
 }
 
 export function formatStatus(s: StatusResponse): string {
   const rows = statusRows(s);
-  const head = ['NODE', 'ROLE', 'STATUS', 'SCOPE', 'FLOWS OWNED', 'FLOWS', 'RX', 'TX', 'PPS', 'DROPS', 'DATA', 'HEARTBEAT'];
+  const head = ['NODE', 'ROLE', 'STATUS', 'SCOPE', 'FLOWS OWNED', 'FLOWS', 'RX', 'TX', 'PPS', 'DROPS', 'DATA', 'VERSION', 'HEARTBEAT'];
   const body = rows.map((r) => [
     `${r.node}(${r.id})`,
     r.role,
@@ -75,6 +78,7 @@ export function formatStatus(s: StatusResponse): string {
     String(r.pps),
     String(r.drops),
     r.data,
+    r.version || '-',
     r.lastHeartbeatMsAgo < 0 ? 'never' : `${r.lastHeartbeatMsAgo} ms ago`,
   ]);
   const all = [head, ...body];

@@ -19,6 +19,7 @@ import { MemberAgent } from '../shared/cluster/member-agent.js';
 import type { ControlChannel } from '../shared/control/channel.js';
 import { uplinkOf } from '../shared/cluster/uplink.js';
 import { Role, MemberStatus, nodeInfo, body, type FlowStats, type ScopeUpdate, type EnvelopeObject, type Body } from '../shared/control/messages.js';
+import { buildVersion } from '../shared/build-info.js';
 import { MigrationClient } from '../migration-client/migration-client.js';
 import { warmUpMigrationPath } from '../migration-client/warm-up.js';
 import { handleMigrationChunk } from '../migration-client/migration-receiver.js';
@@ -112,6 +113,7 @@ export class FdNode {
         dataAddr: formatAddress(sock.address),
         controlAddr: formatAddress(control),
         pid: process.pid,
+        version: buildVersion(),
       }),
       manager: this.manager,
       net: io.messages,

@@ -314,7 +314,7 @@ export class Manager {
         const say = (message: string): void => {
           ch.send(body('operationProgress', { operation: 'upgrade', message }));
         };
-        return { reply: this.workflows.upgrade({ batch: q.batch, policy: q.policy || 'hash-aligned', timeoutMs: q.timeoutMs || (this.o.operationTimeoutMs ?? 30_000) }, say).then((r) => body('upgradeReply', r)) };
+        return { reply: this.workflows.upgrade({ batch: q.batch, policy: q.policy || 'hash-aligned', timeoutMs: q.timeoutMs || (this.o.operationTimeoutMs ?? 30_000), bundle: q.bundle ?? '', command: q.command ?? [] }, say).then((r) => body('upgradeReply', r)) };
       }
       case 'powerdownRequest': {
         const q = env.body.value;

@@ -219,7 +219,7 @@ export class Registry {
       let m = this.members.get(n.id);
       if (!m) {
         m = {
-          info: { id: n.id, name: n.name, role: ROLE_OF[n.role], dataAddr: n.dataAddr, controlAddr: '', metricsAddr: '', virtualIp: '', virtualPort: 0, pid: 0 },
+          info: { id: n.id, name: n.name, role: ROLE_OF[n.role], dataAddr: n.dataAddr, controlAddr: '', metricsAddr: '', virtualIp: '', virtualPort: 0, pid: 0, version: '' },
           machine: new StatusMachine(statusByName(n.status)),
           stats: emptyFlowStats(),
           counters: {},

@@ -72,16 +72,18 @@ export class Workflows {
     );
   }
 
-  private async orchestrate(op: 'stop' | 'start' | 'restart', node: string, timeoutMs: number): Promise<void> {
+  /** Asks the orchestrator; `build` names what a start/restart runs (empty: see OrchestratorCommand). Resolves with the build id it started. */
+  private async orchestrate(op: 'stop' | 'start' | 'restart', node: string, timeoutMs: number, build: { bundle?: string; command?: string[] } = {}): Promise<string> {
     const ch = this.d.orchestrator();
     if (!ch || ch.closed) {
       throw new BatonError(ErrorCode.CONNECTION_CLOSED, `no orchestrator is registered to ${op} ${node}: run the cluster with \`baton up\` (or register a supervisor)`);
     }
-    const r = await ch.request(body('orchestratorCommand', { op, node }), timeoutMs);
+    const r = await ch.request(body('orchestratorCommand', { op, node, bundle: build.bundle ?? '', command: build.command ?? [] }), timeoutMs);
     if (r.body.case !== 'orchestratorReply' || !r.body.value.ok) {
       const msg = r.body.case === 'orchestratorReply' ? r.body.value.errorMessage : r.body.case;
       throw new BatonError(ErrorCode.REMOTE_ERROR, `orchestrator could not ${op} ${node}: ${msg}`);
     }
+    return r.body.value.version; // "" from an orchestrator that does not report builds
   }
 
   private lock(name: string): () => void {
@@ -92,7 +94,7 @@ export class Workflows {
     };
   }
 
-  async upgrade(o: { batch: number; policy: string; timeoutMs: number }, say: (msg: string) => void): Promise<UpgradeReply> {
+  async upgrade(o: { batch: number; policy: string; timeoutMs: number; bundle?: string; command?: string[] }, say: (msg: string) => void): Promise<UpgradeReply> {
     const unlock = this.lock('an upgrade');
     const t0 = this.d.scheduler.clock.now();
     const reg = this.d.registry;
@@ -113,9 +115,14 @@ export class Workflows {
           const id = reg.byName(name)!.info.id;
           await this.waitQuiet(id, o.timeoutMs);
           say(`${name}: disengaged and quiet; restarting its process`);
-          await this.orchestrate('restart', name, o.timeoutMs);
-          await this.until(() => reg.byName(name)?.machine.status === MemberStatus.ACTIVE && reg.byName(name)!.connected, o.timeoutMs, `${name} to come back ACTIVE`);
-          say(`${name}: new process registered and engaged`);
+          const version = await this.orchestrate('restart', name, o.timeoutMs, { bundle: o.bundle, command: o.command });
+          // ACTIVE again, and registered by the new process (its build id, when the orchestrator knows it).
+          const back = (): boolean => {
+            const m = reg.byName(name);
+            return m?.machine.status === MemberStatus.ACTIVE && m.connected && (version === '' || m.info.version === version);
+          };
+          await this.until(back, o.timeoutMs, `${name} to come back ACTIVE${version ? ` running ${version}` : ''}`);
+          say(`${name}: new process registered and engaged${version ? ` (build ${version})` : ''}`);
           upgraded.push(name);
         }
       }

@@ -10,6 +10,7 @@ import type { DatagramSocket } from '../shared/io/datagram.js';
 import { MemberAgent } from '../shared/cluster/member-agent.js';
 import { uplinkOf } from '../shared/cluster/uplink.js';
 import { Role, nodeInfo, emptyFlowStats, type FlowStats, type ScopeUpdate } from '../shared/control/messages.js';
+import { buildVersion } from '../shared/build-info.js';
 import { Counters } from '../shared/counters.js';
 import { ServiceNode, ServiceLinks, SN } from './service-node.js';
 import type { NodeIo } from '../distributor/fd-node.js';
@@ -45,6 +46,7 @@ export class ServiceMember {
         virtualIp: me.virtualIp,
         virtualPort: me.virtualPort,
         pid: process.pid,
+        version: buildVersion(),
       }),
       manager: this.manager,
       net: io.messages,

@@ -22,6 +22,8 @@ export const ErrorCode = {
   STORE_CONFLICT: 'BATON_STORE_CONFLICT',
   /** No manager leads the cluster right now (an election is under way, or the store is away). */
   NO_LEADER: 'BATON_NO_LEADER',
+  /** A rolling upgrade's build: the current sources do not bundle, or their bundle does not run (cli/node-bundle.ts). */
+  BUILD_FAILED: 'BATON_BUILD_FAILED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

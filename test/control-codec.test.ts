@@ -35,6 +35,7 @@ const NODE: NodeInfo = {
   virtualIp: '',
   virtualPort: 0,
   pid: 4242,
+  version: '0.1.0+3fa9c1d2e4b5',
 };
 const SERVICE: NodeInfo = {
   id: 31,
@@ -46,6 +47,7 @@ const SERVICE: NodeInfo = {
   virtualIp: '10.1.0.1',
   virtualPort: 8080,
   pid: 4243,
+  version: '',
 };
 const STATS: FlowStats = {
   flowsOwned: 1234,
@@ -69,6 +71,7 @@ const FD_PEER: NodeInfo = {
   virtualIp: '',
   virtualPort: 0,
   pid: 4244,
+  version: '0.1.0-hotfix+0123456789ab',
 };
 const REF_8: NodeRef = { id: 8, name: 'fd-8' };
 const REF_9: NodeRef = { id: 9, name: 'fd-9' };
@@ -164,9 +167,9 @@ const EXAMPLES: { [K in BodyCase]: Extract<Body, { case: K }>['value'] } = {
   syncRequest: { joinerId: 7, joinerControlAddr: '127.0.0.1:41007' },
   syncReply: { records: 2 ** 35 + 9 },
   orchestratorHello: { name: 'baton-up-4242' },
-  orchestratorCommand: { op: 'restart', node: 'fd-7' },
-  orchestratorReply: { ok: true, errorMessage: 'was not running', pid: 4245 },
-  upgradeRequest: { batch: 2, policy: 'spread', timeoutMs: 60000 },
+  orchestratorCommand: { op: 'restart', node: 'fd-7', bundle: '/srv/baton/node_modules/.cache/baton/baton-3fa9c1d2e4b50123.mjs', command: [] },
+  orchestratorReply: { ok: true, errorMessage: 'was not running', pid: 4245, version: '0.1.0+3fa9c1d2e4b5' },
+  upgradeRequest: { batch: 2, policy: 'spread', timeoutMs: 60000, bundle: '', command: ['node', '/opt/baton-2/bin/baton.js'] },
   upgradeReply: {
     ok: true,
     errorCode: 'BATON_TIMEOUT',
@@ -338,6 +341,7 @@ describe('round trip', () => {
     virtualIp: str,
     virtualPort: u32,
     pid: u32,
+    version: str,
   });
   const arbStats = fc.record({
     flowsOwned: u64,
@@ -449,9 +453,9 @@ describe('round trip', () => {
     fc.record({ joinerId: u32, joinerControlAddr: str }).map((v) => body('syncRequest', v)),
     fc.record({ records: u64 }).map((v) => body('syncReply', v)),
     fc.record({ name: str }).map((v) => body('orchestratorHello', v)),
-    fc.record({ op: str, node: str }).map((v) => body('orchestratorCommand', v)),
-    fc.record({ ok: fc.boolean(), errorMessage: str, pid: u32 }).map((v) => body('orchestratorReply', v)),
-    fc.record({ batch: u32, policy: str, timeoutMs: u32 }).map((v) => body('upgradeRequest', v)),
+    fc.record({ op: str, node: str, bundle: str, command: fc.array(str, { maxLength: 3 }) }).map((v) => body('orchestratorCommand', v)),
+    fc.record({ ok: fc.boolean(), errorMessage: str, pid: u32, version: str }).map((v) => body('orchestratorReply', v)),
+    fc.record({ batch: u32, policy: str, timeoutMs: u32, bundle: str, command: fc.array(str, { maxLength: 3 }) }).map((v) => body('upgradeRequest', v)),
     fc
       .record({
         ok: fc.boolean(),

@@ -63,6 +63,8 @@ export interface NodeInfo {
   virtualIp: string;
   virtualPort: number;
   pid: number;
+  /** Build id of the node's process (shared/build-info.ts); "" if unknown. */
+  version: string;
 }
 
 export interface FlowStats {
@@ -268,18 +270,30 @@ export interface OrchestratorHello {
 export interface OrchestratorCommand {
   op: string;
   node: string;
+  /** start/restart: a bundle file to run; with `command`, neither = the current sources (restart) or the last build (start). */
+  bundle: string;
+  /** start/restart: a command (argv) that runs `baton`, instead of a bundle. */
+  command: string[];
 }
 
 export interface OrchestratorReply {
   ok: boolean;
   errorMessage: string;
   pid: number;
+  /** Build id the started process reported ("" for stop). */
+  version: string;
 }
 
 export interface UpgradeRequest {
   batch: number;
   policy: string;
   timeoutMs: number;
+  /**
+   * The build FDs restart with: a bundle file or a command (argv) running `baton`.
+   * Optional for senders (absent = the orchestrator builds the current sources); decoded as "" / [].
+   */
+  bundle?: string;
+  command?: string[];
 }
 
 export interface UpgradeReply {
@@ -403,6 +417,7 @@ export function nodeInfo(init: Partial<NodeInfo> & Pick<NodeInfo, 'id' | 'role'>
     virtualIp: '',
     virtualPort: 0,
     pid: 0,
+    version: '',
     ...init,
   };
 }
