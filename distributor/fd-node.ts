@@ -21,6 +21,8 @@ import { uplinkOf } from '../shared/cluster/uplink.js';
 import { Role, MemberStatus, nodeInfo, body, type FlowStats, type ScopeUpdate, type EnvelopeObject, type Body } from '../shared/control/messages.js';
 import { buildVersion } from '../shared/build-info.js';
 import { MigrationClient } from '../migration-client/migration-client.js';
+import { UdpNet } from '../shared/io/datagram.js';
+import { kernelUdpRxQueue } from '../shared/io/kernel-udp-stats.js';
 import { warmUpMigrationPath } from '../migration-client/warm-up.js';
 import { handleMigrationChunk } from '../migration-client/migration-receiver.js';
 import { syncOwnershipTo } from '../migration-client/ownership-sync.js';
@@ -100,6 +102,8 @@ export class FdNode {
       mesh: this.mesh,
       scheduler: io.scheduler,
       queues: () => ({ rx: this.dataplane.dp.rx.depth, tx: this.dataplane.dp.tx.depth, sendQueueBytes: this.dataplane.dp.socket.sendQueueBytes() }),
+      // A disengage ends quiet only with the data socket's kernel receive queue empty (real UDP sockets; in memory there is none).
+      kernelRxQueue: io.datagrams instanceof UdpNet ? () => kernelUdpRxQueue(sock.address) : undefined,
     });
     // Inheritor side: chunks of a peer's flow table arrive on peer channels.
     this.mesh.peerRequestHandler = (env) => (env.body.case === 'migrationChunk' ? handleMigrationChunk(this.table, this.handler, this.migration.counters, env.body.value) : undefined);

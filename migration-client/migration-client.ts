@@ -1,24 +1,34 @@
 /**
- * The migration client of one FD (seed 003, "flow migration algorithm"):
+ * The migration client of one FD (seed 003, "flow migration algorithm"), in
+ * the steps the manager asks for one at a time (DisengageRequest.stage):
  *
+ *   HAND_OVER
  *   1. leaving mode on: new flows go to the FD the shrunken scope picks;
  *   2. select inheritor(s);
  *   3. copy the flow table to them point to point, in chunks with
  *      acknowledgements (a backup inheritor gets standby copies);
  *   4. switch: every migrated entry here now names its inheritor as owner,
  *      so packets that still arrive are redirected to it;
- *   5. broadcast the new ownership to every peer, acknowledged;
+ *   5. broadcast the new ownership to every peer, acknowledged; reply
+ *      "handed over" (the manager then takes this FD out of the scope and
+ *      waits until every hash tier and member runs that scope);
+ *   FINISH (only once every tier and member runs the scope without this FD)
  *   6. purge the flow table;
- *   7. wait until the flow table, the RX and TX rings and the socket send
- *      queue are empty; report DISENGAGED (the manager then shrinks the scope).
+ *   7. drain: the flow table, the RX and TX rings and the socket send queue
+ *      empty (bounded);
+ *   8. quiet: no frame received for `quietMs` and the kernel receive queue
+ *      empty (bounded); reply (the manager then reports DISENGAGED).
+ *   ABORT: the manager stopped waiting for the hand-over: abort it unless the
+ *      switch happened; the reply says which (`handedOver`).
  *
  * A failure before the switch (an inheritor that dies or times out) falls
  * back to the backup inheritor when there is one, and otherwise aborts:
- * leaving mode off, every flow still owned here, nothing lost.
+ * leaving mode off, every flow still owned here, nothing lost. After the
+ * switch nothing goes back: the flows belong to the inheritors.
  */
 import type { Scheduler } from '../shared/runtime/scheduler.js';
 import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
-import { body, type DisengageRequest, type DisengageReply, type MigrationProgress, type Member } from '../shared/control/messages.js';
+import { body, DisengageStage, type DisengageRequest, type DisengageReply, type MigrationProgress, type Member } from '../shared/control/messages.js';
 import { scopeWithIds } from '../shared/scope/hash-scope.js';
 import type { FlowTable } from '../distributor/flow-table.js';
 import { parseAddress } from '../shared/io/address.js';
@@ -48,6 +58,14 @@ export const MIG = defineCounters([
   'chunks_received',
   'entries_imported',
   'chunks_rejected',
+  'handovers', // hand-overs that reached the switch (the flows belong to the inheritors)
+  'finishes', // FINISH steps that ended purged, drained and quiet
+  'aborts_accepted', // ABORT before the switch: the hand-over stops, this FD keeps its flows
+  'aborts_after_switch', // ABORT too late: answered "handed over"
+  'finish_without_handover', // a FINISH with no hand-over to finish (refused)
+  'drain_timeouts',
+  'quiet_timeouts',
+  'quiet_restarts', // a frame arrived while waiting to be quiet: the quiet interval started again
 ] as const);
 
 export interface MigrationDeps {
@@ -59,6 +77,8 @@ export interface MigrationDeps {
   scheduler: Scheduler;
   /** RX ring depth, TX ring depth, socket send-queue bytes of the data plane. */
   queues: () => { rx: number; tx: number; sendQueueBytes: number };
+  /** Bytes in the data socket's kernel receive queue (shared/io/kernel-udp-stats.ts); null/absent: not known (in memory). */
+  kernelRxQueue?: () => number | null;
   counters?: Counters;
   logger?: Logger;
 }
@@ -67,6 +87,8 @@ const DEFAULT_CHUNK = 16384;
 const WINDOW = 8; // chunks in flight per inheritor
 const ACK_TIMEOUT_MS = 5000;
 const DRAIN_POLL_MS = 1;
+/** FINISH without a timeout in the request: how long drain + quiet may take. */
+const DEFAULT_FINISH_MS = 10_000;
 
 type Progress = (p: MigrationProgress) => void;
 
@@ -81,62 +103,158 @@ export class MigrationClient {
     this.log = d.logger ?? getLogger('migration-client');
   }
 
+  /** A hand-over or a finish is running (fd-node must not leave leaving mode meanwhile). */
   get migrating(): boolean {
-    return this.busy;
+    return this.busy || this.finishing !== null;
+  }
+
+  /** The flows were handed over (and not yet engaged again): the table holds redirects to the inheritors or nothing. */
+  get handedOver(): boolean {
+    return this.handover !== null && this.d.handler.leaving;
   }
 
   /**
-   * Disengages this FD. Idempotent for the manager: a request that arrives
-   * while a migration runs gets that migration's reply (and its progress from
-   * then on), and one that arrives after a successful migration, while this
-   * FD is still out (leaving mode, not engaged again), gets the same reply
-   * again — so a manager that takes over from one that died midway can
-   * re-send the request and finish the disengage exactly once.
+   * One step of a disengage (`req.stage`, docs/disengage.md). Idempotent for
+   * the manager: a HAND_OVER that arrives while one runs gets that run's
+   * reply (and its progress from then on), and one that arrives after the
+   * flows were handed over, while this FD is still out (leaving mode, not
+   * engaged again), gets the same reply again; FINISH likewise. A manager
+   * that takes over from one that died midway therefore re-sends the steps
+   * and finishes the disengage exactly once.
    */
   disengage(req: DisengageRequest, progress: Progress = () => {}): Promise<DisengageReply> {
+    switch (req.stage ?? DisengageStage.ALL) {
+      case DisengageStage.HAND_OVER:
+        return this.handOver(req, progress);
+      case DisengageStage.FINISH:
+        return this.finish(req, progress);
+      case DisengageStage.ABORT:
+        return this.abort(req);
+      default:
+        return this.all(req, progress);
+    }
+  }
+
+  /** Stage ALL: hand over, then finish at once (no manager in between to change the scope). */
+  private async all(req: DisengageRequest, progress: Progress): Promise<DisengageReply> {
+    const t0 = this.d.scheduler.clock.now();
+    const h = await this.handOver(req, progress);
+    if (!h.ok) return h;
+    const f = await this.finish(req, progress);
+    return { ...f, durationMs: this.d.scheduler.clock.now() - t0 };
+  }
+
+  private handOver(req: DisengageRequest, progress: Progress): Promise<DisengageReply> {
     if (this.current) {
       this.counters.inc(MIG.disengages_rejoined);
       this.listeners.push(progress);
       return this.current;
     }
-    if (this.lastDone && this.d.handler.leaving) {
+    if (this.handover && this.d.handler.leaving) {
       this.counters.inc(MIG.disengages_rejoined);
-      return Promise.resolve(this.lastDone);
+      return Promise.resolve(this.handover);
     }
-    this.lastDone = null;
+    this.handover = null;
+    this.finished = null;
+    this.abortAsked = false;
     this.listeners = [progress];
     const run = this.run(req, (p) => {
       for (const l of this.listeners) l(p);
     });
-    const settle = (): void => {
-      this.current = null;
-      this.listeners = [];
-    };
     this.current = run.then(
       (r) => {
-        settle();
-        if (r.ok) this.lastDone = r;
+        this.current = null;
+        this.listeners = [];
+        if (r.handedOver) this.handover = r;
         return r;
       },
       (e: unknown) => {
-        settle();
+        this.current = null;
+        this.listeners = [];
         throw e;
       },
     );
     return this.current;
   }
 
+  private async finish(req: DisengageRequest, progress: Progress): Promise<DisengageReply> {
+    if (this.finishing) {
+      this.counters.inc(MIG.disengages_rejoined);
+      return this.finishing;
+    }
+    if (this.finished && this.d.handler.leaving) {
+      this.counters.inc(MIG.disengages_rejoined);
+      return this.finished;
+    }
+    if (this.current) await this.current.catch(() => null); // a hand-over still running (a repeated request): finish after it
+    const h = this.handover;
+    if (!h || !this.d.handler.leaving) {
+      this.counters.inc(MIG.finish_without_handover);
+      return this.failed(req, new BatonError(ErrorCode.INVALID_TRANSITION, `${this.d.selfName} has no handed-over migration to finish (it keeps what it has)`), false, 0);
+    }
+    if (this.finishing) return this.finishing; // another FINISH got here while this one waited
+    const run = this.runFinish(req, h, progress);
+    this.finishing = run.then((r) => {
+      this.finishing = null;
+      if (r.ok) this.finished = r;
+      return r;
+    });
+    return this.finishing;
+  }
+
+  /**
+   * The manager stopped waiting for the hand-over. Before the switch the
+   * hand-over stops (no further chunk, no switch) and this FD keeps every
+   * flow; after it, the answer is the hand-over's result (`handedOver`).
+   */
+  private async abort(req: DisengageRequest): Promise<DisengageReply> {
+    if (this.current && !this.switchedNow) {
+      this.abortAsked = true;
+      this.counters.inc(MIG.aborts_accepted);
+      this.log.warn('disengage aborted at the manager\'s request', { migrationId: req.migrationId });
+      return this.failed(req, new BatonError(ErrorCode.TIMEOUT, `the manager stopped waiting; hand-over aborted before the switch, ${this.d.selfName} keeps its flows`), false, 0);
+    }
+    if (this.current) {
+      this.counters.inc(MIG.aborts_after_switch);
+      return this.current;
+    }
+    if (this.handover && this.d.handler.leaving) {
+      this.counters.inc(MIG.aborts_after_switch);
+      return this.handover;
+    }
+    return this.failed(req, new BatonError(ErrorCode.TIMEOUT, `no hand-over runs; ${this.d.selfName} keeps its flows`), false, 0);
+  }
+
   private current: Promise<DisengageReply> | null = null;
   private listeners: Progress[] = [];
-  private lastDone: DisengageReply | null = null;
+  /** The last hand-over that reached the switch (kept until engaged again). */
+  private handover: DisengageReply | null = null;
+  private finishing: Promise<DisengageReply> | null = null;
+  private finished: DisengageReply | null = null;
+  /** An ABORT arrived before the switch: the running hand-over must not switch. */
+  private abortAsked = false;
+  /** The running hand-over has switched (set in the same step as the abort check). */
+  private switchedNow = false;
 
+  private failed(req: DisengageRequest, e: unknown, handedOver: boolean, t0: number): DisengageReply {
+    return {
+      ...failedReplyOf(req, e),
+      target: this.d.selfName,
+      handedOver,
+      durationMs: t0 ? this.d.scheduler.clock.now() - t0 : 0,
+    };
+  }
+
+  /** HAND_OVER: leaving, select, copy, switch, broadcast. Never rejects: a failure is an ok=false reply. */
   private async run(req: DisengageRequest, progress: Progress): Promise<DisengageReply> {
     const d = this.d;
-    if (this.busy) throw new BatonError(ErrorCode.INVALID_TRANSITION, `${d.selfName} is already migrating its flows`);
+    if (this.busy) return this.failed(req, new BatonError(ErrorCode.INVALID_TRANSITION, `${d.selfName} is already migrating its flows`), false, 0);
     this.busy = true;
+    this.switchedNow = false;
     this.counters.inc(MIG.disengages_started);
     const t0 = d.scheduler.clock.now();
     const redirects0 = this.redirects();
+    this.redirects0 = redirects0;
     const base = { migrationId: req.migrationId, target: d.selfName };
     const say = (phase: string, copied: number, total: number): void => {
       const q = d.queues();
@@ -190,6 +308,7 @@ export class MigrationClient {
       const results = await Promise.allSettled(copies);
       const standbyOk = standby ? (await Promise.allSettled([standby]))[0]!.status === 'fulfilled' : false;
       const failed = sel.inheritors.filter((_, k) => results[k]!.status === 'rejected');
+      if (this.abortAsked) throw new BatonError(ErrorCode.TIMEOUT, 'the manager stopped waiting (ABORT) before the switch');
       if (failed.length > 0) {
         const why = (results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as Error;
         const backupOk = backup !== null && standbyOk;
@@ -209,32 +328,34 @@ export class MigrationClient {
       const copyMs = d.scheduler.clock.now() - tCopy;
 
       // 4. Switch: from now on this FD redirects the migrated flows to their inheritors.
+      // The abort check and the switch are one synchronous step: an ABORT either
+      // stops the hand-over here or is answered "handed over".
+      if (this.abortAsked) throw new BatonError(ErrorCode.TIMEOUT, 'the manager stopped waiting (ABORT) before the switch');
       say('switch', copied, total);
       const ownerOf = sel.inheritors.map((p) => p.id);
       // The table is frozen (no entry moved since slotsOwnedBy()): slots are still valid.
       t.setOwners(owned, assignment, ownerOf);
       switched = true;
+      this.switchedNow = true;
       this.counters.inc(MIG.entries_switched, owned.length);
+      this.counters.inc(MIG.handovers);
 
-      // 5. Broadcast the new ownership to every peer, acknowledged.
+      // 5. Broadcast the new ownership to every peer, acknowledged. After the
+      // switch nothing fails the hand-over: a peer that does not acknowledge is
+      // counted, and its stale redirects still reach the inheritor through this
+      // FD (by table until the purge, then by the next scope).
       const tB = d.scheduler.clock.now();
       say('broadcast', copied, total);
-      await this.broadcast(req, owned, assignment, ownerOf, addrOf);
+      try {
+        await this.broadcast(req, owned, assignment, ownerOf, addrOf);
+      } catch (e) {
+        this.counters.inc(MIG.broadcast_peer_failures);
+        this.log.warn('ownership broadcast failed', { err: (e as Error).message });
+      }
       const broadcastMs = d.scheduler.clock.now() - tB;
-
-      // 6. Purge.
-      say('purge', copied, total);
-      this.counters.inc(MIG.entries_purged, t.size);
-      t.clear(); // still frozen: nothing is learned until the drain is over
-
-      // 7. Drain: table, RX/TX rings and the socket send queue empty.
-      const tD = d.scheduler.clock.now();
-      await this.waitDrained(say, copied, total);
-      const drainMs = d.scheduler.clock.now() - tD;
-      say('done', copied, total);
+      say('handed-over', copied, total);
 
       const shares = sel.inheritors.map((p, idx) => ({ node: { id: p.id, name: p.name }, flows: count(assignment, idx), backup: fellBack && idx === sel.inheritors.length - 1 }));
-      this.counters.inc(MIG.disengages_completed);
       return {
         ok: true,
         errorCode: '',
@@ -246,45 +367,95 @@ export class MigrationClient {
         durationMs: d.scheduler.clock.now() - t0,
         copyMs,
         broadcastMs,
-        drainMs,
+        drainMs: 0,
         redirectsServed: this.redirects() - redirects0,
         scopeVersion: 0,
         fellBackToBackup: fellBack,
         packetsLost: 0,
+        handedOver: true,
+        quietMs: 0,
+        scopeAcked: [],
+        scopeSkipped: [],
       };
     } catch (e) {
+      // Only before the switch (nothing after it throws): still the owner of every flow.
       this.counters.inc(MIG.disengages_aborted);
-      if (!switched) h.setLeaving(null); // still the owner of every flow: keep serving
+      h.setLeaving(null);
+      h.frozen = false;
       say('failed', 0, 0);
       const err = e as Error;
       this.log.warn('disengage failed', { err: err.message, switched });
       return {
-        ok: false,
-        errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
-        errorMessage: switched ? `${err.message} (after the switch: flows belong to their inheritors)` : `${err.message}; disengage aborted, ${d.selfName} keeps its flows`,
-        ...base,
+        ...this.failed(req, new BatonError(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `${err.message}; disengage aborted, ${d.selfName} keeps its flows`), false, t0),
         policy: req.policy,
-        shares: [],
-        entriesMoved: 0,
-        durationMs: d.scheduler.clock.now() - t0,
-        copyMs: 0,
-        broadcastMs: 0,
-        drainMs: 0,
         redirectsServed: this.redirects() - redirects0,
-        scopeVersion: 0,
-        fellBackToBackup: false,
-        packetsLost: 0,
       };
     } finally {
       this.busy = false;
-      h.frozen = false;
+      // A hand-over that switched stays frozen (the table holds the switched
+      // slots) until FINISH purges it or an engage takes this FD back.
+    }
+  }
+
+  /** Redirect counter at the start of the last hand-over (the finish reports the whole disengage's redirects). */
+  private redirects0 = 0;
+
+  /** FINISH: purge, drain (bounded), quiet (bounded). Never rejects. */
+  private async runFinish(req: DisengageRequest, h: DisengageReply, progress: Progress): Promise<DisengageReply> {
+    const d = this.d;
+    const t0 = d.scheduler.clock.now();
+    const deadline = t0 + (req.timeoutMs || DEFAULT_FINISH_MS);
+    const total = h.entriesMoved;
+    const say = (phase: string): void => {
+      const q = d.queues();
+      progress({ migrationId: h.migrationId, target: d.selfName, phase, copied: total, total, rxDepth: q.rx, txDepth: q.tx, sendQueueBytes: q.sendQueueBytes, redirects: this.redirects() - this.redirects0 });
+    };
+    const t = d.table;
+    d.handler.frozen = true; // nothing is learned until the drain and the quiet interval are over
+    try {
+      // 6. Purge: every tier and member runs a scope without this FD, so
+      // whatever still arrives is a straggler the next scope places.
+      say('purge');
+      this.counters.inc(MIG.entries_purged, t.size);
+      t.clear();
+      // 7. Drain.
+      say('drain');
+      const tD = d.scheduler.clock.now();
+      await this.waitDrained(deadline, () => say('drain'));
+      const drainMs = d.scheduler.clock.now() - tD;
+      // 8. Quiet.
+      say('quiet');
+      const tQ = d.scheduler.clock.now();
+      await this.waitQuiet(req.quietMs ?? 0, deadline);
+      const quietMs = d.scheduler.clock.now() - tQ;
+      say('done');
+      this.counters.inc(MIG.disengages_completed);
+      this.counters.inc(MIG.finishes);
+      return { ...h, ok: true, errorCode: '', errorMessage: '', drainMs, quietMs, durationMs: d.scheduler.clock.now() - t0, redirectsServed: this.redirects() - this.redirects0 };
+    } catch (e) {
+      say('failed');
+      const err = e as Error;
+      this.log.warn('disengage finish failed', { err: err.message });
+      return {
+        ...h,
+        ok: false,
+        errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
+        errorMessage: `${err.message} (the flows belong to the inheritors; ${d.selfName} is purged and redirects what still arrives)`,
+        drainMs: 0,
+        quietMs: 0,
+        durationMs: d.scheduler.clock.now() - t0,
+      };
+    } finally {
+      d.handler.frozen = false;
     }
   }
 
   /** Leaves leaving mode (an engage of this FD after a disengage). */
   rejoin(): void {
-    this.lastDone = null;
+    this.handover = null;
+    this.finished = null;
     this.d.handler.setLeaving(null);
+    this.d.handler.frozen = false;
   }
 
   private redirects(): number {
@@ -337,6 +508,7 @@ export class MigrationClient {
     const all = index === 0 && onlyZeros(assignment);
     const scratch = new Int32Array(maxChunk);
     while (i < owned.length) {
+      if (this.abortAsked) break; // ABORT: no further chunk; the hand-over fails before the switch
       let sel: Int32Array;
       if (all) {
         sel = owned.subarray(i, Math.min(owned.length, i + chunk));
@@ -422,9 +594,10 @@ export class MigrationClient {
     });
   }
 
-  private waitDrained(say: (phase: string, copied: number, total: number) => void, copied: number, total: number): Promise<void> {
+  /** Until the table, the RX/TX rings and the socket send queue are empty; rejects TIMEOUT at `deadline`. */
+  private waitDrained(deadline: number, onSlow: () => void): Promise<void> {
     const d = this.d;
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       let polls = 0;
       const check = (): void => {
         const q = d.queues();
@@ -432,12 +605,87 @@ export class MigrationClient {
           resolve();
           return;
         }
-        if (++polls % 50 === 0) say('drain', copied, total);
+        if (d.scheduler.clock.now() >= deadline) {
+          this.counters.inc(MIG.drain_timeouts);
+          reject(new BatonError(ErrorCode.TIMEOUT, `${d.selfName} did not drain in time: table ${d.table.size} entries, RX ring ${q.rx}, TX ring ${q.tx}, send queue ${q.sendQueueBytes} B`));
+          return;
+        }
+        if (++polls % 50 === 0) onSlow();
         d.scheduler.after(DRAIN_POLL_MS, check);
       };
       check();
     });
   }
+
+  /**
+   * Until no frame has reached this FD for `quietMs`, the rings and the
+   * socket send queue are empty and the kernel receive queue is empty (read
+   * only once the interval has passed: it costs a /proc read); rejects
+   * TIMEOUT at `deadline`. Frames that still arrive are redirected by the
+   * next scope (leaving mode) and start the interval again.
+   */
+  private waitQuiet(quietMs: number, deadline: number): Promise<void> {
+    const d = this.d;
+    const c = d.handler.counters;
+    const clock = d.scheduler.clock;
+    let last = c.get(FD.rx_packets);
+    let since = clock.now();
+    const poll = Math.max(DRAIN_POLL_MS, Math.min(5, Math.floor(quietMs / 4)));
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        const rx = c.get(FD.rx_packets);
+        const now = clock.now();
+        if (rx !== last) {
+          last = rx;
+          since = now;
+          this.counters.inc(MIG.quiet_restarts);
+        }
+        const q = d.queues();
+        let kernel = -1;
+        if (now - since >= quietMs && q.rx === 0 && q.tx === 0 && q.sendQueueBytes === 0) {
+          kernel = d.kernelRxQueue?.() ?? 0;
+          if (kernel === 0) {
+            resolve();
+            return;
+          }
+        }
+        if (now >= deadline) {
+          this.counters.inc(MIG.quiet_timeouts);
+          const k = kernel >= 0 ? `${kernel} B` : 'not read';
+          reject(new BatonError(ErrorCode.TIMEOUT, `${d.selfName} did not go quiet in time: last frame ${Math.round(now - since)} ms ago (needs ${quietMs} ms), RX ring ${q.rx}, TX ring ${q.tx}, send queue ${q.sendQueueBytes} B, kernel receive queue ${k}`));
+          return;
+        }
+        d.scheduler.after(poll, check);
+      };
+      check();
+    });
+  }
+}
+
+/** A failed reply to `req` (the manager's failedReply has the same shape; not imported: the manager imports this module's counters). */
+export function failedReplyOf(req: { target: string; policy: string; migrationId?: number }, e: unknown): DisengageReply {
+  return {
+    ok: false,
+    errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
+    errorMessage: (e as Error).message,
+    migrationId: req.migrationId ?? 0,
+    target: req.target,
+    policy: req.policy,
+    shares: [],
+    entriesMoved: 0,
+    durationMs: 0,
+    copyMs: 0,
+    broadcastMs: 0,
+    drainMs: 0,
+    redirectsServed: 0,
+    scopeVersion: 0,
+    fellBackToBackup: false,
+    packetsLost: 0,
+    handedOver: false,
+    quietMs: 0,
+    scopeAcked: [],
+    scopeSkipped: [],
+  };
 }
 
 function onlyZeros(a: Uint16Array): boolean {

@@ -15,7 +15,8 @@ import { isBatonError } from '../shared/errors.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
 import { Counters, defineCounters } from '../shared/counters.js';
 import { Registry } from './registry.js';
-import { Operations } from './operations.js';
+import { Operations, DEFAULT_SCOPE_ACK_TIMEOUT_MS, type ScopeConfirmation } from './operations.js';
+import type { DisengageRecord } from '../shared/store/store.js';
 import { Workflows } from './workflows.js';
 import type { DisengageReply } from '../shared/control/messages.js';
 import type { ForwardingEngine } from '../hash-tier/forwarding-engine.js';
@@ -41,6 +42,16 @@ export const MGR = defineCounters([
   'commit_retries',
   'engages',
   'engages_failed',
+  'operations_queued', // an engage waited for disengages to end, or a disengage for an engage
+  'operations_queue_timeouts',
+  'disengages_resumed_unrecorded', // resumed from a record without the operator's options (least-flows)
+  'disengage_aborts_sent', // the hand-over did not answer in time: the FD was asked to abort
+  'disengages_left_unresolved', // no answer to the abort either: left DISENGAGING in scope
+  'scope_acks', // tiers and members that acknowledged a scope without a disengaging FD
+  'scope_acks_skipped', // members not connected / FAILED, tiers not running: not waited for
+  'scope_ack_failures', // connected members and running tiers that did not acknowledge in time
+  'scope_ack_requests', // acknowledgements asked of this tier by the leader
+  'scope_ack_request_timeouts', // ... that this tier could not give in time (its store watch lagged)
 ] as const);
 
 export interface ManagerOptions {
@@ -59,6 +70,10 @@ export interface ManagerOptions {
   selfCounters: () => Record<string, number>;
   /** How long a disengage or engage may take by default (ms). */
   operationTimeoutMs?: number;
+  /** Bound of the wait for every tier's and member's acknowledgement of a scope without a disengaging FD (ms; default 5000). */
+  scopeAckTimeoutMs?: number;
+  /** A disengaged FD reports only after receiving nothing for this long (ms; default 100). */
+  quietMs?: number;
   /** Scheduled power-down of idle FDs (off when absent or disabled). */
   powerdown?: { enabled: boolean; everyMs: number; thresholdPps: number; sustainMs: number; minActive: number; policy: string; stopProcesses: boolean };
   /** The cluster-state store (embedded: a MemoryStore in this process) and the TTL of this tier's lease. */
@@ -105,8 +120,12 @@ export class Manager {
       counters: this.counters,
       channelTo: (id) => this.channelOf.get(id),
       publishScope: () => this.publishScope(),
-      changeStatus: (id, to, reason) => this.changeStatus(id, to, reason),
+      changeStatus: (id, to, reason, disengage) => this.changeStatus(id, to, reason, disengage),
+      releaseFromScope: (id, reason) => this.releaseFromScope(id, reason),
+      confirmScope: (version, timeoutMs) => this.confirmScope(version, timeoutMs),
       defaultTimeoutMs: o.operationTimeoutMs ?? 30_000,
+      scopeAckTimeoutMs: o.scopeAckTimeoutMs,
+      quietMs: o.quietMs,
       logger: this.log,
     });
     this.workflows = new Workflows({
@@ -195,6 +214,131 @@ export class Manager {
   private follow(rec: ScopeRecord): void {
     this.registry.adopt(rec, this.o.scheduler.clock.now()); // statuses, version and scope as committed
     this.installEngine();
+    this.wakeScopeWaiters();
+  }
+
+  /** Acknowledgements this tier owes the leader: resolved once its engine runs `version` or newer. */
+  private scopeWaiters: { version: number; done: (ok: boolean) => void }[] = [];
+
+  private wakeScopeWaiters(): void {
+    const v = this.registry.scopeVersion;
+    if (this.scopeWaiters.length === 0) return;
+    this.scopeWaiters = this.scopeWaiters.filter((w) => {
+      if (w.version > v) return true;
+      w.done(true);
+      return false;
+    });
+  }
+
+  /**
+   * The leader asks (a ScopeUpdate sent as a request): answered with Pong once
+   * this tier's forwarding engine runs that version or a newer one (a
+   * follower installs what the leader commits, through its store watch), or
+   * with ErrorReply BATON_TIMEOUT after scopeAckTimeoutMs.
+   */
+  private ackScope(version: number): Promise<Body> {
+    this.counters.inc(MGR.scope_ack_requests);
+    if (this.registry.scopeVersion >= version) return Promise.resolve(body('pong', {}));
+    const bound = this.o.scopeAckTimeoutMs ?? DEFAULT_SCOPE_ACK_TIMEOUT_MS;
+    return new Promise((resolve) => {
+      const timer = this.o.scheduler.after(bound, () => {
+        this.scopeWaiters = this.scopeWaiters.filter((w) => w !== waiter);
+        this.counters.inc(MGR.scope_ack_request_timeouts);
+        resolve(body('errorReply', { code: ErrorCode.TIMEOUT, message: `${this.o.self.name} runs scope v${this.registry.scopeVersion}, not v${version}, after ${bound} ms` }));
+      });
+      const waiter = {
+        version,
+        done: () => {
+          timer.cancel();
+          resolve(body('pong', {}));
+        },
+      };
+      this.scopeWaiters.push(waiter);
+    });
+  }
+
+  /** Leader: control channels to the other hash tiers (scope acknowledgements), by control address. */
+  private readonly tierChannels = new Map<string, ControlChannel>();
+
+  private async tierChannel(addr: string, timeoutMs: number): Promise<ControlChannel> {
+    const have = this.tierChannels.get(addr);
+    if (have && !have.closed) return have;
+    const conn = await new Promise<Awaited<ReturnType<MessageNet['connect']>>>((resolve, reject) => {
+      const timer = this.o.scheduler.after(timeoutMs, () => reject(new BatonError(ErrorCode.TIMEOUT, `no connection within ${timeoutMs} ms`)));
+      this.o.net.connect(parseAddress(addr)).then(
+        (c) => {
+          timer.cancel();
+          resolve(c);
+        },
+        (e: Error) => {
+          timer.cancel();
+          reject(new BatonError(ErrorCode.CONNECTION_CLOSED, e.message));
+        },
+      );
+    });
+    const ch = new ControlChannel(conn, this.o.scheduler);
+    this.tierChannels.set(addr, ch);
+    ch.onClose(() => {
+      if (this.tierChannels.get(addr) === ch) this.tierChannels.delete(addr);
+    });
+    return ch;
+  }
+
+  /**
+   * Leader: waits at most `timeoutMs` until every hash tier and every member
+   * runs scope `version` or a newer one. Members get the current ScopeUpdate
+   * as a request (their Pong says they applied it, or a newer one); other
+   * tiers are asked the same over a control connection and answer once their
+   * engine runs it. Not waited for (and listed as skipped): FAILED members,
+   * members not connected to this manager (they get the current scope when
+   * they register again, before anything else), tiers whose control address
+   * refuses connections (their process, and so their forwarding engine, does
+   * not run). Everything else that does not answer in time is a failure.
+   */
+  async confirmScope(version: number, timeoutMs: number): Promise<ScopeConfirmation> {
+    const acked: string[] = [this.o.self.name]; // this tier's engine was installed with the scope
+    const skipped: string[] = [];
+    const failed: { name: string; why: string }[] = [];
+    const update = this.registry.scopeUpdate();
+    const asks: Promise<void>[] = [];
+    const ask = (name: string, ch: ControlChannel): Promise<void> =>
+      ch.request(body('scopeUpdate', update), Math.max(1, timeoutMs)).then(
+        (r) => {
+          if (r.body.case === 'pong') acked.push(name);
+          else failed.push({ name, why: `answered ${r.body.case}` });
+        },
+        (e: Error) => {
+          failed.push({ name, why: isBatonError(e) && e.details?.['remoteMessage'] ? String(e.details['remoteMessage']) : e.message });
+        },
+      );
+    for (const t of this.registry.otherTiers()) {
+      if (!t.controlAddr) {
+        skipped.push(`${t.name} (no control address)`);
+        continue;
+      }
+      asks.push(
+        this.tierChannel(t.controlAddr, timeoutMs).then(
+          (ch) => ask(t.name, ch),
+          (e: BatonError) => {
+            if (e.code === ErrorCode.CONNECTION_CLOSED) skipped.push(`${t.name} (not running: ${e.message})`);
+            else failed.push({ name: t.name, why: e.message });
+          },
+        ),
+      );
+    }
+    for (const m of this.registry.all()) {
+      const ch = this.channelOf.get(m.info.id);
+      if (m.machine.status === MemberStatus.FAILED) skipped.push(`${m.info.name} (FAILED)`);
+      else if (!ch || ch.closed) skipped.push(`${m.info.name} (not connected)`);
+      else asks.push(ask(m.info.name, ch));
+    }
+    await Promise.all(asks);
+    this.counters.inc(MGR.scope_acks, acked.length);
+    this.counters.inc(MGR.scope_acks_skipped, skipped.length);
+    this.counters.inc(MGR.scope_ack_failures, failed.length);
+    if (skipped.length > 0) this.log.warn('scope acknowledgements: not waited for', { version, skipped });
+    if (failed.length > 0) this.log.warn('scope acknowledgements missing', { version, failed });
+    return { acked, skipped, failed };
   }
 
   private setTiers(tiers: HashTierInfo[]): void {
@@ -290,6 +434,9 @@ export class Manager {
         };
       case 'ping':
         return { reply: body('pong', {}) };
+      case 'scopeUpdate':
+        // The leader asks this tier to acknowledge a scope version.
+        return { reply: this.ackScope(env.body.value.version) };
       case 'disengageRequest': {
         const q = env.body.value;
         const opts = { target: q.target, policy: q.policy || 'least-flows', inheritor: q.inheritor, backup: q.backup, ...(q.timeoutMs ? { timeoutMs: q.timeoutMs } : {}), ...(q.chunkRecords ? { chunkRecords: q.chunkRecords } : {}) };
@@ -386,6 +533,7 @@ export class Manager {
   private install(): void {
     const reg = this.registry;
     this.installEngine();
+    this.wakeScopeWaiters();
     const update = reg.scopeUpdate();
     for (const ch of this.channelOf.values()) ch.send(body('scopeUpdate', update));
     this.log.info('scope published', { version: update.version, inScope: reg.scopeMembers() });
@@ -423,17 +571,40 @@ export class Manager {
    * (concurrent requests see it), committed, then published. If the commit
    * fails the change is undone and the promise rejects.
    */
-  async changeStatus(id: number, to: number, reason: string): Promise<void> {
+  async changeStatus(id: number, to: number, reason: string, disengage: DisengageRecord | null = null): Promise<void> {
     if (!this.isLeader) throw new BatonError(ErrorCode.STORE_CONFLICT, `${this.o.self.name} does not lead the cluster`);
     const m = this.registry.get(id);
     if (!m) throw new BatonError(ErrorCode.UNKNOWN_NODE, `unknown node ${id}`);
     const from = m.machine.status;
+    const fromOut = m.machine.outOfScope;
+    const fromRecord = m.disengage;
     const now = this.o.scheduler.clock.now();
-    this.registry.setStatus(id, to, reason, now);
+    this.registry.setStatus(id, to, reason, now, disengage);
     try {
       await this.commit();
     } catch (e) {
-      this.registry.revertStatus(id, from, `not committed: ${(e as Error).message}`, now);
+      this.registry.revertStatus(id, from, `not committed: ${(e as Error).message}`, now, fromOut, fromRecord);
+      throw e;
+    }
+    this.install();
+  }
+
+  /**
+   * A DISENGAGING FD handed its flows over: out of the scope — applied at
+   * once, committed, then published; undone (back in scope) if the commit
+   * fails.
+   */
+  async releaseFromScope(id: number, reason: string): Promise<void> {
+    if (!this.isLeader) throw new BatonError(ErrorCode.STORE_CONFLICT, `${this.o.self.name} does not lead the cluster`);
+    const m = this.registry.get(id);
+    if (!m) throw new BatonError(ErrorCode.UNKNOWN_NODE, `unknown node ${id}`);
+    const record = m.disengage;
+    const now = this.o.scheduler.clock.now();
+    this.registry.release(id, reason, now);
+    try {
+      await this.commit();
+    } catch (e) {
+      this.registry.revertStatus(id, MemberStatus.DISENGAGING, `not committed: ${(e as Error).message}`, now, false, record);
       throw e;
     }
     this.install();
@@ -487,6 +658,7 @@ export class Manager {
   }
 
   async stop(): Promise<void> {
+    for (const ch of this.tierChannels.values()) ch.close();
     this.liveness?.cancel();
     this.powerdownTimer?.cancel();
     this.commitRetry?.cancel();
@@ -517,5 +689,9 @@ export function failedReply(target: string, policy: string, e: Error): Disengage
     scopeVersion: 0,
     fellBackToBackup: false,
     packetsLost: 0,
+    handedOver: false,
+    quietMs: 0,
+    scopeAcked: [],
+    scopeSkipped: [],
   };
 }

@@ -1,23 +1,45 @@
 /**
  * The migration manager's operations (seed 003, "migration manager"):
  *
- *   disengage: ACTIVE → DISENGAGING (still in scope, still serving), instruct
- *     the FD's migration client, wait for its confirmation, then
- *     DISENGAGING → DISENGAGED and shrink the hash scope. No confirmation in
- *     time: back to ACTIVE, in scope, serving, and a clear error.
+ *   disengage: ACTIVE → DISENGAGING (still in scope, still serving), then
+ *     1. HAND_OVER: the FD's migration client copies its flows to the
+ *        inheritors, switches and broadcasts the new ownership;
+ *     2. the FD leaves the hash scope (committed, published) and the manager
+ *        waits, bounded, until every hash tier and every connected member
+ *        acknowledges running that scope;
+ *     3. FINISH: the FD purges its table, drains its queues and stays quiet
+ *        (no frame for `quietMs`, kernel receive queue empty);
+ *     4. DISENGAGING → DISENGAGED: the FD may be stopped.
+ *     Before the hand-over completes, a failure or timeout takes the FD back
+ *     to ACTIVE only once it is known to keep its flows (it said so, or it
+ *     answered an ABORT before its switch); after it, never back to ACTIVE.
  *   engage: DISENGAGED/new → JOINING, every ACTIVE peer sends the joiner the
  *     flows it owns (acknowledged), then JOINING → ACTIVE and the scope grows:
  *     existing flows keep their owner, only new flows move.
+ *
+ * Disengages run together; an engage runs alone (operation-gate.ts).
  */
 import type { Scheduler } from '../shared/runtime/scheduler.js';
 import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
-import { body, MemberStatus, Role, type DisengageReply, type DisengageRequest, type MigrationProgress, type EngageReply, type Member } from '../shared/control/messages.js';
+import { body, DisengageStage, MemberStatus, Role, type DisengageReply, type DisengageRequest, type MigrationProgress, type EngageReply, type Member } from '../shared/control/messages.js';
 import { statusName } from '../shared/membership/status.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
 import type { ControlChannel } from '../shared/control/channel.js';
+import type { DisengageRecord } from '../shared/store/store.js';
 import type { Registry, MemberRecord } from './registry.js';
 import { MGR } from './manager.js';
 import type { Counters } from '../shared/counters.js';
+import { OperationGate } from './operation-gate.js';
+
+/** What a bounded wait for scope acknowledgements found (manager.confirmScope). */
+export interface ScopeConfirmation {
+  /** Tiers and members that run the version (or a newer one). */
+  acked: string[];
+  /** Members not connected to this manager, FAILED members, tiers whose process does not run: not waited for. */
+  skipped: string[];
+  /** Connected members and running tiers that did not acknowledge in time (or refused). */
+  failed: { name: string; why: string }[];
+}
 
 export interface OperationsDeps {
   registry: Registry;
@@ -30,9 +52,20 @@ export interface OperationsDeps {
    * state to the store and publishes the scope. The local change happens at
    * once (a concurrent request sees it); if the commit fails it is undone and
    * the promise rejects (e.g. STORE_UNAVAILABLE): the change did not happen.
+   * `disengage`: the record kept with a DISENGAGING FD.
    */
-  changeStatus: (id: number, to: number, reason: string) => Promise<void>;
+  changeStatus: (id: number, to: number, reason: string, disengage?: DisengageRecord | null) => Promise<void>;
+  /** A DISENGAGING FD that handed its flows over leaves the scope: committed, then published (undone if not committed). */
+  releaseFromScope: (id: number, reason: string) => Promise<void>;
+  /** Waits at most `timeoutMs` until every hash tier and connected member runs scope `version` or newer. */
+  confirmScope: (version: number, timeoutMs: number) => Promise<ScopeConfirmation>;
   defaultTimeoutMs: number;
+  /** Bound of the wait for scope acknowledgements (ms). */
+  scopeAckTimeoutMs?: number;
+  /** How long a disengaged FD must receive nothing before DISENGAGED (ms). */
+  quietMs?: number;
+  /** How long the manager waits for the answer to an ABORT (ms). */
+  abortTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -45,14 +78,28 @@ export interface DisengageOptions {
   chunkRecords?: number;
 }
 
+export const DEFAULT_SCOPE_ACK_TIMEOUT_MS = 5000;
+export const DEFAULT_QUIET_MS = 100;
+export const DEFAULT_ABORT_TIMEOUT_MS = 10_000;
+
 export class Operations {
   private nextMigration = 1;
   private readonly log: Logger;
   /** Progress listeners per migration id (the CLI channel that asked, tests). */
   private readonly listeners = new Map<number, (p: MigrationProgress) => void>();
+  /** Disengages this manager drives right now, by target. */
+  private readonly driving = new Set<string>();
+  readonly gate: OperationGate;
+  private readonly scopeAckTimeoutMs: number;
+  readonly quietMs: number;
+  private readonly abortTimeoutMs: number;
 
   constructor(private readonly d: OperationsDeps) {
     this.log = d.logger ?? getLogger('operations');
+    this.gate = new OperationGate(d.scheduler, { queued: () => d.counters.inc(MGR.operations_queued), timedOut: () => d.counters.inc(MGR.operations_queue_timeouts) });
+    this.scopeAckTimeoutMs = d.scopeAckTimeoutMs ?? DEFAULT_SCOPE_ACK_TIMEOUT_MS;
+    this.quietMs = d.quietMs ?? DEFAULT_QUIET_MS;
+    this.abortTimeoutMs = d.abortTimeoutMs ?? DEFAULT_ABORT_TIMEOUT_MS;
   }
 
   /** A MigrationProgress message from an FD. */
@@ -69,135 +116,297 @@ export class Operations {
     return rec;
   }
 
-  async disengage(o: DisengageOptions, onProgress?: (p: MigrationProgress) => void): Promise<DisengageReply> {
-    const d = this.d;
-    const rec = this.fd(o.target);
-    const st = rec.machine.status;
-    if (st !== MemberStatus.ACTIVE) {
-      const why =
-        st === MemberStatus.DISENGAGING ? 'it is already disengaging' : st === MemberStatus.DISENGAGED ? 'it is already disengaged' : `it is ${statusName(st)}`;
-      throw new BatonError(ErrorCode.INVALID_TRANSITION, `cannot disengage ${o.target}: ${why}`);
-    }
-    const ch = d.channelTo(rec.info.id);
-    if (!ch) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `cannot disengage ${o.target}: it is not connected to the manager`);
-    const peers = this.activePeers(rec);
-    if (peers.length === 0) throw new BatonError(ErrorCode.EMPTY_SCOPE, `cannot disengage ${o.target}: it is the last ACTIVE FD`);
-    const migrationId = this.nextMigration++;
-    // Committed before the FD is told: of two managers, or two requests, exactly one gets here.
-    await d.changeStatus(rec.info.id, MemberStatus.DISENGAGING, `disengage #${migrationId}`); // still in scope: the table is unchanged
-    d.counters.inc(MGR.disengages_started);
-    return this.drive(rec, o, migrationId, onProgress);
+  private now(): number {
+    return this.d.scheduler.clock.now();
+  }
+
+  private enter(kind: 'disengage' | 'engage', timeoutMs: number, what: string): Promise<() => void> {
+    return this.gate.enter(kind, timeoutMs, what);
   }
 
   /**
-   * Finishes a disengage another manager started (the cluster state shows the
-   * FD DISENGAGING): asks the FD again — its migration client answers with
-   * the migration in progress or its result — and shrinks the scope.
+   * Disengages an ACTIVE FD. A DISENGAGING FD that no operation drives (a
+   * disengage that failed after its hand-over, or one a manager that died
+   * started) is resumed instead, with the options recorded for it.
+   */
+  async disengage(o: DisengageOptions, onProgress?: (p: MigrationProgress) => void): Promise<DisengageReply> {
+    const d = this.d;
+    const t0 = this.now();
+    const timeoutMs = o.timeoutMs ?? d.defaultTimeoutMs;
+    this.check(this.fd(o.target), o.target); // clear refusals at once, before any wait
+    const release = await this.enter('disengage', timeoutMs, `disengage of ${o.target}`);
+    try {
+      const rec = this.fd(o.target);
+      if (this.check(rec, o.target) === 'resume') return await this.resumeLocked(rec, t0, onProgress);
+      const ch = d.channelTo(rec.info.id);
+      if (!ch) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `cannot disengage ${o.target}: it is not connected to the manager`);
+      const peers = this.activePeers(rec);
+      if (peers.length === 0) throw new BatonError(ErrorCode.EMPTY_SCOPE, `cannot disengage ${o.target}: it is the last ACTIVE FD`);
+      const migrationId = this.nextMigration++;
+      const intent: DisengageRecord = {
+        migrationId,
+        policy: o.policy || 'least-flows',
+        inheritor: o.inheritor ?? '',
+        backup: o.backup ?? '',
+        timeoutMs: o.timeoutMs ?? 0,
+        chunkRecords: o.chunkRecords ?? 0,
+        outOfScope: false,
+      };
+      // Committed before the FD is told, with the options: of two managers, or
+      // two requests, exactly one gets here, and a manager that takes over
+      // resumes the disengage as it was asked.
+      this.driving.add(rec.info.name);
+      try {
+        await d.changeStatus(rec.info.id, MemberStatus.DISENGAGING, `disengage #${migrationId}`, intent); // still in scope: the table is unchanged
+        d.counters.inc(MGR.disengages_started);
+        return await this.drive(rec, intent, t0, onProgress);
+      } finally {
+        this.driving.delete(rec.info.name);
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /** Refuses what cannot be disengaged; 'resume' for a DISENGAGING FD no operation here drives. */
+  private check(rec: MemberRecord, target: string): 'start' | 'resume' {
+    const st = rec.machine.status;
+    if (st === MemberStatus.ACTIVE) return 'start';
+    if (st === MemberStatus.DISENGAGING && !this.driving.has(rec.info.name)) return 'resume';
+    const why = st === MemberStatus.DISENGAGING ? 'it is already disengaging' : st === MemberStatus.DISENGAGED ? 'it is already disengaged' : `it is ${statusName(st)}`;
+    throw new BatonError(ErrorCode.INVALID_TRANSITION, `cannot disengage ${target}: ${why}`);
+  }
+
+  /**
+   * Finishes a disengage another manager started, or one that stopped after
+   * its hand-over (the cluster state shows the FD DISENGAGING): asks the FD
+   * again with the options recorded in the cluster state — its migration
+   * client answers with the migration in progress or its result — and
+   * completes the steps still missing.
    */
   async resumeDisengage(target: string, onProgress?: (p: MigrationProgress) => void): Promise<DisengageReply> {
-    const rec = this.fd(target);
+    const t0 = this.now();
+    const first = this.fd(target);
+    const timeoutMs = first.disengage?.timeoutMs || this.d.defaultTimeoutMs;
+    const release = await this.enter('disengage', timeoutMs, `resumed disengage of ${target}`);
+    try {
+      return await this.resumeLocked(this.fd(target), t0, onProgress);
+    } finally {
+      release();
+    }
+  }
+
+  private async resumeLocked(rec: MemberRecord, t0: number, onProgress?: (p: MigrationProgress) => void): Promise<DisengageReply> {
+    const target = rec.info.name;
     if (rec.machine.status !== MemberStatus.DISENGAGING) throw new BatonError(ErrorCode.INVALID_TRANSITION, `${target} is ${statusName(rec.machine.status)}, not DISENGAGING`);
+    if (this.driving.has(target)) throw new BatonError(ErrorCode.INVALID_TRANSITION, `cannot disengage ${target}: it is already disengaging`);
     if (!this.d.channelTo(rec.info.id)) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `cannot resume the disengage of ${target}: it is not connected to this manager`);
+    let intent = rec.disengage;
+    if (!intent) {
+      // A record written before disengages were recorded: the FD answers with
+      // the migration it runs or ran anyway; a new one would use least-flows.
+      this.d.counters.inc(MGR.disengages_resumed_unrecorded);
+      this.log.warn('resuming a disengage with no recorded options: least-flows', { target });
+      intent = { migrationId: this.nextMigration++, policy: 'least-flows', inheritor: '', backup: '', timeoutMs: 0, chunkRecords: 0, outOfScope: rec.machine.outOfScope };
+    }
+    this.nextMigration = Math.max(this.nextMigration, intent.migrationId + 1);
     this.d.counters.inc(MGR.disengages_resumed);
-    this.log.info('resuming disengage', { target });
-    return this.drive(rec, { target, policy: 'least-flows' }, this.nextMigration++, onProgress);
+    this.log.info('resuming disengage', { target, policy: intent.policy, inheritor: intent.inheritor, backup: intent.backup, outOfScope: rec.machine.outOfScope });
+    this.driving.add(target);
+    try {
+      return await this.drive(rec, intent, t0, onProgress);
+    } finally {
+      this.driving.delete(target);
+    }
   }
 
   private activePeers(rec: MemberRecord): MemberRecord[] {
     return this.d.registry.all().filter((m) => m.info.role === Role.FD && m.info.id !== rec.info.id && m.machine.status === MemberStatus.ACTIVE);
   }
 
-  /** Instructs the DISENGAGING FD, waits for its confirmation, then DISENGAGED (scope shrinks) — or back to ACTIVE. */
-  private async drive(rec: MemberRecord, o: DisengageOptions, migrationId: number, onProgress?: (p: MigrationProgress) => void): Promise<DisengageReply> {
+  /** The request for `stage` of the disengage `intent` of `rec` (plan fields from the registry as it is now). */
+  private request(rec: MemberRecord, intent: DisengageRecord, stage: number, timeoutMs: number): DisengageRequest {
     const d = this.d;
-    const timeoutMs = o.timeoutMs ?? d.defaultTimeoutMs;
     const peers = this.activePeers(rec);
     // The scope once the target is out, planned as the registry will build it
     // (same anchor, same rebalance rule), so hash-aligned inheritors match it.
-    const plan = d.registry.planWithout(rec.info.name);
-    const next = plan ? plan.scope.members : [];
-    const req: DisengageRequest = {
+    // (Out of scope already: the current scope is that scope.)
+    const plan = rec.machine.outOfScope ? null : d.registry.planWithout(rec.info.name);
+    const members = plan ? plan.scope.members : d.registry.scopeMembers();
+    const anchor = plan ? [...plan.anchor] : [...d.registry.scopeAnchor()];
+    return {
       target: rec.info.name,
       targetId: rec.info.id,
-      policy: o.policy ?? 'least-flows',
-      inheritor: o.inheritor ?? '',
-      backup: o.backup ?? '',
+      policy: intent.policy,
+      inheritor: intent.inheritor,
+      backup: intent.backup,
       timeoutMs,
-      migrationId,
+      migrationId: intent.migrationId,
       peers: peers.map((m): Member => ({ node: m.info, status: m.machine.status, inScope: true, stats: m.stats })),
       nextScope: {
-        version: d.registry.scopeVersion + 1,
-        members: next.map((n) => ({ name: n, id: d.registry.byName(n)!.info.id })),
+        version: d.registry.scopeVersion + (plan ? 1 : 0),
+        members: members.map((n) => ({ name: n, id: d.registry.byName(n)!.info.id })),
         tableSize: d.registry.tableSize,
         hashSeed: d.registry.hashSeed,
-        anchor: plan ? [...plan.anchor] : [],
+        anchor,
       },
-      chunkRecords: o.chunkRecords ?? 0,
-      randomSeed: migrationId,
+      chunkRecords: intent.chunkRecords,
+      randomSeed: intent.migrationId,
+      stage,
+      quietMs: this.quietMs,
     };
+  }
+
+  /** Sends one stage and returns the FD's DisengageReply (rejects on timeout, a closed connection, another answer). */
+  private async ask(rec: MemberRecord, req: DisengageRequest, timeoutMs: number): Promise<DisengageReply> {
+    const ch = this.d.channelTo(rec.info.id);
+    if (!ch) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `${rec.info.name} is not connected to the manager`);
+    const r = await ch.request(body('disengageRequest', req), Math.max(1, timeoutMs));
+    if (r.body.case !== 'disengageReply') throw new BatonError(ErrorCode.REMOTE_ERROR, `${rec.info.name} answered ${r.body.case}`);
+    return r.body.value;
+  }
+
+  /**
+   * Drives a DISENGAGING FD to DISENGAGED: hand-over (unless done), out of
+   * scope (unless already), scope acknowledged everywhere, finish, commit.
+   * The whole disengage is bounded by the operator's timeout from `t0`; the
+   * steps after the hand-over get at least `tailMs` (they cannot go back to
+   * ACTIVE, so giving up early gains nothing).
+   */
+  private async drive(rec: MemberRecord, intent: DisengageRecord, t0: number, onProgress?: (p: MigrationProgress) => void): Promise<DisengageReply> {
+    const d = this.d;
+    const name = rec.info.name;
+    const timeoutMs = intent.timeoutMs || d.defaultTimeoutMs;
+    const deadline = t0 + timeoutMs;
+    const left = (): number => Math.max(0, deadline - this.now());
+    const tailMs = this.quietMs * 4 + 2000;
+    const migrationId = intent.migrationId;
     if (onProgress) this.listeners.set(migrationId, onProgress);
-    this.log.info('disengage started', { target: rec.info.name, policy: req.policy, migrationId });
-    let answered = false;
-    let confirmed = false;
-    try {
-      const ch = d.channelTo(rec.info.id);
-      if (!ch) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `${o.target} is not connected to the manager`);
-      const r = await ch.request(body('disengageRequest', req), timeoutMs);
-      answered = true;
-      if (r.body.case !== 'disengageReply') throw new BatonError(ErrorCode.REMOTE_ERROR, `${o.target} answered ${r.body.case}`);
-      const reply = r.body.value;
-      if (!reply.ok) throw new BatonError((reply.errorCode || ErrorCode.REMOTE_ERROR) as ErrorCode, `${o.target}: ${reply.errorMessage}`);
-      confirmed = true;
-      // Confirmed: out of the scope, which shrinks everywhere it is used.
-      await d.changeStatus(rec.info.id, MemberStatus.DISENGAGED, `disengage #${migrationId} confirmed`);
-      d.counters.inc(MGR.disengages_completed);
-      this.log.info('disengaged', { target: rec.info.name, entries: reply.entriesMoved, ms: Math.round(reply.durationMs) });
-      return { ...reply, scopeVersion: d.registry.scopeVersion };
-    } catch (e) {
+    this.log.info('disengage started', { target: name, policy: intent.policy, migrationId, outOfScope: rec.machine.outOfScope });
+    const fail = (code: string, msg: string): never => {
       d.counters.inc(MGR.disengages_failed);
-      const err = e as Error;
-      const code = isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR;
-      if (confirmed) {
-        // The FD handed its flows over but the new state did not commit (the
-        // store is away): it stays DISENGAGING, in scope, redirecting what it
-        // gets; the disengage is finished by asking again (resumeDisengage).
-        this.log.warn('disengage confirmed but not committed', { target: rec.info.name, err: err.message });
-        throw new BatonError(code, `${o.target} handed its flows over, but the new cluster state was not committed (${err.message}); it stays DISENGAGING and redirects, and the disengage completes when asked again`);
+      this.log.warn('disengage failed', { target: name, err: msg });
+      throw new BatonError(code as ErrorCode, msg);
+    };
+    try {
+      // 1. Hand-over (a repeated request is answered with the one that ran).
+      let h: DisengageReply;
+      try {
+        h = await this.ask(rec, this.request(rec, intent, DisengageStage.HAND_OVER, timeoutMs), left());
+      } catch (e) {
+        h = await this.abort(rec, intent, timeoutMs, e as Error);
       }
-      // Not confirmed: the node stays in scope and serving.
-      if (rec.machine.status === MemberStatus.DISENGAGING) {
+      if (!h.handedOver) {
+        // The FD keeps every flow (it said so): back to ACTIVE, serving.
+        const why = h.errorMessage || 'hand-over failed';
+        if (rec.machine.outOfScope) return fail(h.errorCode || ErrorCode.REMOTE_ERROR, `${name}: ${why}; it is out of scope and stays DISENGAGING`);
         await d.changeStatus(rec.info.id, MemberStatus.ACTIVE, `disengage #${migrationId} failed`).catch((ce: Error) => this.log.warn('could not commit ACTIVE after a failed disengage', { err: ce.message }));
+        const timedOut = h.errorCode === ErrorCode.TIMEOUT && this.now() >= deadline;
+        return fail(h.errorCode || ErrorCode.REMOTE_ERROR, timedOut ? `${name} did not confirm within ${timeoutMs} ms; it stays ACTIVE and in scope (hand-over aborted, it keeps its flows)` : `${name}: ${why}; ${name} stays ACTIVE and in scope`);
       }
-      const msg = !answered && code === ErrorCode.TIMEOUT ? `${o.target} did not confirm within ${timeoutMs} ms; it stays ACTIVE and in scope` : `${err.message}; ${o.target} stays ACTIVE and in scope`;
-      this.log.warn('disengage failed', { target: rec.info.name, err: msg });
-      throw new BatonError(code, msg);
+      // 2. Out of the scope, everywhere.
+      if (!rec.machine.outOfScope) {
+        try {
+          await d.releaseFromScope(rec.info.id, `disengage #${migrationId}: flows handed over`);
+        } catch (e) {
+          return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `${name} handed its flows over, but the scope without it was not committed (${(e as Error).message}); it stays DISENGAGING, in scope, redirecting, and the disengage completes when asked again`);
+        }
+      }
+      const version = d.registry.scopeVersion;
+      onProgress?.({ migrationId, target: name, phase: 'scope', copied: h.entriesMoved, total: h.entriesMoved, rxDepth: 0, txDepth: 0, sendQueueBytes: 0, redirects: h.redirectsServed });
+      const ackMs = Math.min(this.scopeAckTimeoutMs, Math.max(left(), tailMs));
+      const conf = await d.confirmScope(version, ackMs);
+      if (conf.failed.length > 0) {
+        return fail(ErrorCode.TIMEOUT, `${name} is out of scope v${version}, but ${conf.failed.map((f) => `${f.name} (${f.why})`).join(', ')} did not acknowledge it within ${ackMs} ms; ${name} stays DISENGAGING, not purged (it redirects to the inheritors), and the disengage completes when asked again`);
+      }
+      // 3. Purge, drain, quiet.
+      const finishMs = Math.max(left(), tailMs);
+      let f: DisengageReply;
+      try {
+        f = await this.ask(rec, this.request(rec, intent, DisengageStage.FINISH, finishMs), finishMs + 1000);
+      } catch (e) {
+        return fail(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `${name} did not finish (purge, drain, quiet): ${(e as Error).message}; it stays DISENGAGING, out of scope, and the disengage completes when asked again`);
+      }
+      if (!f.ok) return fail(f.errorCode || ErrorCode.REMOTE_ERROR, `${name}: ${f.errorMessage}; it stays DISENGAGING, out of scope, and the disengage completes when asked again`);
+      // 4. DISENGAGED: safe to stop.
+      try {
+        await d.changeStatus(rec.info.id, MemberStatus.DISENGAGED, `disengage #${migrationId} confirmed`);
+      } catch (e) {
+        return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `${name} is out of scope and quiet, but DISENGAGED was not committed (${(e as Error).message}); it stays DISENGAGING and the disengage completes when asked again`);
+      }
+      d.counters.inc(MGR.disengages_completed);
+      this.log.info('disengaged', { target: name, entries: f.entriesMoved, acked: conf.acked.length, skipped: conf.skipped });
+      return { ...f, ok: true, errorCode: '', errorMessage: '', durationMs: this.now() - t0, scopeVersion: d.registry.scopeVersion, scopeAcked: conf.acked, scopeSkipped: conf.skipped };
     } finally {
       this.listeners.delete(migrationId);
     }
   }
 
   /**
-   * Brings a JOINING or DISENGAGED FD into the scope once every ACTIVE peer
-   * has sent it the flows it owns.
+   * The hand-over did not answer in time (or the connection dropped): ask the
+   * FD to abort. Its answer says whether it still owns its flows (aborted
+   * before the switch) or handed them over. No answer: its state is unknown,
+   * so it stays DISENGAGING and in scope — it serves its flows or redirects
+   * them to their inheritors either way — and never goes back to ACTIVE.
+   */
+  private async abort(rec: MemberRecord, intent: DisengageRecord, timeoutMs: number, why: Error): Promise<DisengageReply> {
+    const d = this.d;
+    d.counters.inc(MGR.disengage_aborts_sent);
+    this.log.warn('hand-over not confirmed; asking the FD to abort', { target: rec.info.name, err: why.message });
+    try {
+      return await this.ask(rec, this.request(rec, intent, DisengageStage.ABORT, this.abortTimeoutMs), this.abortTimeoutMs);
+    } catch (e) {
+      d.counters.inc(MGR.disengages_failed);
+      d.counters.inc(MGR.disengages_left_unresolved);
+      const msg = `${rec.info.name} did not confirm within ${timeoutMs} ms (${why.message}) and did not answer the abort (${(e as Error).message}); it stays DISENGAGING and in scope (serving its flows or redirecting them to their inheritors); ask again to finish the disengage`;
+      this.log.warn('disengage unresolved', { target: rec.info.name, err: msg });
+      throw new BatonError(isBatonError(why) ? why.code : ErrorCode.TIMEOUT, msg);
+    }
+  }
+
+  /**
+   * Brings a JOINING or DISENGAGED FD into the scope once every peer that
+   * may own flows has sent it the flows it owns. Runs alone: no disengage
+   * moves flows while the joiner learns them.
    */
   async engage(target: string, timeoutMs = this.d.defaultTimeoutMs): Promise<EngageReply> {
+    this.checkEngage(this.fd(target), target);
+    const release = await this.enter('engage', timeoutMs, `engage of ${target}`);
+    try {
+      return await this.engageLocked(target, timeoutMs);
+    } finally {
+      release();
+    }
+  }
+
+  private checkEngage(rec: MemberRecord, target: string): void {
+    const st = rec.machine.status;
+    if (st === MemberStatus.ACTIVE) throw new BatonError(ErrorCode.INVALID_TRANSITION, `${target} is already ACTIVE`);
+    if (st === MemberStatus.DISENGAGED && !rec.connected) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `${target} is DISENGAGED and not running; start it and it joins by itself`);
+    if (st !== MemberStatus.DISENGAGED && st !== MemberStatus.JOINING) throw new BatonError(ErrorCode.INVALID_TRANSITION, `cannot engage ${target}: it is ${statusName(st)}`);
+  }
+
+  private async engageLocked(target: string, timeoutMs: number): Promise<EngageReply> {
     const d = this.d;
     const rec = this.fd(target);
-    if (rec.machine.status === MemberStatus.ACTIVE) throw new BatonError(ErrorCode.INVALID_TRANSITION, `${target} is already ACTIVE`);
-    if (rec.machine.status === MemberStatus.DISENGAGED) {
-      if (!rec.connected) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `${target} is DISENGAGED and not running; start it and it joins by itself`);
-      await d.changeStatus(rec.info.id, MemberStatus.JOINING, 'engage');
-    } else if (rec.machine.status !== MemberStatus.JOINING) {
-      throw new BatonError(ErrorCode.INVALID_TRANSITION, `cannot engage ${target}: it is ${statusName(rec.machine.status)}`);
-    }
+    this.checkEngage(rec, target);
+    if (rec.machine.status === MemberStatus.DISENGAGED) await d.changeStatus(rec.info.id, MemberStatus.JOINING, 'engage');
     void d.publishScope(); // peers learn the joiner's control address and connect to it
-    const peers = d.registry.all().filter((m) => m.info.role === Role.FD && m.info.id !== rec.info.id && m.machine.status === MemberStatus.ACTIVE);
+    // Every FD that may own flows: ACTIVE ones, and a DISENGAGING one left by a
+    // disengage that did not complete (it owns its flows, or none once handed over).
+    const peers = d.registry.all().filter((m) => m.info.role === Role.FD && m.info.id !== rec.info.id && (m.machine.status === MemberStatus.ACTIVE || m.machine.status === MemberStatus.DISENGAGING));
     let records = 0;
     try {
       const replies = await Promise.all(
         peers.map(async (p) => {
           const ch = d.channelTo(p.info.id);
-          if (!ch) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `peer ${p.info.name} is not connected`);
+          if (!ch) {
+            if (p.machine.status === MemberStatus.DISENGAGING) {
+              this.log.warn('engage: a DISENGAGING peer is not connected; not synced from it', { target, peer: p.info.name });
+              return 0;
+            }
+            throw new BatonError(ErrorCode.CONNECTION_CLOSED, `peer ${p.info.name} is not connected`);
+          }
           const r = await ch.request(body('syncRequest', { joinerId: rec.info.id, joinerControlAddr: rec.info.controlAddr }), timeoutMs);
           if (r.body.case !== 'syncReply') throw new BatonError(ErrorCode.REMOTE_ERROR, `${p.info.name} answered ${r.body.case} to a sync request`);
           return r.body.value.records;

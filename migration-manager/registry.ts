@@ -8,7 +8,7 @@ import { MemberStatus, Role, emptyFlowStats, type FlowStats, type NodeInfo, type
 import { HashScope } from '../shared/scope/hash-scope.js';
 import { DEFAULT_REBALANCE_ABOVE_PCT, planScope, type PlannedScope } from '../shared/scope/scope-plan.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
-import type { ScopeRecord, ScopeNode, MemberRole, MemberStatusName } from '../shared/store/store.js';
+import type { ScopeRecord, ScopeNode, MemberRole, MemberStatusName, DisengageRecord } from '../shared/store/store.js';
 
 /** Roles as the store spells them. */
 const ROLE_NAME: Record<number, MemberRole> = { [Role.HASH_TIER]: 'hash', [Role.FD]: 'fd', [Role.SERVICE]: 'service' };
@@ -22,6 +22,13 @@ export interface MemberRecord {
   lastHeartbeatAt: number; // -1 never
   appliedScopeVersion: number;
   connected: boolean;
+  /**
+   * A DISENGAGING FD: the disengage as the operator asked for it (policy,
+   * named inheritor, backup, timeout) and its migration id, kept in the
+   * cluster record so a manager that takes over resumes it as asked. Null
+   * in every other status.
+   */
+  disengage: DisengageRecord | null;
 }
 
 export interface RegistryOptions {
@@ -96,6 +103,7 @@ export class Registry {
       lastHeartbeatAt: -1,
       appliedScopeVersion: 0,
       connected: true,
+      disengage: null,
     };
     rec.info = info;
     rec.connected = true;
@@ -115,6 +123,7 @@ export class Registry {
     if (prev && (m.status === S.ACTIVE || m.status === S.DISENGAGING)) m.transition(S.FAILED, 'registered again: restarted without its state', now);
     if (m.status === S.FAILED || m.status === S.DISENGAGED) m.transition(S.JOINING, prev ? 're-registered' : 'registered', now);
     if (info.role === Role.SERVICE && m.status === S.JOINING) m.transition(S.ACTIVE, 'registered', now);
+    if (m.status !== S.DISENGAGING) rec.disengage = null;
     this.members.set(info.id, rec);
     this.rebuild();
     return rec;
@@ -138,6 +147,7 @@ export class Registry {
       if (now - m.lastHeartbeatAt > deadAfterMs) {
         m.machine.transition(MemberStatus.FAILED, `no heartbeat for ${Math.round(now - m.lastHeartbeatAt)} ms`, now);
         m.connected = false;
+        m.disengage = null;
         dead.push(m);
       }
     }
@@ -150,20 +160,43 @@ export class Registry {
     if (m) m.connected = false;
   }
 
-  /** Moves a member to another status (validated) and rebuilds the scope. */
-  setStatus(id: number, to: number, reason: string, now: number): void {
+  /**
+   * Moves a member to another status (validated) and rebuilds the scope.
+   * `disengage`: for DISENGAGING, the operation's record (kept until the
+   * member leaves DISENGAGING).
+   */
+  setStatus(id: number, to: number, reason: string, now: number, disengage: DisengageRecord | null = null): void {
     const m = this.members.get(id);
     if (!m) throw new BatonError(ErrorCode.UNKNOWN_NODE, `unknown node ${id}`);
     m.machine.transition(to, reason, now);
+    m.disengage = to === MemberStatus.DISENGAGING ? disengage : null;
+    this.rebuild();
+  }
+
+  /**
+   * A DISENGAGING FD handed its flows over: out of the hash scope (still
+   * DISENGAGING until every tier and member runs that scope and it is quiet).
+   */
+  release(id: number, reason: string, now: number): void {
+    const m = this.members.get(id);
+    if (!m) throw new BatonError(ErrorCode.UNKNOWN_NODE, `unknown node ${id}`);
+    m.machine.release(reason, now);
+    if (m.disengage) m.disengage = { ...m.disengage, outOfScope: true };
     this.rebuild();
   }
 
   /** Undoes a status change that was not committed (not a transition: no validation). */
-  revertStatus(id: number, to: number, reason: string, now: number): void {
+  revertStatus(id: number, to: number, reason: string, now: number, outOfScope = false, disengage: DisengageRecord | null = null): void {
     const m = this.members.get(id);
     if (!m) return;
-    m.machine.adopt(to, reason, now);
+    m.machine.adopt(to, reason, now, outOfScope);
+    m.disengage = to === MemberStatus.DISENGAGING ? disengage : null;
     this.rebuild();
+  }
+
+  /** Whether this member is an FD in the hash scope (ACTIVE, or DISENGAGING before its hand-over). */
+  isInScope(m: MemberRecord): boolean {
+    return m.info.role === Role.FD && inScope(m.machine.status, m.machine.outOfScope);
   }
 
   /** The FDs the current scope is anchored on (a superset of scopeMembers()). */
@@ -186,13 +219,18 @@ export class Registry {
   /** FDs in the hash scope, by name. */
   scopeMembers(): string[] {
     return this.all()
-      .filter((m) => m.info.role === Role.FD && inScope(m.machine.status))
+      .filter((m) => this.isInScope(m))
       .map((m) => m.info.name);
   }
 
   /** The other live hash tiers (from the store); shown to members in scope updates. */
   setTiers(tiers: NodeInfo[]): void {
     this.tiers = tiers.filter((t) => t.id !== this.self.id);
+  }
+
+  /** The other live hash tiers, as the store lists them. */
+  otherTiers(): readonly NodeInfo[] {
+    return this.tiers;
   }
 
   /** The cluster-state record of this view (what the leading manager commits to the store). */
@@ -203,6 +241,7 @@ export class Registry {
       role: ROLE_NAME[m.info.role] ?? 'fd',
       status: statusName(m.machine.status) as MemberStatusName, // a machine only holds the five store statuses
       dataAddr: m.info.dataAddr,
+      ...(m.disengage && m.machine.status === MemberStatus.DISENGAGING ? { disengage: { ...m.disengage, outOfScope: m.machine.outOfScope } } : {}),
     }));
     return { version: this.version, members: this.scopeMembers(), anchor: [...this.anchor], tableSize: this.tableSize, hashSeed: this.hashSeed, nodes };
   }
@@ -226,9 +265,16 @@ export class Registry {
           lastHeartbeatAt: now,
           appliedScopeVersion: 0,
           connected: false,
+          disengage: null,
         };
         this.members.set(n.id, m);
-      } else m.machine.adopt(statusByName(n.status)!, `cluster state v${rec.version}`, now);
+      }
+      const status = statusByName(n.status)!;
+      // A DISENGAGING FD is out of scope once it handed its flows over (its
+      // record says so; a record without one: whether `members` still lists it).
+      const out = status === MemberStatus.DISENGAGING && (n.disengage ? n.disengage.outOfScope : !rec.members.includes(n.name));
+      m.machine.adopt(status, `cluster state v${rec.version}`, now, out);
+      m.disengage = status === MemberStatus.DISENGAGING ? (n.disengage ? { ...n.disengage, outOfScope: out } : null) : null;
     }
     this.version = rec.version - 1;
     // The leader's anchor (a record from before anchors existed: its members).
@@ -265,7 +311,7 @@ export class Registry {
     const members = this.all().map((m) => ({
       node: m.info,
       status: m.machine.status,
-      inScope: m.info.role === Role.FD && inScope(m.machine.status),
+      inScope: this.isInScope(m),
       stats: m.stats,
     }));
     for (const t of this.tiers) members.unshift({ node: t, status: MemberStatus.ACTIVE, inScope: false, stats: emptyFlowStats() });
@@ -284,7 +330,7 @@ export class Registry {
       rows.push({
         node: m.info,
         status: m.machine.status,
-        inScope: m.info.role === Role.FD && inScope(m.machine.status),
+        inScope: this.isInScope(m),
         stats: m.stats,
         lastHeartbeatMsAgo: m.lastHeartbeatAt < 0 ? -1 : Math.round(now - m.lastHeartbeatAt),
         counters: m.counters,

@@ -96,6 +96,10 @@ const DISENGAGE_REPLY: DisengageReply = {
   scopeVersion: 13,
   fellBackToBackup: true,
   packetsLost: 2,
+  handedOver: true,
+  quietMs: 25.5,
+  scopeAcked: ['agg-a', 'agg-b', 'fd-8', 'svc-1'],
+  scopeSkipped: ['svc-2'],
 };
 
 /** One fully populated example of every body (typed: the compiler checks each against messages.ts). */
@@ -140,6 +144,8 @@ const EXAMPLES: { [K in BodyCase]: Extract<Body, { case: K }>['value'] } = {
     nextScope: { version: 13, members: [REF_8, REF_9], tableSize: 65537, hashSeed: 0xdeadbeef, anchor: ['fd-7', 'fd-8', 'fd-9'] },
     chunkRecords: 4096,
     randomSeed: 0xfeedface,
+    stage: 2,
+    quietMs: 100,
   },
   disengageReply: DISENGAGE_REPLY,
   migrationChunk: {
@@ -373,6 +379,10 @@ describe('round trip', () => {
     scopeVersion: u64,
     fellBackToBackup: fc.boolean(),
     packetsLost: u64,
+    handedOver: fc.boolean(),
+    quietMs: fc.double(),
+    scopeAcked: fc.array(str, { maxLength: 3 }),
+    scopeSkipped: fc.array(str, { maxLength: 3 }),
   });
   const arbBody: fc.Arbitrary<Body> = fc.oneof(
     fc.constant(body('ping', {})),
@@ -426,6 +436,8 @@ describe('round trip', () => {
         nextScope: fc.record({ version: u64, members: fc.array(arbRef, { maxLength: 4 }), tableSize: u32, hashSeed: u32, anchor: fc.array(str, { maxLength: 4 }) }),
         chunkRecords: u32,
         randomSeed: u32,
+        stage: u32,
+        quietMs: u32,
       })
       .map((v) => body('disengageRequest', v)),
     arbDisengageReply.map((v) => body('disengageReply', v)),

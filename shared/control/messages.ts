@@ -179,7 +179,23 @@ export interface DisengageRequest {
   nextScope: ScopePlan;
   chunkRecords: number;
   randomSeed: number;
+  /** A DisengageStage (decoded: 0 when absent). Optional for senders: absent = ALL. */
+  stage?: number;
+  /** FINISH / ALL: the FD reports only after receiving no frame for this long (and its kernel receive queue is empty); absent = 0. */
+  quietMs?: number;
 }
+
+/** DisengageRequest.stage: the steps of a disengage the manager asks for one at a time (docs/disengage.md). */
+export const DisengageStage = {
+  /** Hand over, purge and drain in one request (no manager in between: benches, tools driving a migration client). */
+  ALL: 0,
+  /** Leaving mode, select, copy, switch, broadcast; answered once the flows belong to the inheritors (or the hand-over failed). */
+  HAND_OVER: 1,
+  /** Sent once every hash tier and member runs a scope without the FD: purge, drain, go quiet. */
+  FINISH: 2,
+  /** The manager stopped waiting: abort unless already handed over; the reply says which (`handedOver`). */
+  ABORT: 3,
+} as const;
 
 export interface InheritorShare {
   node: NodeRef;
@@ -204,6 +220,14 @@ export interface DisengageReply {
   scopeVersion: number;
   fellBackToBackup: boolean;
   packetsLost: number;
+  /** The flows belong to the inheritors (switched and broadcast): the FD cannot go back to ACTIVE. */
+  handedOver: boolean;
+  /** FINISH: how long the FD waited to be quiet (ms). */
+  quietMs: number;
+  /** Manager's reply: the hash tiers and members that acknowledged the scope without the FD. */
+  scopeAcked: string[];
+  /** Manager's reply: members not connected and tiers not running, not waited for. */
+  scopeSkipped: string[];
 }
 
 export interface MigrationChunk {

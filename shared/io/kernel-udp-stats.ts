@@ -1,6 +1,7 @@
 /**
  * Datagrams the kernel dropped on a UDP socket (receive buffer full), read
- * from /proc/net/udp{,6} — the "drops" column of the socket's line. A node's
+ * from /proc/net/udp{,6} — the "drops" column of the socket's line — and the
+ * bytes still waiting in its receive queue (the "rx_queue" column). A node's
  * own counters cannot see these (the packet never reached user space), so
  * each node exports this as a metric and the system tests print it when the
  * verifier reports loss. Linux only; elsewhere, or if the socket is not
@@ -18,7 +19,8 @@ function procIPv4(host: string): string {
   return order.map((i) => b[i]!.toString(16).padStart(2, '0')).join('').toUpperCase();
 }
 
-export function parseUdpDrops(procText: string, addr: Address): number | null {
+/** The fields of the socket's line (split on blanks), or null. */
+function socketLine(procText: string, addr: Address): string[] | null {
   const port = addr.port.toString(16).toUpperCase().padStart(4, '0');
   const ip = addr.host.includes(':') ? null : procIPv4(addr.host);
   for (const line of procText.split('\n')) {
@@ -27,15 +29,43 @@ export function parseUdpDrops(procText: string, addr: Address): number | null {
     const [lip, lport] = f[1]!.split(':');
     if (lport !== port) continue;
     if (ip !== null && lip !== ip && lip !== '00000000') continue;
-    const drops = Number(f[f.length - 1]);
-    if (Number.isFinite(drops)) return drops;
+    return f;
   }
   return null;
+}
+
+export function parseUdpDrops(procText: string, addr: Address): number | null {
+  const f = socketLine(procText, addr);
+  if (f === null) return null;
+  const drops = Number(f[f.length - 1]);
+  return Number.isFinite(drops) ? drops : null;
+}
+
+/**
+ * Bytes waiting in the socket's kernel receive queue (the rx_queue column:
+ * the kernel prints `tx_queue:rx_queue` as one hex field). What a node that
+ * is about to stop still has to read: docs/disengage.md, "quiet".
+ */
+export function parseUdpRxQueue(procText: string, addr: Address): number | null {
+  const f = socketLine(procText, addr);
+  if (f === null) return null;
+  const q = f[4]!.includes(':') ? f[4]!.split(':')[1]! : f[5]!;
+  const n = parseInt(q, 16);
+  return Number.isFinite(n) ? n : null;
 }
 
 export function kernelUdpDrops(addr: Address): number | null {
   try {
     return parseUdpDrops(readFileSync(addr.host.includes(':') ? '/proc/net/udp6' : '/proc/net/udp', 'utf8'), addr);
+  } catch {
+    return null;
+  }
+}
+
+/** The socket's kernel receive-queue bytes (Linux); null elsewhere or if the socket is not listed. Off the hot path. */
+export function kernelUdpRxQueue(addr: Address): number | null {
+  try {
+    return parseUdpRxQueue(readFileSync(addr.host.includes(':') ? '/proc/net/udp6' : '/proc/net/udp', 'utf8'), addr);
   } catch {
     return null;
   }

@@ -72,6 +72,24 @@ export interface ScopeNode {
   role: MemberRole;
   status: MemberStatusName;
   dataAddr: string;
+  /** A DISENGAGING FD: the disengage as it was asked (a manager that takes over resumes it with these). */
+  disengage?: DisengageRecord;
+}
+
+/** The cluster record of a running disengage (docs/disengage.md, "Resumed by another manager"). */
+export interface DisengageRecord {
+  migrationId: number;
+  policy: string;
+  /** Policy `named`: the inheritor's name; "" otherwise. */
+  inheritor: string;
+  /** The backup inheritor's name; "" for none. */
+  backup: string;
+  /** The operator's timeout (ms); 0 = the manager's default. */
+  timeoutMs: number;
+  /** Records per migration chunk; 0 = default. */
+  chunkRecords: number;
+  /** The FD handed its flows over and is out of the hash scope (it cannot go back to ACTIVE). */
+  outOfScope: boolean;
 }
 
 /** Stops a watch; resolves once no more callbacks will be made. Idempotent. */
@@ -277,10 +295,26 @@ export function checkScope(s: ScopeRecord): ScopeRecord {
       if (typeof n.name !== 'string' || n.name === '') throw bad(`scope.nodes[${i}].name`, n.name, 'must be a non-empty string');
       if (!MEMBER_ROLES.includes(n.role)) throw bad(`scope.nodes[${i}].role`, n.role, `must be one of ${MEMBER_ROLES.join(', ')}`);
       if (typeof n.dataAddr !== 'string') throw bad(`scope.nodes[${i}].dataAddr`, n.dataAddr, 'must be a string');
-      return { id: checkMemberId(n.id), name: n.name, role: n.role, status: checkStatus(`scope.nodes[${i}].status`, n.status), dataAddr: n.dataAddr };
+      const node: ScopeNode = { id: checkMemberId(n.id), name: n.name, role: n.role, status: checkStatus(`scope.nodes[${i}].status`, n.status), dataAddr: n.dataAddr };
+      if (n.disengage !== undefined) node.disengage = checkDisengage(`scope.nodes[${i}].disengage`, n.disengage);
+      return node;
     });
   }
   return out;
+}
+
+function checkDisengage(field: string, d: DisengageRecord): DisengageRecord {
+  if (typeof d !== 'object' || d === null) throw bad(field, d, 'must be an object');
+  const count = (k: 'migrationId' | 'timeoutMs' | 'chunkRecords'): number => {
+    if (!Number.isSafeInteger(d[k]) || d[k] < 0) throw bad(`${field}.${k}`, d[k], 'must be an integer >= 0');
+    return d[k];
+  };
+  const text = (k: 'policy' | 'inheritor' | 'backup'): string => {
+    if (typeof d[k] !== 'string') throw bad(`${field}.${k}`, d[k], 'must be a string');
+    return d[k];
+  };
+  if (typeof d.outOfScope !== 'boolean') throw bad(`${field}.outOfScope`, d.outOfScope, 'must be a boolean');
+  return { migrationId: count('migrationId'), policy: text('policy'), inheritor: text('inheritor'), backup: text('backup'), timeoutMs: count('timeoutMs'), chunkRecords: count('chunkRecords'), outOfScope: d.outOfScope };
 }
 
 export function checkCasScope(expectedVersion: number, next: ScopeRecord): ScopeRecord {
