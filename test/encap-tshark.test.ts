@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ENCAP_HEADER_LEN, EncapFlag, EncapMeta, Tier, decodeEncap, encodeEncap } from '../shared/encap/geneve.js';
+import { ENCAP_HEADER_LEN, EncapFlag, EncapMeta, Tier, decodeEncap, encapHeaderLen, encodeEncap } from '../shared/encap/geneve.js';
 import { buildPacket, type PacketSpec } from '../shared/packet/build.js';
 import { IPPROTO_TCP, IPPROTO_UDP, TCP_SYN, intToIpv4, ipv4ToInt } from '../shared/packet/meta.js';
 import { Reject } from '../shared/packet/reject.js';
@@ -41,8 +41,10 @@ const UDP_C: FrameSpec = {
     payload: new Uint8Array([0x62, 0x61, 0x74, 0x6f, 0x6e, 0x21]),
   },
 };
-// One datagram per entry; the last one is a batch of two frames back to back.
-const DATAGRAMS: FrameSpec[][] = [[SYN_A], [SYN_B], [UDP_C], [SYN_B, UDP_C]];
+// With the client-locator option (docs/wire-encapsulation.md §3a): 127.0.0.1:40000.
+const SYN_L: FrameSpec = { meta: { ...SYN_A.meta, locatorIp: 0x7f000001, locatorPort: 40000 }, inner: SYN_A.inner };
+// One datagram per entry; the last ones are batches of two frames back to back.
+const DATAGRAMS: FrameSpec[][] = [[SYN_A], [SYN_B], [UDP_C], [SYN_L], [SYN_B, UDP_C], [SYN_L, UDP_C]];
 
 function metaOf(f: Partial<EncapMeta>): EncapMeta {
   return Object.assign(new EncapMeta(), f);
@@ -50,7 +52,7 @@ function metaOf(f: Partial<EncapMeta>): EncapMeta {
 
 function datagramOf(frames: FrameSpec[]): Uint8Array {
   const inners = frames.map((f) => buildPacket(f.inner));
-  const out = new Uint8Array(inners.reduce((a, p) => a + ENCAP_HEADER_LEN + p.length, 0));
+  const out = new Uint8Array(inners.reduce((a, p, i) => a + encapHeaderLen(metaOf(frames[i]!.meta)) + p.length, 0));
   let off = 0;
   frames.forEach((f, i) => {
     const inner = inners[i]!;
@@ -200,10 +202,17 @@ describe('Geneve frames decoded by tshark (real capture on loopback)', () => {
       expect(get('geneve.version'), where).toEqual(['0']);
       expect(get('geneve.proto_type'), where).toEqual(['0x0800']);
       expect(get('geneve.vni').map(Number), where).toEqual([first.meta.vni]);
-      expect(get('geneve.option.class'), where).toEqual(['0xfffb']);
-      expect(get('geneve.option.type'), where).toEqual(['0x01']);
       const header = sent[i]!.subarray(12, ENCAP_HEADER_LEN);
-      expect(get('geneve.option.unknown.data'), where).toEqual([toHex(header)]);
+      if (first.meta.locatorPort) {
+        // Two options, both in Baton's (experimental) class: Baton's, then the locator.
+        expect(get('geneve.option.class'), where).toEqual(['0xfffb', '0xfffb']);
+        expect(get('geneve.option.type'), where).toEqual(['0x01', '0x02']);
+        expect(get('geneve.option.unknown.data'), where).toEqual([toHex(header), '14009c407f000001']);
+      } else {
+        expect(get('geneve.option.class'), where).toEqual(['0xfffb']);
+        expect(get('geneve.option.type'), where).toEqual(['0x01']);
+        expect(get('geneve.option.unknown.data'), where).toEqual([toHex(header)]);
+      }
 
       // Inner IPv4: [outer, inner] occurrences; exactly one inner packet decoded.
       expect(get('ip.src'), where).toEqual(['127.0.0.1', intToIpv4(inner.srcIp)]);

@@ -3,6 +3,11 @@ import fc from 'fast-check';
 import {
   ENCAP_DEFAULT_HOP_LIMIT,
   ENCAP_HEADER_LEN,
+  ENCAP_HEADER_LEN_LOCATOR,
+  ENCAP_LOCATOR_DATA_LEN,
+  ENCAP_LOCATOR_TYPE,
+  ENCAP_LOCATOR_VERSION,
+  LOCATOR_AF_IPV4,
   ENCAP_OPTION_CLASS,
   ENCAP_OPTION_DATA_LEN,
   ENCAP_OPTION_TYPE,
@@ -12,6 +17,7 @@ import {
   GENEVE_DEFAULT_PORT,
   Tier,
   decodeEncap,
+  encapHeaderLen,
   encodeEncap,
   hopLimitExceeded,
   writeEncapHeader,
@@ -68,6 +74,19 @@ const GOLDEN_HEADER_HEX =
   '12340007' + // sender node id 0x1234 | owner hint 0x0007
   'deadbeef'; //  hash-scope version
 
+// The same header with the client locator 127.0.0.1:40000 (0x7f000001, 0x9c40).
+const GOLDEN_LOCATOR = { locatorIp: 0x7f000001, locatorPort: 40000 };
+const GOLDEN_LOCATOR_HEADER_HEX =
+  '07000800' + // Ver=0, OptLen=7 words (Baton option 4 + locator 3) | O=0 C=0 | Protocol Type 0x0800
+  'abcdef00' + // VNI | Reserved
+  'fffb0103' + // Baton option, as above
+  '12010100' +
+  '12340007' +
+  'deadbeef' +
+  'fffb0202' + // Option Class 0xfffb | Type 0x02 (critical bit clear) | R=0, Length=2 words
+  '14009c40' + // data version 1, family IPv4 (4) | reserved | port 40000
+  '7f000001'; //  IPv4 127.0.0.1
+
 /** A valid frame: golden header + 28-byte inner. */
 function validFrame(): Uint8Array {
   const out = new Uint8Array(ENCAP_HEADER_LEN + 28);
@@ -86,7 +105,13 @@ describe('encap constants', () => {
     expect(ENCAP_VERSION).toBe(1);
     expect(GENEVE_DEFAULT_PORT).toBe(6081);
     expect(Tier).toEqual({ HASH: 1, FD: 2, SERVICE: 3, CLIENT: 4 });
-    expect(EncapFlag).toEqual({ REDIRECTED: 1, MIGRATED: 2 });
+    expect(EncapFlag).toEqual({ REDIRECTED: 1, MIGRATED: 2, SHED: 4 });
+    expect(ENCAP_LOCATOR_TYPE).toBe(0x02);
+    expect(ENCAP_LOCATOR_TYPE & 0x80).toBe(0); // not critical either
+    expect(ENCAP_LOCATOR_VERSION).toBe(1);
+    expect(LOCATOR_AF_IPV4).toBe(4);
+    expect(ENCAP_LOCATOR_DATA_LEN).toBe(8);
+    expect(ENCAP_HEADER_LEN_LOCATOR).toBe(36);
   });
 });
 
@@ -110,9 +135,36 @@ describe('golden vector', () => {
     expect({ ...m }).toEqual({
       version: 1,
       ...GOLDEN_META,
+      locatorIp: 0,
+      locatorPort: 0,
+      locatorUnreadable: false,
       innerOffset: 24,
       innerLength: 28,
       frameLength: 52,
+    });
+  });
+
+  it('with a client locator: the exact bytes, and they decode', () => {
+    const meta = metaOf({ ...GOLDEN_META, ...GOLDEN_LOCATOR });
+    expect(encapHeaderLen(meta)).toBe(ENCAP_HEADER_LEN_LOCATOR);
+    const buf = new Uint8Array(ENCAP_HEADER_LEN_LOCATOR + 2).fill(0xee);
+    expect(writeEncapHeader(buf, 1, meta)).toBe(ENCAP_HEADER_LEN_LOCATOR);
+    expect(toHex(buf.subarray(1, 1 + ENCAP_HEADER_LEN_LOCATOR))).toBe(GOLDEN_LOCATOR_HEADER_HEX);
+    expect(buf[0]).toBe(0xee);
+    expect(buf[1 + ENCAP_HEADER_LEN_LOCATOR]).toBe(0xee);
+    const frame = new Uint8Array(ENCAP_HEADER_LEN_LOCATOR + 28);
+    frame.set(hex(GOLDEN_LOCATOR_HEADER_HEX), 0);
+    frame.set(innerOf(28), ENCAP_HEADER_LEN_LOCATOR);
+    const m = new EncapMeta();
+    expect(decodeEncap(frame, 0, frame.length, m)).toBe(Reject.OK);
+    expect({ ...m }).toEqual({
+      version: 1,
+      ...GOLDEN_META,
+      ...GOLDEN_LOCATOR,
+      locatorUnreadable: false,
+      innerOffset: 36,
+      innerLength: 28,
+      frameLength: 64,
     });
   });
 
@@ -124,6 +176,9 @@ describe('golden vector', () => {
       metaOf({ version: 9, tier: 0x12, flags: 0x1ff, hopCount: 0x102, senderId: 0x1abcd, ownerHint: 0x12345, scopeVersion: -1, vni: 0x1234567 }),
     );
     expect(toHex(buf)).toBe('04000800' + '23456700' + 'fffb0103' + '12ff0200' + 'abcd2345' + 'ffffffff');
+    const withLoc = new Uint8Array(ENCAP_HEADER_LEN_LOCATOR);
+    writeEncapHeader(withLoc, 0, metaOf({ locatorIp: 0x1c0a80001, locatorPort: 0x1abcd }));
+    expect(toHex(withLoc.subarray(24))).toBe('fffb0202' + '1400abcd' + 'c0a80001');
   });
 });
 
@@ -135,6 +190,8 @@ const metaArb = fc.record({
   ownerHint: fc.integer({ min: 0, max: 0xffff }),
   scopeVersion: fc.integer({ min: 0, max: 0xffffffff }),
   vni: fc.integer({ min: 0, max: 0xffffff }),
+  locatorIp: fc.integer({ min: 0, max: 0xffffffff }),
+  locatorPort: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 0xffff })),
 });
 
 describe('round trip', () => {
@@ -147,16 +204,19 @@ describe('round trip', () => {
         fc.integer({ min: 0, max: 255 }),
         (fields, innerLen, off, fill) => {
           const inner = innerOf(innerLen, fill);
-          const out = new Uint8Array(off + ENCAP_HEADER_LEN + innerLen + 7);
+          const hl = fields.locatorPort !== 0 ? ENCAP_HEADER_LEN_LOCATOR : ENCAP_HEADER_LEN;
+          const out = new Uint8Array(off + hl + innerLen + 7);
           const n = encodeEncap(out, off, metaOf(fields), inner, 0, innerLen);
-          expect(n).toBe(ENCAP_HEADER_LEN + innerLen);
+          expect(n).toBe(hl + innerLen);
           const m = new EncapMeta();
           // `len` deliberately longer than the frame: trailing bytes belong to "the next frame".
           expect(decodeEncap(out, off, out.length - off, m)).toBe(Reject.OK);
           expect({ ...m }).toEqual({
             version: ENCAP_VERSION,
             ...fields,
-            innerOffset: off + ENCAP_HEADER_LEN,
+            locatorIp: fields.locatorPort !== 0 ? fields.locatorIp : 0, // no locator: nothing to report
+            locatorUnreadable: false,
+            innerOffset: off + hl,
             innerLength: innerLen,
             frameLength: n,
           });
@@ -238,6 +298,20 @@ describe('in-place header rewrite (forwarder)', () => {
     expect(frame.subarray(ENCAP_HEADER_LEN)).toEqual(inner);
   });
 
+  it('a forwarder keeps the locator: same header length, rewritten in place', () => {
+    const frame = new Uint8Array(ENCAP_HEADER_LEN_LOCATOR + 28);
+    expect(encodeEncap(frame, 0, metaOf({ ...GOLDEN_META, ...GOLDEN_LOCATOR }), innerOf(28), 0, 28)).toBe(frame.length);
+    const m = new EncapMeta();
+    expect(decodeEncap(frame, 0, frame.length, m)).toBe(Reject.OK);
+    m.tier = Tier.SERVICE;
+    expect(writeEncapHeader(frame, m.innerOffset - encapHeaderLen(m), m)).toBe(ENCAP_HEADER_LEN_LOCATOR);
+    const m2 = new EncapMeta();
+    expect(decodeEncap(frame, 0, frame.length, m2)).toBe(Reject.OK);
+    expect(m2.tier).toBe(Tier.SERVICE);
+    expect([m2.locatorIp, m2.locatorPort]).toEqual([0x7f000001, 40000]);
+    expect(m2.innerOffset).toBe(ENCAP_HEADER_LEN_LOCATOR);
+  });
+
   it('hopLimitExceeded compares against the limit', () => {
     const m = new EncapMeta();
     m.hopCount = ENCAP_DEFAULT_HOP_LIMIT;
@@ -267,7 +341,8 @@ function frameWithOptions(options: Uint8Array[], innerLen = 28, optLenWords?: nu
 const BATON_OPT = hex(GOLDEN_HEADER_HEX).subarray(8, 24);
 const FOREIGN_OPT = hex('01020301' + 'cafebabe'); // class 0x0102 (OVN), type 0x03, 1 word of data
 const FOREIGN_CRITICAL_OPT = hex('01028300'); // type 0x83: critical, 0 words
-const OUR_CLASS_OTHER_TYPE = hex('fffb0201' + '00000000'); // a future Baton option type, not critical
+const OUR_CLASS_OTHER_TYPE = hex('fffb0301' + '00000000'); // a future Baton option type, not critical
+const LOCATOR_OPT = hex(GOLDEN_LOCATOR_HEADER_HEX).subarray(24, 36);
 
 describe('option walking', () => {
   it('skips non-critical foreign options before and after ours', () => {
@@ -287,6 +362,54 @@ describe('option walking', () => {
     const m = new EncapMeta();
     expect(decodeEncap(frame, 0, frame.length, m)).toBe(Reject.OK);
     expect(m.senderId).toBe(0x1234);
+  });
+});
+
+describe('the client-locator option', () => {
+  it('is found wherever it sits among the options, before or after Baton\'s', () => {
+    for (const opts of [[BATON_OPT, LOCATOR_OPT], [LOCATOR_OPT, BATON_OPT], [FOREIGN_OPT, LOCATOR_OPT, OUR_CLASS_OTHER_TYPE, BATON_OPT]]) {
+      const frame = frameWithOptions(opts);
+      const m = new EncapMeta();
+      expect(decodeEncap(frame, 0, frame.length, m)).toBe(Reject.OK);
+      expect([m.locatorIp, m.locatorPort, m.locatorUnreadable]).toEqual([0x7f000001, 40000, false]);
+      expect(m.senderId).toBe(0x1234);
+    }
+  });
+
+  it('the first locator wins', () => {
+    const second = LOCATOR_OPT.slice();
+    second[11] = 0x09; // address 127.0.0.9
+    const frame = frameWithOptions([BATON_OPT, LOCATOR_OPT, second]);
+    const m = new EncapMeta();
+    expect(decodeEncap(frame, 0, frame.length, m)).toBe(Reject.OK);
+    expect(m.locatorIp).toBe(0x7f000001);
+  });
+
+  it('one this build cannot read is skipped, not rejected: the frame decodes without a locator, flagged', () => {
+    const variant = (fn: (o: Uint8Array) => Uint8Array) => fn(LOCATOR_OPT.slice());
+    const cases: [string, Uint8Array][] = [
+      ['data version 2', variant((o) => ((o[4] = 0x24), o))],
+      ['family 6', variant((o) => ((o[4] = 0x16), o))],
+      ['length 3 words', hex('fffb0203' + '14009c40' + '7f000001' + '00000000')],
+      ['length 0', hex('fffb0200')],
+    ];
+    for (const [name, opt] of cases) {
+      const frame = frameWithOptions([BATON_OPT, opt]);
+      const m = new EncapMeta();
+      m.locatorPort = 1; // left over from an earlier frame: must be cleared
+      expect(decodeEncap(frame, 0, frame.length, m), name).toBe(Reject.OK);
+      expect([m.locatorPort, m.locatorIp, m.locatorUnreadable], name).toEqual([0, 0, true]);
+      expect(m.innerLength, name).toBe(28);
+    }
+  });
+
+  it('a frame without one decodes with locatorPort 0 (also after a frame that had one)', () => {
+    const m = new EncapMeta();
+    const a = frameWithOptions([BATON_OPT, LOCATOR_OPT]);
+    expect(decodeEncap(a, 0, a.length, m)).toBe(Reject.OK);
+    const b = validFrame();
+    expect(decodeEncap(b, 0, b.length, m)).toBe(Reject.OK);
+    expect([m.locatorPort, m.locatorIp, m.locatorUnreadable]).toEqual([0, 0, false]);
   });
 });
 
@@ -441,12 +564,14 @@ describe('batching: several frames in one datagram', () => {
       fc.property(
         fc.array(fc.tuple(metaArb, fc.integer({ min: 20, max: 300 })), { minLength: 1, maxLength: 12 }),
         (frames) => {
-          const total = frames.reduce((a, [, l]) => a + ENCAP_HEADER_LEN + l, 0);
+          // Frames with and without a locator mixed: every header length delimits its frame.
+          const hl = (f: { locatorPort: number }) => (f.locatorPort !== 0 ? ENCAP_HEADER_LEN_LOCATOR : ENCAP_HEADER_LEN);
+          const total = frames.reduce((a, [f, l]) => a + hl(f) + l, 0);
           const dgram = new Uint8Array(total);
           let off = 0;
           frames.forEach(([fields, l], i) => {
             const n = encodeEncap(dgram, off, metaOf(fields), innerOf(l, i), 0, l);
-            expect(n).toBe(ENCAP_HEADER_LEN + l);
+            expect(n).toBe(hl(fields) + l);
             off += n;
           });
           const m = new EncapMeta();
@@ -458,7 +583,8 @@ describe('batching: several frames in one datagram', () => {
             expect(m.senderId).toBe(fields.senderId);
             expect(m.scopeVersion).toBe(fields.scopeVersion);
             expect(m.innerLength).toBe(l);
-            expect(m.innerOffset).toBe(p + ENCAP_HEADER_LEN);
+            expect(m.innerOffset).toBe(p + hl(fields));
+            expect(m.locatorPort).toBe(fields.locatorPort);
             expect(dgram[m.innerOffset + 4]).toBe(i & 0xff); // the filler identifies the frame
             p += m.frameLength;
             i++;

@@ -9,7 +9,7 @@ import type { Scheduler } from '../runtime/scheduler.js';
 import type { DatagramSocket } from '../io/datagram.js';
 import type { Counters } from '../counters.js';
 import type { Address } from '../io/address.js';
-import { decodeEncap, writeEncapHeader, EncapMeta, ENCAP_HEADER_LEN } from '../encap/geneve.js';
+import { decodeEncap, writeEncapHeader, encapHeaderLen, EncapMeta } from '../encap/geneve.js';
 import { copyBytes } from './copy.js';
 import { Reject } from '../packet/reject.js';
 import { RxRing } from './rx-ring.js';
@@ -136,11 +136,12 @@ export class Datapath {
    * the TX ring is full (counted by the lanes).
    */
   emit(lane: number, out: EncapMeta, src: Uint8Array, innerOff: number, innerLen: number): boolean {
-    const buf = this.tx.reserve(lane, ENCAP_HEADER_LEN + innerLen);
+    const hl = encapHeaderLen(out); // 24, or 36 with a client locator
+    const buf = this.tx.reserve(lane, hl + innerLen);
     if (buf === null) return false;
     const o = this.tx.writeOffset;
     writeEncapHeader(buf, o, out);
-    copyBytes(src, innerOff, buf, o + ENCAP_HEADER_LEN, innerLen);
+    copyBytes(src, innerOff, buf, o + hl, innerLen);
     return true;
   }
 

@@ -1,6 +1,8 @@
 /**
  * Encapsulation between Baton tiers: Geneve (RFC 8926) over UDP, carrying one
- * inner IPv4 packet per frame and Baton's metadata in ONE Geneve option TLV.
+ * inner IPv4 packet per frame and Baton's metadata in one Geneve option TLV,
+ * optionally followed by the client-locator option (where the client's
+ * packets came from, so that any hash tier can deliver the replies).
  * The byte layout is specified bit by bit in docs/wire-encapsulation.md;
  * keep the two in sync (test/encap.test.ts pins a golden vector).
  *
@@ -44,8 +46,25 @@ export const ENCAP_OPTION_TYPE = 0x01;
 export const ENCAP_OPTION_DATA_LEN = 12;
 /** Option header (class, type, R|length) + data. */
 const OPTION_TOTAL_LEN = 4 + ENCAP_OPTION_DATA_LEN;
-/** Everything Baton writes in front of the inner IPv4 packet: 8 + 4 + 12 = 24. */
+/** Everything Baton writes in front of the inner IPv4 packet without a locator: 8 + 4 + 12 = 24. */
 export const ENCAP_HEADER_LEN: number = GENEVE_BASE_LEN + OPTION_TOTAL_LEN;
+
+/**
+ * The client-locator option (same class, type 0x02, critical bit clear): the
+ * client's underlay address, as the hash tier its packet entered through saw
+ * it. Data version first (its own version, independent of the Baton option's).
+ */
+export const ENCAP_LOCATOR_TYPE = 0x02;
+/** Locator option data version (top 4 bits of its first data byte). */
+export const ENCAP_LOCATOR_VERSION = 1;
+/** Address family nibble of a locator: IPv4 (the only one version 1 defines). */
+export const LOCATOR_AF_IPV4 = 4;
+/** Locator option data bytes: ver/af, reserved, port | IPv4 address. */
+export const ENCAP_LOCATOR_DATA_LEN = 8;
+/** Option header + locator data. */
+export const ENCAP_LOCATOR_LEN = 4 + ENCAP_LOCATOR_DATA_LEN;
+/** Header Baton writes when the frame carries a locator: 24 + 12 = 36. */
+export const ENCAP_HEADER_LEN_LOCATOR: number = ENCAP_HEADER_LEN + ENCAP_LOCATOR_LEN;
 
 /**
  * Suggested receiver limit on `hopCount` (redirects so far). A legitimate path
@@ -56,7 +75,9 @@ export const ENCAP_DEFAULT_HOP_LIMIT = 4;
 
 const MIN_IPV4_HEADER = 20;
 const GENEVE_OPT_LEN_WORDS = OPTION_TOTAL_LEN >>> 2; // Geneve "Opt Len" (6 bits, 4-byte words)
+const GENEVE_OPT_LEN_WORDS_LOCATOR = (OPTION_TOTAL_LEN + ENCAP_LOCATOR_LEN) >>> 2;
 const OPTION_DATA_WORDS = ENCAP_OPTION_DATA_LEN >>> 2; // option "Length" (5 bits, 4-byte words)
+const LOCATOR_DATA_WORDS = ENCAP_LOCATOR_DATA_LEN >>> 2;
 const OAM_BIT = 0x80; // second byte of the base header
 const OPTION_CRITICAL_BIT = 0x80; // high bit of an option's type
 
@@ -75,6 +96,16 @@ export class EncapMeta {
   ownerHint = 0xffff;
   scopeVersion = 0;
   vni = 0; // 24-bit cluster id
+  /**
+   * Client locator: the underlay IPv4 address (uint32) and UDP port the
+   * client's packets came from. Port 0 = no locator (decode: the frame had
+   * none; write: none is written). A forwarder copies both fields from the
+   * frame it received to the frame it sends.
+   */
+  locatorIp = 0;
+  locatorPort = 0;
+  /** Decode: the frame carried a locator option this build cannot read (other version or family); it was skipped. */
+  locatorUnreadable = false;
   innerOffset = 0; // where the inner IPv4 packet starts
   innerLength = 0; // inner IPv4 total length
   frameLength = 0; // whole frame (Geneve header incl. all options + inner); next frame starts here
@@ -89,27 +120,39 @@ export class EncapMeta {
     this.ownerHint = o.ownerHint;
     this.scopeVersion = o.scopeVersion;
     this.vni = o.vni;
+    this.locatorIp = o.locatorIp;
+    this.locatorPort = o.locatorPort;
+    this.locatorUnreadable = o.locatorUnreadable;
     this.innerOffset = o.innerOffset;
     this.innerLength = o.innerLength;
     this.frameLength = o.frameLength;
   }
 }
 
+/** Bytes writeEncapHeader writes for `meta`: ENCAP_HEADER_LEN, or ENCAP_HEADER_LEN_LOCATOR with a locator. */
+export function encapHeaderLen(meta: EncapMeta): number {
+  return meta.locatorPort !== 0 ? ENCAP_HEADER_LEN_LOCATOR : ENCAP_HEADER_LEN;
+}
+
 /**
- * Writes exactly ENCAP_HEADER_LEN bytes at `off`. The inner packet is expected
- * right after, so a forwarder can rewrite the header in place in front of a
- * frame it received (when that frame carried only Baton's option, i.e. its
- * header is ENCAP_HEADER_LEN long). Always writes version ENCAP_VERSION;
- * fields are masked to their wire width (vni 24, tier 4, flags/hopCount 8,
- * senderId 16, scopeVersion 32 bits). Reserved bits are written as zero.
- * The caller guarantees `off + ENCAP_HEADER_LEN <= buf.length`.
+ * Writes the header at `off` and returns its length, encapHeaderLen(meta):
+ * ENCAP_HEADER_LEN bytes (Baton's option only), or ENCAP_HEADER_LEN_LOCATOR
+ * when `meta.locatorPort` is not 0 (Baton's option, then the locator
+ * option). The inner packet is expected right after, so a forwarder can
+ * rewrite the header in place in front of a frame it received when that
+ * frame's header has the same length. Always writes version ENCAP_VERSION
+ * (and ENCAP_LOCATOR_VERSION); fields are masked to their wire width (vni 24,
+ * tier 4, flags/hopCount 8, senderId/locatorPort 16, scopeVersion/locatorIp
+ * 32 bits). Reserved bits are written as zero.
+ * The caller guarantees `off + encapHeaderLen(meta) <= buf.length`.
  */
-export function writeEncapHeader(buf: Uint8Array, off: number, meta: EncapMeta): void {
+export function writeEncapHeader(buf: Uint8Array, off: number, meta: EncapMeta): number {
   const vni = meta.vni;
   const sender = meta.senderId;
   const scope = meta.scopeVersion;
+  const lport = meta.locatorPort & 0xffff;
   // Geneve base header.
-  buf[off] = GENEVE_OPT_LEN_WORDS; // Ver=0 (2 bits) | Opt Len (6 bits)
+  buf[off] = lport !== 0 ? GENEVE_OPT_LEN_WORDS_LOCATOR : GENEVE_OPT_LEN_WORDS; // Ver=0 (2 bits) | Opt Len (6 bits)
   buf[off + 1] = 0; // O=0, C=0 (our option is not critical), Rsvd=0
   buf[off + 2] = GENEVE_PROTO_IPV4 >>> 8;
   buf[off + 3] = GENEVE_PROTO_IPV4 & 0xff;
@@ -135,11 +178,27 @@ export function writeEncapHeader(buf: Uint8Array, off: number, meta: EncapMeta):
   buf[off + 21] = (scope >>> 16) & 0xff;
   buf[off + 22] = (scope >>> 8) & 0xff;
   buf[off + 23] = scope & 0xff;
+  if (lport === 0) return ENCAP_HEADER_LEN;
+  // Client-locator option (version first).
+  const lip = meta.locatorIp;
+  buf[off + 24] = ENCAP_OPTION_CLASS >>> 8;
+  buf[off + 25] = ENCAP_OPTION_CLASS & 0xff;
+  buf[off + 26] = ENCAP_LOCATOR_TYPE;
+  buf[off + 27] = LOCATOR_DATA_WORDS;
+  buf[off + 28] = (ENCAP_LOCATOR_VERSION << 4) | LOCATOR_AF_IPV4;
+  buf[off + 29] = 0; // Reserved
+  buf[off + 30] = lport >>> 8;
+  buf[off + 31] = lport & 0xff;
+  buf[off + 32] = (lip >>> 24) & 0xff;
+  buf[off + 33] = (lip >>> 16) & 0xff;
+  buf[off + 34] = (lip >>> 8) & 0xff;
+  buf[off + 35] = lip & 0xff;
+  return ENCAP_HEADER_LEN_LOCATOR;
 }
 
 /**
  * Header + a copy of the inner IPv4 packet `inner[innerOff, innerOff+innerLen)`.
- * Returns the bytes written (ENCAP_HEADER_LEN + innerLen), or -1 (no throw)
+ * Returns the bytes written (encapHeaderLen(meta) + innerLen), or -1 (no throw)
  * when `out` is too small, the source range is out of bounds, or the inner
  * range is not one whole IPv4 packet (shorter than 20 bytes, or innerLen !=
  * its IPv4 total length) — such a frame would break frame walking in a batch.
@@ -154,10 +213,11 @@ export function encodeEncap(
   innerLen: number,
 ): number {
   if (off < 0 || innerOff < 0 || innerLen < MIN_IPV4_HEADER) return -1;
-  const total = ENCAP_HEADER_LEN + innerLen;
+  const hl = encapHeaderLen(meta);
+  const total = hl + innerLen;
   if (off + total > out.length || innerOff + innerLen > inner.length) return -1;
   if (((inner[innerOff + 2]! << 8) | inner[innerOff + 3]!) !== innerLen) return -1;
-  const dst = off + ENCAP_HEADER_LEN;
+  const dst = off + hl;
   // Copy the inner packet first: if it overlaps the header area (same buffer),
   // writing the header first would clobber it.
   if (inner === out) {
@@ -189,8 +249,14 @@ export function encodeEncap(
  * BAD_ENCAP_VERSION: Baton's option present with a data version != ENCAP_VERSION
  * (checked before its length, so a future longer layout reports the version).
  *
+ * The client-locator option (Baton's class, type 0x02) fills locatorIp and
+ * locatorPort; one this build cannot read (data version other than 1,
+ * family other than IPv4, length other than 2 words) is skipped, never a
+ * reject: it is not critical, and the frame is still delivered where the
+ * client is known otherwise (`out.locatorUnreadable` says so). A locator
+ * with port 0 is no locator.
  * Other (non-critical) options, including other types in Baton's class, are
- * skipped by walking the TLVs; the first Baton option wins. The inner packet
+ * skipped by walking the TLVs; the first Baton option (and locator) wins. The inner packet
  * starts after ALL options, so frames from other senders may have a header
  * longer than ENCAP_HEADER_LEN. `len` may extend beyond this frame (batching):
  * the frame ends at out.frameLength. The VNI, tier and hop count are reported,
@@ -210,6 +276,8 @@ export function decodeEncap(buf: Uint8Array, off: number, len: number, out: Enca
   const optEnd = off + headerLen;
   let p = off + GENEVE_BASE_LEN;
   let ours = -1; // offset of Baton's option data
+  let loc = -1; // offset of the locator option's data
+  let locBad = false;
   // The options area and every TLV are whole 4-byte words, so p < optEnd
   // implies a complete 4-byte option header is present.
   while (p < optEnd) {
@@ -223,6 +291,11 @@ export function decodeEncap(buf: Uint8Array, off: number, len: number, out: Enca
         if (buf[p + 4]! >>> 4 !== ENCAP_VERSION) return Reject.BAD_ENCAP_VERSION;
         if (dataLen !== ENCAP_OPTION_DATA_LEN) return Reject.BAD_ENCAP;
         ours = p + 4;
+      }
+    } else if (cls === ENCAP_OPTION_CLASS && type === ENCAP_LOCATOR_TYPE) {
+      if (loc < 0 && !locBad) {
+        if (dataLen === ENCAP_LOCATOR_DATA_LEN && buf[p + 4]! === ((ENCAP_LOCATOR_VERSION << 4) | LOCATOR_AF_IPV4)) loc = p + 4;
+        else locBad = true;
       }
     } else if ((type & OPTION_CRITICAL_BIT) !== 0) {
       return Reject.BAD_ENCAP; // a critical option we do not understand
@@ -247,6 +320,14 @@ export function decodeEncap(buf: Uint8Array, off: number, len: number, out: Enca
   out.scopeVersion =
     ((buf[ours + 8]! << 24) | (buf[ours + 9]! << 16) | (buf[ours + 10]! << 8) | buf[ours + 11]!) >>> 0;
   out.vni = (buf[off + 4]! << 16) | (buf[off + 5]! << 8) | buf[off + 6]!;
+  if (loc >= 0) {
+    out.locatorPort = (buf[loc + 2]! << 8) | buf[loc + 3]!;
+    out.locatorIp = ((buf[loc + 4]! << 24) | (buf[loc + 5]! << 16) | (buf[loc + 6]! << 8) | buf[loc + 7]!) >>> 0;
+  } else {
+    out.locatorPort = 0;
+    out.locatorIp = 0;
+  }
+  out.locatorUnreadable = locBad;
   out.innerOffset = innerOff;
   out.innerLength = innerLen;
   out.frameLength = headerLen + innerLen;
