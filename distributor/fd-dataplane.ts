@@ -4,6 +4,11 @@
  *   FORWARD to a service node  → that node's lane (owner hint = this FD)
  *   FORWARD to anything else   → the hash tier (egress toward the client)
  *   REDIRECT                   → the owner FD's lane (hop count + 1)
+ * Every frame sent carries the client locator of the frame received (the
+ * client's underlay address, written by the hash tier it entered through),
+ * so whichever tier gets the egress frame can deliver it. The hash tier is
+ * this FD's uplink (shared/cluster/uplink.ts); `setUplink` moves it alone
+ * when that tier dies.
  * Routes (peers, service nodes, hash tier) are snapshots installed off the
  * hot path by the control agent.
  */
@@ -16,7 +21,7 @@ import { DP } from '../shared/dataplane/counters.js';
 import { EncapMeta, EncapFlag, Tier, ENCAP_DEFAULT_HOP_LIMIT } from '../shared/encap/geneve.js';
 import { FlowHandler, Verdict, NO_OWNER } from './flow-handler.js';
 
-export const FDP = defineCounters(DP.names);
+export const FDP = defineCounters([...DP.names, 'uplink_changes'] as unknown as readonly [...typeof DP.names, 'uplink_changes']);
 
 export interface FdDataplaneOptions extends DatapathOptions {
   hopLimit?: number;
@@ -62,6 +67,27 @@ export class FdDataplane {
     const serviceLane = new Map<number, number>();
     for (const s of r.services) serviceLane.set(s.virtualIp >>> 0, this.dp.laneTo(s.data));
     this.routes = { hashTierLane: r.hashTier ? this.dp.laneTo(r.hashTier) : -1, peerLane, serviceLane };
+    this.noteUplink(r.hashTier);
+  }
+
+  /** Egress goes to another hash tier (the uplink died or came back); the rest of the routes stay. Off the hot path. */
+  setUplink(hashTier: Address | null): void {
+    const lane = hashTier ? this.dp.laneTo(hashTier) : -1;
+    if (lane === this.routes.hashTierLane) return;
+    this.routes = { ...this.routes, hashTierLane: lane };
+    this.noteUplink(hashTier);
+  }
+
+  /** The hash tier egress goes to now. */
+  get uplink(): Address | null {
+    return this.uplinkAddr;
+  }
+  private uplinkAddr: Address | null = null;
+  private noteUplink(a: Address | null): void {
+    const was = this.uplinkAddr;
+    if (a && was && a.host === was.host && a.port === was.port) return;
+    if (a && was) this.counters.inc(FDP.uplink_changes);
+    this.uplinkAddr = a;
   }
 
   private frame(buf: Uint8Array, m: EncapMeta): void {
@@ -77,6 +103,8 @@ export class FdDataplane {
     o.senderId = h.selfId;
     o.scopeVersion = m.scopeVersion;
     o.tier = Tier.FD;
+    o.locatorIp = m.locatorIp;
+    o.locatorPort = m.locatorPort;
     const rt = this.routes;
     let lane: number;
     if (v === Verdict.REDIRECT) {

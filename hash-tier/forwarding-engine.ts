@@ -2,28 +2,50 @@
  * The hash tier's forwarding engine (the aggregation switch of seed 003):
  *   - CLIENT frames (ingress) and SERVICE frames (replies) are hashed on the
  *     inner 5-tuple over the current hash scope and sent to the chosen FD;
- *   - FD frames whose inner destination is a client go out to that client
- *     (the engine learned the client's real address from its traffic).
+ *   - FD frames whose inner destination is a client go out to that client.
+ *
+ * Several hash tiers: a client may enter through one tier and its replies
+ * leave through another (a member's uplink, or the tier it fails over to).
+ * So the ingress tier writes the client's underlay address (where its
+ * datagram came from) into the frame as the client-locator option
+ * (docs/wire-encapsulation.md §3a); FDs and service nodes carry it on every
+ * frame of the exchange, and whichever tier gets the FD's egress frame sends
+ * it to the locator. No tier needs to have seen the client. A frame without
+ * a locator (from a node of an older build) falls back to what this tier
+ * learned itself (client virtual IP -> underlay address).
+ *
+ * Per-client state is bounded (hash-tier/client-table.ts): the locator ->
+ * TX lane table and the learned-client table have fixed capacities; idle
+ * entries are evicted by a budgeted sweep once per batch, a full probe
+ * window evicts its least recently used entry; every eviction is counted,
+ * and an evicted locator's lane is reused for the next new one.
+ *
  * The routing snapshot (scope + lanes) is built off the hot path and
  * swapped whole.
  */
 import type { Scheduler } from '../shared/runtime/scheduler.js';
 import type { DatagramSocket } from '../shared/io/datagram.js';
 import type { Address } from '../shared/io/address.js';
-import { sameAddress } from '../shared/io/address.js';
 import { Counters, defineCounters } from '../shared/counters.js';
 import { Datapath, type DatapathOptions } from '../shared/dataplane/datapath.js';
 import { DP } from '../shared/dataplane/counters.js';
 import { EncapFlag, EncapMeta, Tier } from '../shared/encap/geneve.js';
+import { ClientTable } from './client-table.js';
 import { parseIPv4 } from '../shared/packet/parse.js';
 import { PacketMeta } from '../shared/packet/meta.js';
 import { Reject } from '../shared/packet/reject.js';
-import { hashFiveTuple, hashFiveTupleSymmetric } from '../shared/hash/xxh32.js';
+import { hashFiveTupleI32, hashFiveTupleSymmetricI32 } from '../shared/hash/xxh32.js';
 import type { HashScope } from '../shared/scope/hash-scope.js';
 import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../shared/packet/meta.js';
 import { Admission, AdmissionState, type AdmissionOptions } from './admission.js';
 
 const HT_STATIC = ['to_fd', 'to_fd_by_hint', 'to_client', 'clients_learned', 'drop_bad_inner', 'drop_empty_scope', 'drop_unknown_client', 'drop_bad_tier',
+  // Client locators (several tiers on the data path) and the bounded client tables.
+  'to_client_learned', // egress without a locator, delivered by what this tier learned
+  'client_no_locator', // client frame from an address a locator cannot hold (not IPv4): forwarded without one
+  'locator_unreadable', // a frame carried a locator option this build cannot read (skipped)
+  'client_addrs_added', 'client_addrs_evicted_idle', 'client_addrs_evicted_full',
+  'clients_evicted_idle', 'clients_evicted_full',
   // Admission control (hash-tier/admission.ts): frames refused at the edge, frames marked SHED, state entries.
   'drop_admission_syn', 'drop_admission_overload', 'admission_shed_marked', 'admission_to_open', 'admission_to_shedding', 'admission_to_dropping'] as const;
 export const HT = defineCounters([...DP.names, ...HT_STATIC] as unknown as readonly [...typeof DP.names, ...typeof HT_STATIC]);
@@ -38,6 +60,14 @@ export interface ForwardingEngineOptions extends DatapathOptions {
    * takes when the hash picks another FD. Default true.
    */
   replyByOwnerHint?: boolean;
+  /** Client underlay addresses (locator -> TX lane) kept at most; a power of two (default 4096). */
+  clientAddrCapacity?: number;
+  /** Learned clients (virtual IP -> underlay address, the no-locator fallback) kept at most; a power of two (default 65536). */
+  clientCapacity?: number;
+  /** A client address or learned client not seen for this long is evicted (default 300 000 ms). */
+  clientIdleMs?: number;
+  /** Table slots the idle sweep examines per batch, per table (default 64). */
+  clientSweepBudget?: number;
   /** Admission control at ingress (absent: every client frame is admitted). */
   admission?: AdmissionOptions & { probeMs: number };
 }
@@ -59,7 +89,22 @@ export class ForwardingEngine {
   readonly dp: Datapath;
   readonly counters: Counters;
   private routing: Routing = { scope: null, laneOfMember: new Int32Array(0), laneOfId: new Int32Array(65536).fill(-1) };
-  private readonly clientLane = new Map<number, number>(); // client virtual IP -> lane
+  /** Client underlay address (IPv4, port) -> TX lane (valA). */
+  readonly clientAddrs: ClientTable;
+  /** Client virtual IP (key b = 1) -> underlay address (valA = IPv4, valB = port): the fallback for frames without a locator. */
+  readonly clients: ClientTable;
+  /** Lanes of evicted client addresses, reused for new ones (so lanes stay bounded too). */
+  private readonly freeLanes: Int32Array;
+  private freeLaneCount = 0;
+  private readonly clientIdleMs: number;
+  private readonly sweepBudget: number;
+  private readonly clock: Scheduler['clock'];
+  /** Time sampled once per batch (integer ms): what entries are stamped with. */
+  private nowMs = 0;
+  // Locator of the datagram the last client frame came in (frames of one datagram share `from`).
+  private locFrom: Address | null = null;
+  private locIp = 0;
+  private locPort = 0;
   private readonly out = new EncapMeta();
   private readonly pkt = new PacketMeta();
   private readonly id: number;
@@ -79,8 +124,34 @@ export class ForwardingEngine {
     this.symmetric = opts.symmetricHash ?? false;
     this.byHint = opts.replyByOwnerHint ?? true;
     this.out.vni = opts.vni;
-    this.dp.start((buf, m, from) => this.frame(buf, m, from), this.admission ? this.beforeBatch : undefined);
+    this.clock = scheduler.clock;
+    this.clientIdleMs = opts.clientIdleMs ?? 300_000;
+    this.sweepBudget = opts.clientSweepBudget ?? 64;
+    this.clientAddrs = new ClientTable(opts.clientAddrCapacity ?? 4096, this.onAddrEvicted);
+    this.clients = new ClientTable(opts.clientCapacity ?? 65536, this.onClientEvicted);
+    this.freeLanes = new Int32Array(this.clientAddrs.capacity);
+    this.nowMs = Math.floor(this.clock.now());
+    this.dp.start((buf, m, from) => this.frame(buf, m, from), this.tick);
   }
+
+  /** Once per batch: the clock, the idle sweeps, admission control. */
+  private readonly tick = (): void => {
+    const now = Math.floor(this.clock.now());
+    this.nowMs = now;
+    this.clientAddrs.sweep(now, this.clientIdleMs, this.sweepBudget);
+    this.clients.sweep(now, this.clientIdleMs, this.sweepBudget);
+    if (this.admission) this.beforeBatch();
+  };
+
+  private readonly onAddrEvicted = (lane: number, _unused: number, idle: boolean): void => {
+    this.counters.inc(idle ? HT.client_addrs_evicted_idle : HT.client_addrs_evicted_full);
+    if (!idle) this.dp.tx.flushAll(); // mid-batch: frames queued for the old address leave before its lane is reused
+    this.freeLanes[this.freeLaneCount++] = lane;
+  };
+
+  private readonly onClientEvicted = (_ip: number, _port: number, idle: boolean): void => {
+    this.counters.inc(idle ? HT.clients_evicted_idle : HT.clients_evicted_full);
+  };
 
   get address(): Address {
     return this.dp.socket.address;
@@ -129,17 +200,14 @@ export class ForwardingEngine {
     o.hopCount = m.hopCount;
     o.ownerHint = m.ownerHint;
     const tier = m.tier;
+    if (m.locatorUnreadable) c.inc(HT.locator_unreadable);
     if (tier === Tier.FD) {
-      // Egress toward a client.
-      const lane = this.clientLane.get(p.dstIp);
-      if (lane === undefined) {
-        c.inc(HT.drop_unknown_client);
-        return;
-      }
-      o.scopeVersion = m.scopeVersion;
-      if (this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength)) c.inc(HT.to_client);
+      this.toClient(buf, m, p.dstIp | 0);
       return;
     }
+    // Toward an FD: a service's reply keeps the locator it echoed; a client frame gets this datagram's source.
+    o.locatorIp = m.locatorIp;
+    o.locatorPort = m.locatorPort;
     if (tier === Tier.CLIENT) {
       const a = this.admit;
       if (a !== AdmissionState.OPEN) {
@@ -155,7 +223,7 @@ export class ForwardingEngine {
         o.flags = m.flags | EncapFlag.SHED;
         c.inc(HT.admission_shed_marked);
       } else o.flags = m.flags & ~EncapFlag.SHED;
-      this.learnClient(p.srcIp, from);
+      this.stampLocator(p.srcIp | 0, from);
     } else if (tier !== Tier.SERVICE) {
       c.inc(HT.drop_bad_tier);
       return;
@@ -174,9 +242,10 @@ export class ForwardingEngine {
         return;
       }
     }
+    // int32 in and out (the I32 forms): nothing is boxed whether or not V8 inlines the hash.
     const h = this.symmetric
-      ? hashFiveTupleSymmetric(p.srcIp, p.dstIp, p.srcPort, p.dstPort, p.proto, this.seed)
-      : hashFiveTuple(p.srcIp, p.dstIp, p.srcPort, p.dstPort, p.proto, this.seed);
+      ? hashFiveTupleSymmetricI32(p.srcIp | 0, p.dstIp | 0, p.srcPort, p.dstPort, p.proto, this.seed)
+      : hashFiveTupleI32(p.srcIp | 0, p.dstIp | 0, p.srcPort, p.dstPort, p.proto, this.seed);
     const lane = rt.laneOfMember[scope.pick(h)]!;
     if (lane < 0) {
       c.inc(DP.drop_no_route);
@@ -186,16 +255,122 @@ export class ForwardingEngine {
     if (this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength)) c.inc(HT.to_fd);
   }
 
-  /** Remembers which real address a client virtual IP sends from (a map write only when it changes). */
-  private learnClient(ip: number, from: Address | null): void {
-    if (from === null) return;
-    const lane = this.clientLane.get(ip);
-    if (lane !== undefined && sameAddress(this.dp.tx.laneAddress(lane), from)) return;
-    this.clientLane.set(ip, this.dp.laneTo(from));
-    this.counters.inc(HT.clients_learned);
+  /** Egress toward a client: to its locator, whichever tier it entered through; without one, to the address learned for `clientIp` (int32). */
+  private toClient(buf: Uint8Array, m: EncapMeta, clientIp: number): void {
+    const c = this.counters;
+    let lane: number;
+    if (m.locatorPort !== 0) lane = this.laneOfAddr(m.locatorIp | 0, m.locatorPort);
+    else {
+      const k = this.clients.find(clientIp, 1);
+      if (k < 0) {
+        c.inc(HT.drop_unknown_client);
+        return;
+      }
+      lane = this.laneOfAddr(this.clients.valA[k]!, this.clients.valB[k]!);
+      c.inc(HT.to_client_learned);
+    }
+    const o = this.out;
+    o.scopeVersion = m.scopeVersion;
+    o.locatorPort = 0; // the client needs no locator
+    if (this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength)) c.inc(HT.to_client);
+  }
+
+  /**
+   * A client frame: the locator is where its datagram came from (parsed once
+   * per datagram; no allocation), and the client is learned for the
+   * no-locator fallback. IPv4 addresses travel as int32 (`| 0`) between
+   * methods: a uint32 above 2^31 would be boxed.
+   */
+  private stampLocator(clientIp: number, from: Address | null): void {
+    const o = this.out;
+    if (from === null) {
+      o.locatorPort = 0;
+      return;
+    }
+    if (from !== this.locFrom) {
+      this.locFrom = from;
+      const ip = parseIPv4Host(from.host);
+      this.locIp = ip | 0;
+      this.locPort = ip < 0 ? 0 : from.port;
+    }
+    if (this.locPort === 0) {
+      o.locatorPort = 0;
+      this.counters.inc(HT.client_no_locator);
+      return;
+    }
+    o.locatorIp = this.locIp >>> 0;
+    o.locatorPort = this.locPort;
+    const t = this.clients;
+    let k = t.find(clientIp, 1);
+    if (k < 0) {
+      k = t.insert(clientIp, 1, this.nowMs);
+      this.counters.inc(HT.clients_learned);
+    } else if (t.valA[k] !== this.locIp || t.valB[k] !== this.locPort) {
+      this.counters.inc(HT.clients_learned); // the client moved (a new underlay address)
+    } else {
+      t.touch(k, this.nowMs);
+      return;
+    }
+    t.valA[k] = this.locIp;
+    t.valB[k] = this.locPort;
+    t.touch(k, this.nowMs);
+  }
+
+  /** The TX lane to underlay address (ip as int32, port), added on first use (a lane of an evicted address is reused). */
+  private laneOfAddr(ip: number, port: number): number {
+    const t = this.clientAddrs;
+    let k = t.find(ip, port);
+    if (k >= 0) {
+      t.touch(k, this.nowMs);
+      return t.valA[k]!;
+    }
+    k = t.insert(ip, port, this.nowMs); // may evict (and free a lane)
+    const to = { host: ipv4String(ip), port }; // once per new address, not per packet
+    let lane: number;
+    if (this.freeLaneCount > 0) {
+      lane = this.freeLanes[--this.freeLaneCount]!;
+      this.dp.tx.setLaneAddress(lane, to);
+    } else lane = this.dp.tx.addLane(to);
+    t.valA[k] = lane;
+    this.counters.inc(HT.client_addrs_added);
+    return lane;
+  }
+
+  /** Client addresses with a lane, learned clients (gauges). */
+  get clientAddrCount(): number {
+    return this.clientAddrs.size;
+  }
+  get clientCount(): number {
+    return this.clients.size;
   }
 
   close(): Promise<void> {
     return this.dp.close();
   }
+}
+
+/** "a.b.c.d" -> uint32, or -1 when `s` is not a dotted-quad IPv4 address. Allocates nothing. */
+export function parseIPv4Host(s: string): number {
+  let ip = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < s.length; i++) {
+    const ch = s.charCodeAt(i);
+    if (ch >= 48 && ch <= 57) {
+      part = part * 10 + (ch - 48);
+      if (++digits > 3 || part > 255) return -1;
+    } else if (ch === 46 && digits > 0 && dots < 3) {
+      ip = ip * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else return -1;
+  }
+  if (dots !== 3 || digits === 0) return -1;
+  return ip * 256 + part;
+}
+
+function ipv4String(ip: number): string {
+  return `${(ip >>> 24) & 0xff}.${(ip >>> 16) & 0xff}.${(ip >>> 8) & 0xff}.${ip & 0xff}`;
 }

@@ -19,9 +19,14 @@
  * The reply's TTL is reset to 64 (it is a new packet); changed header words
  * are patched incrementally (RFC 1624), so the cost does not depend on size.
  *
- * Writing a reply frame at `w` never overtakes the frame being read: Baton's
- * header is ENCAP_HEADER_LEN bytes, the received one is at least that long,
- * and frames that produce no reply only leave more room.
+ * The reply carries the request's owner hint and client locator back (the
+ * hash tier that receives it hands the locator on to the FD, which puts it
+ * on the egress frame: any tier can then deliver the reply to the client).
+ *
+ * Writing a reply frame at `w` never overtakes the frame being read: the
+ * reply's header holds Baton's option and, if the request had one, the
+ * locator, so it is never longer than the received header, and frames that
+ * produce no reply only leave more room.
  *
  * Malformed input is counted, never thrown. The buffer handed to onMessage is
  * owned by this node (UdpNet and MemoryNetwork give every datagram its own
@@ -32,7 +37,7 @@ import type { DatagramSocket } from '../shared/io/datagram.js';
 import type { Scheduler } from '../shared/runtime/scheduler.js';
 import { Counters, defineCounters } from '../shared/counters.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
-import { decodeEncap, encodeEncap, writeEncapHeader, EncapMeta, ENCAP_HEADER_LEN, Tier } from '../shared/encap/geneve.js';
+import { decodeEncap, encodeEncap, encapHeaderLen, writeEncapHeader, EncapMeta, Tier } from '../shared/encap/geneve.js';
 import { parseIPv4 } from '../shared/packet/parse.js';
 import { csumReplace16, csumReplace32 } from '../shared/packet/checksum.js';
 import { PacketMeta, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../shared/packet/meta.js';
@@ -53,6 +58,7 @@ export const SN = defineCounters([
   'tx_send_errors', // datagrams
   'tx_send_error_frames', // the frames those datagrams carried
   'drop_after_stop', // frames that arrived once the node had stopped answering
+  'uplink_changes', // replies moved to another hash tier (the uplink died or came back)
 ] as const);
 
 /** Per-link frame counts of a service node, shared by its successive ServiceNode instances. */
@@ -229,9 +235,12 @@ export class ServiceNode {
         continue;
       }
       tm.ownerHint = rm.ownerHint;
-      if (w + ENCAP_HEADER_LEN === ip) writeEncapHeader(buf, w, tm); // the usual case: no move
+      tm.locatorIp = rm.locatorIp;
+      tm.locatorPort = rm.locatorPort;
+      const hl = encapHeaderLen(tm);
+      if (w + hl === ip) writeEncapHeader(buf, w, tm); // the usual case: no move
       else encodeEncap(buf, w, tm, buf, ip, innerLen); // moves the inner packet down (overlap-safe)
-      w += ENCAP_HEADER_LEN + innerLen;
+      w += hl + innerLen;
       c.inc(SN.tx_frames);
       off = next;
     }

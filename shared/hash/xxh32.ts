@@ -133,8 +133,20 @@ export function writeFiveTupleKey(
  * srcPort and dstPort each byte-swapped into the low/high halves. With
  * len = 13 < 16 only the short path runs: acc = seed + P5 + 13, three lanes,
  * one trailing byte (proto), avalanche.
+ *
+ * A thin wrapper over hashFiveTupleI32: the body is too large for V8 to
+ * inline, and a uint32 returned from a call that is not inlined is boxed
+ * (an allocation per packet for half the hashes), and so is a uint32
+ * argument above 2^31 (an IPv4 address from 128.0.0.0 up) passed to it. The
+ * wrapper hands the addresses over as int32 and gets an int32 back (same
+ * bits), and is small enough to be inlined at every caller.
  */
-export function hashFiveTuple(
+export function hashFiveTuple(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, seed: number): number {
+  return hashFiveTupleI32(srcIp | 0, dstIp | 0, srcPort, dstPort, proto, seed) >>> 0;
+}
+
+/** hashFiveTuple as an int32 (the same 32 bits, `| 0`). */
+export function hashFiveTupleI32(
   srcIp: number,
   dstIp: number,
   srcPort: number,
@@ -163,7 +175,7 @@ export function hashFiveTuple(
   acc ^= acc >>> 13;
   acc = Math.imul(acc, P3);
   acc ^= acc >>> 16;
-  return acc >>> 0;
+  return acc | 0;
 }
 
 /**
@@ -173,7 +185,12 @@ export function hashFiveTuple(
  * slot -- and the result is hashFiveTuple of that ordered tuple. Equal
  * endpoints need no swap. Same cost as hashFiveTuple plus two compares.
  */
-export function hashFiveTupleSymmetric(
+export function hashFiveTupleSymmetric(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, seed: number): number {
+  return hashFiveTupleSymmetricI32(srcIp | 0, dstIp | 0, srcPort, dstPort, proto, seed) >>> 0;
+}
+
+/** hashFiveTupleSymmetric as an int32 (see hashFiveTuple for why); addresses may be passed as int32 or uint32. */
+export function hashFiveTupleSymmetricI32(
   srcIp: number,
   dstIp: number,
   srcPort: number,
@@ -185,6 +202,6 @@ export function hashFiveTupleSymmetric(
   const b = dstIp >>> 0;
   const ap = srcPort & 0xffff;
   const bp = dstPort & 0xffff;
-  if (a > b || (a === b && ap > bp)) return hashFiveTuple(b, a, bp, ap, proto, seed);
-  return hashFiveTuple(a, b, ap, bp, proto, seed);
+  if (a > b || (a === b && ap > bp)) return hashFiveTupleI32(dstIp | 0, srcIp | 0, bp, ap, proto, seed);
+  return hashFiveTupleI32(srcIp | 0, dstIp | 0, ap, bp, proto, seed);
 }
