@@ -18,7 +18,7 @@ import { FD } from './fd-counters.js';
 import { MemberAgent } from '../shared/cluster/member-agent.js';
 import type { ControlChannel } from '../shared/control/channel.js';
 import { uplinkOf } from '../shared/cluster/uplink.js';
-import { Role, MemberStatus, nodeInfo, body, type FlowStats, type ScopeUpdate, type EnvelopeObject, type Body } from '../shared/control/messages.js';
+import { Role, MemberStatus, nodeInfo, body, type FlowStats, type NodeInfo, type ScopeUpdate, type EnvelopeObject, type Body } from '../shared/control/messages.js';
 import { buildVersion } from '../shared/build-info.js';
 import { MigrationClient } from '../migration-client/migration-client.js';
 import { UdpNet } from '../shared/io/datagram.js';
@@ -127,6 +127,7 @@ export class FdNode {
       stats: () => this.stats(),
       counters: () => ({ ...this.handler.counters.snapshot(), ...this.dataplane.counters.snapshot() }),
       onScope: (u) => this.applyScope(u),
+      onLinkChange: () => this.refreshUplink(),
       onRequest: (env, from) => this.managerRequest(env, from),
     });
     warmUpMigrationPath();
@@ -155,7 +156,7 @@ export class FdNode {
         services.push({ id: n.id, virtualIp: ipv4ToInt(n.virtualIp), data: parseAddress(n.dataAddr), port: n.virtualPort });
       }
     }
-    const up = uplinkOf(u, this.cfg, this.me.uplink);
+    const up = uplinkOf(u, this.cfg, this.me.uplink, this.tierLink);
     if (up) hashTier = parseAddress(up.dataAddr);
     services.sort((a, b) => a.id - b.id); // every FD picks backends from the same ordered list
     this.dataplane.setRoutes({ hashTier, peers, services });
@@ -176,6 +177,17 @@ export class FdNode {
       }
     }
     this.log.info('scope applied', { version: u.version, peers: peers.length, services: services.length });
+  }
+
+  /** Is this FD's control link to the tier up? (undefined: no link to it) */
+  private readonly tierLink = (t: NodeInfo): boolean | undefined => (t.controlAddr ? this.agent.linkUp(t.controlAddr) : undefined);
+
+  /** A manager link went up or down: egress moves to a live tier if the uplink's went down (and back when it returns). */
+  private refreshUplink(): void {
+    const u = this.agent?.lastScope;
+    if (!u || !this.dataplane) return;
+    const up = uplinkOf(u, this.cfg, this.me.uplink, this.tierLink);
+    this.dataplane.setUplink(up ? parseAddress(up.dataAddr) : null);
   }
 
   /** Requests from the migration manager. */

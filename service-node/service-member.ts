@@ -56,15 +56,21 @@ export class ServiceMember {
       stats: () => this.stats(),
       counters: () => this.counters.snapshot(),
       onScope: (u) => this.applyScope(u),
+      onLinkChange: () => {
+        const u = this.agent?.lastScope;
+        if (u) this.applyScope(u);
+      },
     });
     await this.agent.start();
   }
 
+  /** Replies go to the uplink tier (a live one: see shared/cluster/uplink.ts); re-run on every scope update and link change. */
   private applyScope(u: ScopeUpdate): void {
-    const ht = uplinkOf(u, this.cfg, this.me.uplink);
+    const ht = uplinkOf(u, this.cfg, this.me.uplink, (t) => (t.controlAddr ? this.agent.linkUp(t.controlAddr) : undefined));
     if (!ht) return;
     const to = parseAddress(ht.dataAddr);
     if (this.node && sameAddress(this.node.returnTo, to)) return;
+    if (this.node) this.counters.inc(SN.uplink_changes);
     this.node?.stop();
     this.node = new ServiceNode({ id: this.me.id, socket: this.socket, scheduler: this.io.scheduler, returnTo: to, vni: this.cfg.cluster.vni, counters: this.counters, links: this.links });
   }

@@ -23,6 +23,11 @@
  * When nothing is left to send, the run drains: it ends as soon as every
  * data packet was echoed and every flow closed, or after drainMs.
  *
+ * Several targets (several hash tiers): client i (its virtual IP) always
+ * sends to targets[i mod n], as a real client's packets keep to one path;
+ * each target has its own datagram being filled. Replies are accepted from
+ * anywhere (they may leave through any tier).
+ *
  * Per-packet work (send and receive) allocates nothing but the subarray view
  * handed to send() once per datagram.
  */
@@ -55,6 +60,16 @@ export interface TrafficIo {
   scheduler: Scheduler;
   /** The hash tier's data address (or any node that answers for the VIP). */
   target: Address;
+  /** Several hash tiers' data addresses: the clients are spread over them (client i -> targets[i mod n]); `target` is then ignored. */
+  targets?: Address[];
+}
+
+/** One target's side of the loss books: frames built for it, accepted by the kernel, failed. */
+export interface TargetLinks {
+  target: Address;
+  framesSent: number;
+  accepted: number;
+  sendErrorFrames: number;
 }
 
 export interface Progress {
@@ -84,7 +99,9 @@ export class TrafficGenerator {
 
   private readonly socket: DatagramSocket;
   private readonly sched: Scheduler;
-  private readonly target: Address;
+  /** Where the clients send (one entry per hash tier). */
+  readonly targets: readonly Address[];
+  private readonly nTargets: number;
   private readonly onProgress: ((p: Progress) => void) | undefined;
   private readonly enc = new EncapMeta();
   private readonly rxEnc = new EncapMeta();
@@ -116,9 +133,15 @@ export class TrafficGenerator {
   private readonly sentCbs: ((err: Error | null) => void)[] = [];
   private readonly free: Int32Array;
   private freeTop = 0;
+  /** The buffer of the frame being written (set by beginFrame). */
   private cur = -1;
-  /** Frames in each send buffer handed to the socket (for the send callback). */
+  /** Per target: the buffer being filled (-1 none), its bytes and frames. */
+  private readonly tCur: Int32Array;
+  private readonly tLen: Int32Array;
+  private readonly tFrames: Int32Array;
+  /** Frames in each send buffer handed to the socket, and its target (for the send callback). */
   private bufFrames = new Uint32Array(0);
+  private bufTarget = new Uint16Array(0);
   /**
    * The generator's side of the loss books (traffic/loss-books.ts), live:
    * frames the kernel accepted toward the target and frames whose send
@@ -126,9 +149,7 @@ export class TrafficGenerator {
    * echoes the verifier no longer waits for, still counted, until the
    * caller closes the socket).
    */
-  readonly links = { framesSent: 0, accepted: 0, sendErrorFrames: 0, rx: new LinkRx(), late: 0 };
-  private curLen = 0;
-  private curFrames = 0;
+  readonly links = { framesSent: 0, accepted: 0, sendErrorFrames: 0, rx: new LinkRx(), late: 0, perTarget: [] as TargetLinks[] };
   private ipId = 0;
 
   // Pacing.
@@ -174,7 +195,14 @@ export class TrafficGenerator {
     const op = this.opts;
     this.socket = io.socket;
     this.sched = io.scheduler;
-    this.target = { host: io.target.host, port: io.target.port };
+    const targets = io.targets && io.targets.length > 0 ? io.targets : [io.target];
+    if (targets.length > 65535) throw new RangeError('TrafficGenerator: at most 65535 targets');
+    this.targets = targets.map((t) => ({ host: t.host, port: t.port }));
+    this.nTargets = this.targets.length;
+    this.tCur = new Int32Array(this.nTargets).fill(-1);
+    this.tLen = new Int32Array(this.nTargets);
+    this.tFrames = new Int32Array(this.nTargets);
+    this.links.perTarget = this.targets.map((t) => ({ target: t, framesSent: 0, accepted: 0, sendErrorFrames: 0 }));
     this.onProgress = onProgress;
     this.verifier = new Verifier({ packetsPerFlow: op.packetsPerFlow, initialFlows: Math.min(op.totalFlows, 256) });
     const K = (this.K = op.concurrency);
@@ -189,6 +217,7 @@ export class TrafficGenerator {
     this.sTcpAck = new Uint32Array(K);
     this.free = new Int32Array(op.sendBuffers);
     this.bufFrames = new Uint32Array(op.sendBuffers);
+    this.bufTarget = new Uint16Array(op.sendBuffers);
     for (let i = 0; i < op.sendBuffers; i++) {
       this.bufs.push(new Uint8Array(op.maxDatagramBytes));
       this.sentCbs.push(this.makeSentCb(i));
@@ -337,7 +366,7 @@ export class TrafficGenerator {
       if (!any) break;
     }
     if (op.ratePps > 0) this.tokens -= spent;
-    this.flush();
+    this.flushAll();
   }
 
   /** Advances one slot by at most one frame. */
@@ -347,7 +376,7 @@ export class TrafficGenerator {
       if (!this.canStartFlow()) return Step.NOTHING;
       const isUdp = this.flowIsUdp(this.flowsStarted);
       if (!isUdp) {
-        if (!this.hasRoom(CONTROL_FRAME_LEN)) return Step.BLOCKED;
+        if (!this.hasRoom(this.targetOf(this.flowsStarted), CONTROL_FRAME_LEN)) return Step.BLOCKED;
         f = this.startFlow(s, FlowKind.TCP);
         this.emitControl(f, TCP_SYN, this.sTcpSeq[s]!, 0);
         this.sTcpSeq[s] = this.sTcpSeq[s]! + 1;
@@ -361,7 +390,7 @@ export class TrafficGenerator {
     if (st !== State.DATA) return Step.NOTHING;
     const isTcp = this.sKind[s] === FlowKind.TCP;
     if (this.sNext[s]! < this.sQuota[s]! && !this.stopped) {
-      if (!this.hasRoom(this.dataFrameLen(isTcp))) return Step.BLOCKED;
+      if (!this.hasRoom(this.targetOf(f), this.dataFrameLen(isTcp))) return Step.BLOCKED;
       this.emitData(s, f, isTcp, now);
       if (!isTcp && this.sNext[s] === this.sQuota[s]) {
         this.verifier.markFlow(f, FlowStatus.COMPLETED);
@@ -375,7 +404,7 @@ export class TrafficGenerator {
       this.endFlow(s);
       return Step.CHANGED;
     }
-    if (!this.hasRoom(CONTROL_FRAME_LEN)) return Step.BLOCKED;
+    if (!this.hasRoom(this.targetOf(f), CONTROL_FRAME_LEN)) return Step.BLOCKED;
     this.emitControl(f, TCP_FIN | TCP_ACK, this.sTcpSeq[s]!, this.sTcpAck[s]!);
     this.enterWait(s, State.FIN_WAIT, now);
     return Step.SENT;
@@ -447,7 +476,7 @@ export class TrafficGenerator {
         const f = this.sFlow[s]!;
         const syn = st === State.SYN_WAIT;
         if (this.sTries[s]! < op.controlRetries) {
-          if (!this.hasRoom(CONTROL_FRAME_LEN)) {
+          if (!this.hasRoom(this.targetOf(f), CONTROL_FRAME_LEN)) {
             this.io.sendBlocked++;
             next = now; // try again next tick
             continue;
@@ -471,54 +500,74 @@ export class TrafficGenerator {
       if (d < next) next = d;
     }
     this.nextDeadline = next;
-    this.flush();
+    this.flushAll();
   }
 
   private dataFrameLen(isTcp: boolean): number {
     return ENCAP_HEADER_LEN + IPV4_HEADER_LEN + (isTcp ? TCP_HEADER_LEN : UDP_HEADER_LEN) + this.opts.payloadSize;
   }
 
-  private hasRoom(frameLen: number): boolean {
-    return (this.cur >= 0 && this.curLen + frameLen <= this.opts.maxDatagramBytes) || this.freeTop > 0;
+  /** Which target flow f's client sends to. */
+  targetOf(f: number): number {
+    return this.nTargets === 1 ? 0 : (f % this.opts.clients) % this.nTargets;
   }
 
-  /** Offset in the current buffer for a frame of frameLen; the caller checked hasRoom. */
-  private beginFrame(frameLen: number): number {
-    if (this.cur >= 0 && this.curLen + frameLen > this.opts.maxDatagramBytes) this.flush();
-    if (this.cur < 0) {
-      this.cur = this.free[--this.freeTop]!;
-      this.curLen = 0;
-      this.curFrames = 0;
+  private hasRoom(t: number, frameLen: number): boolean {
+    return (this.tCur[t]! >= 0 && this.tLen[t]! + frameLen <= this.opts.maxDatagramBytes) || this.freeTop > 0;
+  }
+
+  /** Offset in target t's current buffer for a frame of frameLen (this.cur is that buffer); the caller checked hasRoom. */
+  private beginFrame(t: number, frameLen: number): number {
+    if (this.tCur[t]! >= 0 && this.tLen[t]! + frameLen > this.opts.maxDatagramBytes) this.flush(t);
+    if (this.tCur[t]! < 0) {
+      this.tCur[t] = this.free[--this.freeTop]!;
+      this.tLen[t] = 0;
+      this.tFrames[t] = 0;
     }
-    return this.curLen;
+    this.cur = this.tCur[t]!;
+    return this.tLen[t]!;
   }
 
-  private endFrame(frameLen: number): void {
-    this.curLen += frameLen;
+  private endFrame(t: number, frameLen: number): void {
+    this.tLen[t] = this.tLen[t]! + frameLen;
     this.io.framesSent++;
-    if (++this.curFrames >= this.opts.maxFramesPerDatagram) this.flush();
+    this.tFrames[t] = this.tFrames[t]! + 1;
+    if (this.tFrames[t]! >= this.opts.maxFramesPerDatagram) this.flush(t);
   }
 
-  private flush(): void {
-    const c = this.cur;
+  private flushAll(): void {
+    for (let t = 0; t < this.nTargets; t++) this.flush(t);
+  }
+
+  private flush(t: number): void {
+    const c = this.tCur[t]!;
     if (c < 0) return;
-    this.cur = -1;
-    if (this.curLen === 0) {
+    this.tCur[t] = -1;
+    const len = this.tLen[t]!;
+    if (len === 0) {
       this.free[this.freeTop++] = c;
       return;
     }
+    const frames = this.tFrames[t]!;
     this.io.datagramsSent++;
-    this.bufFrames[c] = this.curFrames;
-    this.links.framesSent += this.curFrames;
-    this.socket.send(this.bufs[c]!.subarray(0, this.curLen), this.target, this.sentCbs[c]!);
+    this.bufFrames[c] = frames;
+    this.bufTarget[c] = t;
+    this.links.framesSent += frames;
+    this.links.perTarget[t]!.framesSent += frames;
+    this.socket.send(this.bufs[c]!.subarray(0, len), this.targets[t]!, this.sentCbs[c]!);
   }
 
   private makeSentCb(i: number): (err: Error | null) => void {
     return (err) => {
+      const pt = this.links.perTarget[this.bufTarget[i]!]!;
       if (err) {
         this.io.sendErrors++;
         this.links.sendErrorFrames += this.bufFrames[i]!;
-      } else this.links.accepted += this.bufFrames[i]!;
+        pt.sendErrorFrames += this.bufFrames[i]!;
+      } else {
+        this.links.accepted += this.bufFrames[i]!;
+        pt.accepted += this.bufFrames[i]!;
+      }
       this.free[this.freeTop++] = i;
       if (this.opts.ratePps === 0 && this.phase === Phase.SEND) this.requestPump();
     };
@@ -540,18 +589,20 @@ export class TrafficGenerator {
 
   private emitControl(f: number, flags: number, seq: number, ack: number): void {
     const op = this.opts;
-    const off = this.beginFrame(CONTROL_FRAME_LEN);
+    const t = this.targetOf(f);
+    const off = this.beginFrame(t, CONTROL_FRAME_LEN);
     const buf = this.bufs[this.cur]!;
     this.ipId = (this.ipId + 1) & 0xffff;
     writeClientPacket(buf, off + ENCAP_HEADER_LEN, IPPROTO_TCP, this.clientIp(f), op.vipInt, this.clientPort(f), op.tcpPort, flags, seq, ack, 0, this.ipId);
     writeEncapHeader(buf, off, this.enc);
-    this.endFrame(CONTROL_FRAME_LEN);
+    this.endFrame(t, CONTROL_FRAME_LEN);
   }
 
   private emitData(s: number, f: number, isTcp: boolean, now: number): void {
     const op = this.opts;
     const len = this.dataFrameLen(isTcp);
-    const off = this.beginFrame(len);
+    const t = this.targetOf(f);
+    const off = this.beginFrame(t, len);
     const buf = this.bufs[this.cur]!;
     const ipOff = off + ENCAP_HEADER_LEN;
     const proto = isTcp ? IPPROTO_TCP : IPPROTO_UDP;
@@ -565,7 +616,7 @@ export class TrafficGenerator {
       writeClientPacket(buf, ipOff, proto, this.clientIp(f), op.vipInt, this.clientPort(f), op.udpPort, 0, 0, 0, op.payloadSize, this.ipId);
     }
     writeEncapHeader(buf, off, this.enc);
-    this.endFrame(len);
+    this.endFrame(t, len);
     this.sNext[s] = seq + 1;
     this.verifier.recordSent(f, seq, now);
     this.inflight++;
@@ -728,7 +779,7 @@ export class TrafficGenerator {
     this.finished = true;
     this.timer?.cancel();
     this.timer = null;
-    this.flush();
+    this.flushAll();
     this.socket.onMessage(this.onLate);
     const v = this.verifier;
     for (let s = 0; s < this.K; s++) {

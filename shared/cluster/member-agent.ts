@@ -12,7 +12,7 @@
  */
 import type { Scheduler, Timer } from '../runtime/scheduler.js';
 import type { MessageNet } from '../io/stream.js';
-import type { Address } from '../io/address.js';
+import { formatAddress, type Address } from '../io/address.js';
 import { ControlChannel } from '../control/channel.js';
 import { body, type FlowStats, type NodeInfo, type ScopeUpdate, type EnvelopeObject, type Body } from '../control/messages.js';
 import { getLogger, type Logger } from '../observability/logger.js';
@@ -29,6 +29,8 @@ export interface MemberAgentOptions {
   stats: () => FlowStats;
   counters?: () => Record<string, number>;
   onScope: (u: ScopeUpdate) => void;
+  /** A manager link came up (registered) or went down: the member may re-pick its uplink tier (shared/cluster/uplink.ts). */
+  onLinkChange?: () => void;
   /** Requests from a manager other than scope updates (disengage, sync); `from` is the link it came on. */
   onRequest?: (env: EnvelopeObject, from: ControlChannel) => Body | void | Promise<Body | void>;
   logger?: Logger;
@@ -38,6 +40,8 @@ export interface MemberAgentOptions {
 class ManagerLink {
   channel: ControlChannel | null = null;
   registered = false;
+  /** The link was lost (closed, or a connection attempt failed) and is not registered again yet. */
+  down = false;
   private hb: Timer | null = null;
   private retry: Timer | null = null;
 
@@ -47,6 +51,15 @@ class ManagerLink {
   ) {}
 
   async connect(): Promise<void> {
+    try {
+      await this.open();
+    } catch (e) {
+      this.down = true;
+      throw e;
+    }
+  }
+
+  private async open(): Promise<void> {
     const a = this.agent;
     const o = a.opts;
     const conn = await o.net.connect(this.manager);
@@ -65,10 +78,13 @@ class ManagerLink {
       return o.onRequest?.(env, ch);
     });
     ch.onClose((reason) => {
+      const was = this.registered;
       this.registered = false;
+      this.down = true;
       this.hb?.cancel();
       this.hb = null;
       if (a.stopped) return;
+      if (was) a.opts.onLinkChange?.();
       a.log.warn('manager connection closed; reconnecting', { manager: `${this.manager.host}:${this.manager.port}`, reason });
       this.scheduleReconnect(200);
     });
@@ -79,6 +95,8 @@ class ManagerLink {
       throw new BatonError(ErrorCode.REMOTE_ERROR, `manager refused registration of ${o.node.name}: ${v?.errorCode ?? ack.body.case} ${v?.errorMessage ?? ''}`.trim());
     }
     this.registered = true;
+    this.down = false;
+    a.opts.onLinkChange?.();
     a.log.info('registered', { manager: `${this.manager.host}:${this.manager.port}`, scopeVersion: ack.body.value.scopeVersion });
     this.hb = o.scheduler.every(o.heartbeatMs, () => this.heartbeat());
   }
@@ -134,6 +152,27 @@ export class MemberAgent {
     return this.appliedVersion;
   }
 
+  /** The last scope update applied (null before the first). */
+  get lastScope(): ScopeUpdate | null {
+    return this.last;
+  }
+  private last: ScopeUpdate | null = null;
+
+  /**
+   * Is this member's link to the manager at `controlAddr` ("host:port") up?
+   * true: connected and registered; false: lost (closed, or the last attempt
+   * failed) and not back yet; undefined: no link to that address, or its
+   * first connection is still being made. A tier whose process died shows
+   * false at once (its connections close), well before its store lease runs
+   * out.
+   */
+  linkUp(controlAddr: string): boolean | undefined {
+    const l = this.links.find((x) => formatAddress(x.manager) === controlAddr);
+    if (l === undefined) return undefined;
+    if (l.registered && l.channel !== null && !l.channel.closed) return true;
+    return l.down ? false : undefined;
+  }
+
   /** Registered with at least one manager and connected to it. */
   get registered(): boolean {
     return this.links.some((l) => l.registered);
@@ -170,6 +209,7 @@ export class MemberAgent {
   applyScope(u: ScopeUpdate): void {
     if (u.version <= this.appliedVersion) return; // idempotent: same or older version changes nothing
     this.appliedVersion = u.version;
+    this.last = u;
     this.opts.onScope(u);
   }
 

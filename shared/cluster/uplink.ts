@@ -1,14 +1,29 @@
 /**
  * Which hash tier a member sends through (its uplink: FD egress toward
  * clients, a service node's replies): the tier its config names, else the
- * first configured tier; if that one is not in the scope update (not alive),
- * the first tier the update lists. With one hash tier, always that one.
+ * first configured tier; if that one is not in the scope update (its store
+ * lease ran out) or the member's link to its manager is down (the process
+ * died: its connections closed), the first tier listed whose link is up.
+ * When no listed tier's link is known to be up, the choice ignores links
+ * (a member that keeps no link to a tier counts it as up). With one hash
+ * tier, always that one.
+ *
+ * Any tier will do: egress frames carry the client's locator
+ * (docs/wire-encapsulation.md §3a), so the uplink need not be the tier the
+ * client entered through. Members re-pick on every scope update and on every
+ * link change (MemberAgent onLinkChange), so a dead uplink is left as soon
+ * as its control connection closes.
  */
 import type { BatonConfig } from '../config/config.js';
 import { Role, type NodeInfo, type ScopeUpdate } from '../control/messages.js';
 
-export function uplinkOf(u: ScopeUpdate, cfg: BatonConfig, uplink: string | undefined): NodeInfo | null {
+/** Is the member's link to this tier's manager up? undefined = no link kept (unknown). */
+export type TierLinkState = (tier: NodeInfo) => boolean | undefined;
+
+export function uplinkOf(u: ScopeUpdate, cfg: BatonConfig, uplink: string | undefined, linkUp?: TierLinkState): NodeInfo | null {
   const tiers = u.members.filter((m) => m.node.role === Role.HASH_TIER && m.node.dataAddr).map((m) => m.node);
   const want = uplink ?? cfg.hashTiers[0]?.name;
-  return tiers.find((t) => t.name === want) ?? tiers[0] ?? null;
+  const live = linkUp ? tiers.filter((t) => linkUp(t) !== false) : tiers;
+  const pool = live.length > 0 ? live : tiers;
+  return pool.find((t) => t.name === want) ?? pool[0] ?? null;
 }
