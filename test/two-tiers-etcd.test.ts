@@ -9,7 +9,12 @@
  *      answers with the migration it ran) and finishes it once; 0 lost.
  *   2. etcd is killed under traffic: forwarding goes on with the last scope,
  *      a disengage fails with a clear BATON_STORE_UNAVAILABLE error and the
- *      FD stays ACTIVE; etcd comes back and the same disengage succeeds.
+ *      FD stays ACTIVE; etcd comes back, a leader answers again within two
+ *      lease TTLs of its return (docs/store.md, "After a store outage"), and
+ *      the same disengage succeeds.
+ *
+ * Every traffic run closes the loss books (test/helpers/loss-books.ts):
+ * the clients' unanswered frames equal what the nodes counted, no node leaks.
  */
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -28,12 +33,16 @@ import type { TrafficOptions } from '../traffic/options.js';
 import type { DisengageReply } from '../shared/control/messages.js';
 import { isBatonError } from '../shared/errors.js';
 import { ensureEtcd, type EtcdInstance } from './setup/etcd.js';
+import { bookClient, settledBooks, formatLossBooks } from './helpers/loss-books.js';
+import type { BookClient } from '../traffic/loss-books.js';
+import type { BatonConfig } from '../shared/config/config.js';
 
 const eph = { dataPort: 0, controlPort: 0, metricsPort: 0 };
 let etcd: EtcdInstance;
 let launcher: Launcher;
 let runDir: string;
 let managerB: Address;
+let cfg: BatonConfig;
 
 async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -71,13 +80,35 @@ async function drops(): Promise<string> {
   return out.join('\n');
 }
 
+/** Every generator run so far, for the loss books (the nodes' counters are cumulative). */
+const clients: (() => BookClient)[] = [];
+/** Sockets of the generators: open until the end (late echoes are still counted in the books). */
+const sockets: { close(): Promise<void> }[] = [];
+/** Processes SIGKILLed by a test: their counters since the last scrape are unknown, so the books leave them out. */
+const killedPids: number[] = [];
+
 async function startTraffic(opts: TrafficOptions) {
   const target = await hashTierDataAddress(managerB);
   const socket = await new UdpNet({ recvBufferSize: 8 << 20, sendBufferSize: 8 << 20 }).bind({ host: '127.0.0.1', port: 0 });
   const gen = new TrafficGenerator({ vni: 1, ...opts }, { socket, scheduler: new RealScheduler(), target });
-  const done = gen.run().finally(() => socket.close());
+  const name = `client-${clients.length + 1}`;
+  clients.push(() => bookClient(name, gen, socket.address, target));
+  sockets.push(socket);
+  const done = gen.run();
   running.push(gen);
   return { gen, done };
+}
+
+/**
+ * The loss books once the cluster is quiet: every frame the clients sent came
+ * back or is counted (a node drop or a link loss), and no node leaks frames.
+ */
+async function expectBooksClose(what: string): Promise<void> {
+  const books = await settledBooks(launcher, cfg, () => clients.map((c) => c()), { skipPids: killedPids });
+  console.log(`${what}: ${formatLossBooks(books)}`);
+  expect(books.unanswered, 'unanswered frames = frames the nodes counted').toBe(books.counted);
+  expect(books.nodes.filter((n) => n.leak !== 0).map((n) => `${n.node}: ${n.leak}`), 'no node leaks frames').toEqual([]);
+  expect(books.closes).toBe(true);
 }
 
 /** Generators of the running test: a failed test must not leave its traffic running into the next one. */
@@ -101,7 +132,7 @@ function disengageVia(manager: Address, target: string, onFirstProgress?: () => 
 
 beforeAll(async () => {
   etcd = await ensureEtcd();
-  const cfg = parseConfig({
+  cfg = parseConfig({
     hashTiers: [
       { id: 1, name: 'agg-a', ...eph },
       { id: 2, name: 'agg-b', ...eph },
@@ -134,6 +165,7 @@ async function gauge(node: string, name: string): Promise<number> {
 }
 
 afterAll(async () => {
+  for (const s of sockets.splice(0)) await s.close();
   const procs = [...launcher.nodes.values()].map((n) => n.proc);
   await launcher.down();
   expect(procs.every((p) => p.exitCode !== null || p.signalCode !== null)).toBe(true);
@@ -151,6 +183,7 @@ describe('two hash tiers on etcd (real processes)', () => {
     const t0 = Date.now();
     const reply = await disengageVia(managerB, 'fd-1', () => {
       a.proc.kill('SIGSTOP');
+      killedPids.push(a.pid);
       setTimeout(() => a.proc.kill('SIGKILL'), 300);
     });
     const tookMs = Date.now() - t0;
@@ -174,6 +207,7 @@ describe('two hash tiers on etcd (real processes)', () => {
     expect(report.lost).toBe(0);
     expect(report.duplicated).toBe(0);
     expect(report.received).toBe(report.sent);
+    await expectBooksClose('take-over');
   }, 120_000);
 
   it('etcd restarted under traffic: forwarding goes on, a disengage fails clearly while it is away and succeeds after', async () => {
@@ -193,7 +227,25 @@ describe('two hash tiers on etcd (real processes)', () => {
     expect(gen.verifier.received).toBeGreaterThan(receivedAtKill + 5000); // the data plane kept going (echoes came back)
 
     await etcd.restart();
-    // Control works again once B leads again (its leadership may have lapsed with the store).
+    // etcd is back (healthy). A leader must answer within two lease TTLs: the
+    // probe is a disengage of an FD that does not exist, which only a leading
+    // manager answers (BATON_UNKNOWN_NODE); a follower without a leader
+    // answers BATON_NO_LEADER, and moves nothing either way.
+    const back = Date.now();
+    const ttlMs = cfg.store.ttlMs;
+    const probes: string[] = [];
+    await waitFor('a leader answering after the store is back', async () => {
+      const r = await disengageVia(managerB, 'no-such-fd').catch((e: Error) => ({ ok: false, errorCode: isBatonError(e) ? e.code : 'error', errorMessage: e.message }));
+      if (r.errorCode !== 'BATON_UNKNOWN_NODE') probes.push(`${r.errorCode}: ${r.errorMessage}`);
+      return r.errorCode === 'BATON_UNKNOWN_NODE';
+    }, 30_000).catch((e: Error) => {
+      throw new Error(`${e.message}; last answers: ${probes.slice(-3).join(' | ')}`);
+    });
+    const leaderBackMs = Date.now() - back;
+    console.log(`store restart: a leader answered ${leaderBackMs} ms after etcd was back = ${(leaderBackMs / ttlMs).toFixed(2)} x the lease TTL (${ttlMs} ms); ${probes.length} probes refused before${probes.length ? `, last: ${probes[probes.length - 1]}` : ''}`);
+    expect(leaderBackMs, 'leader back within 2 lease TTLs of the store\'s return').toBeLessThanOrEqual(2 * ttlMs);
+
+    // Control works again: the same disengage succeeds.
     let ok: DisengageReply | null = null;
     const attempts: string[] = [];
     await waitFor('a disengage after the store is back', async () => {
@@ -204,12 +256,13 @@ describe('two hash tiers on etcd (real processes)', () => {
         return r.ok;
       } catch (e) {
         attempts.push(String(e));
-        if (isBatonError(e)) return false; // NO_LEADER during the election
+        if (isBatonError(e)) return false;
         throw e;
       }
     }, 30_000).catch((e: Error) => {
       throw new Error(`${e.message}; last answers: ${attempts.slice(-3).join(' | ')}`);
     });
+    expect(attempts, 'the first disengage after a leader answered succeeds').toEqual([]);
     expect(ok!.ok).toBe(true);
     expect(await statusOf('fd-2')).toBe('DISENGAGED');
 
@@ -221,5 +274,6 @@ describe('two hash tiers on etcd (real processes)', () => {
     expect(report.lost).toBe(0);
     expect(report.duplicated).toBe(0);
     expect(report.received).toBe(report.sent);
+    await expectBooksClose('store restart');
   }, 120_000);
 });
