@@ -72,6 +72,8 @@ export interface ImportOptions {
   owner?: number;
   /** The importer's clock (ms): lastSeen = nowMs - idle. Default: table.latestNowMs. */
   nowMs?: number;
+  /** FlowFlag bits added to every imported entry (STAGED for a staged migration copy). */
+  flags?: number;
 }
 
 /** Bytes of a chunk holding `records` records. */
@@ -315,7 +317,7 @@ export function importFlows(table: FlowTable, buf: Uint8Array, off: number, len:
   }
 
   // Pass 2: insert (the record layout is the slot layout but for the last word).
-  const stored = table.putRecords(u32, count, ownerOverride ?? -1, nowMs);
+  const stored = table.putRecords(u32, count, ownerOverride ?? -1, nowMs, opts?.flags ?? 0);
   if (stored < count) {
     throw new BatonError(
       ErrorCode.TABLE_FULL,

@@ -71,12 +71,18 @@ export const NetAction = { FORWARD: 0, REWRITE: 1, REDIRECT: 2 } as const;
 export type NetAction = (typeof NetAction)[keyof typeof NetAction];
 
 /**
- * Per-flow flags (8 bits, all available to callers).
+ * Per-flow flags (8 bits).
  * REVERSE: this is the reverse flow of a connection. REWRITE_SRC: the rewrite
  * applies to the source (reverse NAT) rather than the destination. CLOSING:
- * FIN/RST seen, lingering.
+ * FIN/RST seen, lingering. STAGED: imported by a staged migration copy and
+ * not yet committed (owned by its sender until then; migration-receiver.ts
+ * sets it on import and clears it at the commit, abort or expiry, so an
+ * entry this FD owns, the only kind it exports, never carries it). Bits 4-7
+ * are free.
  */
-export const FlowFlag = { REVERSE: 1, REWRITE_SRC: 2, CLOSING: 4 } as const;
+export const FlowFlag = { REVERSE: 1, REWRITE_SRC: 2, CLOSING: 4, STAGED: 8 } as const;
+/** FlowFlag.STAGED in the meta word. */
+const STAGED_BIT = 8 << 8;
 
 /** Reserved owner id meaning "no owner known". */
 export const OWNER_NONE = 0xffff;
@@ -316,7 +322,8 @@ export class FlowTable {
    * flow-export format carries them. Existing keys are overwritten. `owner`
    * >= 0 replaces every record's owner. Returns how many records were
    * stored: less than `count` only when the table filled up. Validation is
-   * the caller's (importFlows checks the chunk first).
+   * the caller's (importFlows checks the chunk first). `flags` (FlowFlag
+   * bits) are added to every record's flags.
    *
    * One plain pass. An earlier version first hashed and touched the home
    * slots of each group of 16 records so their cache misses would overlap;
@@ -324,13 +331,14 @@ export class FlowTable {
    * import of 1 M records in 32 k-record chunks take 91 ms instead of 48
    * (a throwaway A/B in one process, best of 9).
    */
-  putRecords(src: Uint32Array, count: number, owner: number, nowMs: number): number {
+  putRecords(src: Uint32Array, count: number, owner: number, nowMs: number, flags = 0): number {
     const W = this.w32;
     const S = new Int32Array(src.buffer, src.byteOffset, count * STRIDE);
     const seed = this.hashSeed;
     const now = nowMs | 0;
     const ownerBits = (owner & 0xffff) << 16;
     const setOwner = owner >= 0;
+    const add = (flags & 0xff) << 8;
     this.clock[0] = nowMs;
     for (let r = 0; r < count; r++) {
       const q = r * STRIDE;
@@ -338,7 +346,7 @@ export class FlowTable {
       const i = this.claim(flowHash(seed, S[q]!, S[q + 1]!, S[q + 2]!, meta & 0xff), S[q]!, S[q + 1]!, S[q + 2]!, meta & 0xff);
       if (i < 0) return r;
       const o = i * STRIDE;
-      W[o + META] = setOwner ? (meta & 0xffff) | ownerBits : meta;
+      W[o + META] = (setOwner ? (meta & 0xffff) | ownerBits : meta) | add;
       W[o + ACT] = S[q + 4]!;
       W[o + RWIP] = S[q + 5]!;
       W[o + PKTS] = S[q + 6]!;
@@ -391,6 +399,27 @@ export class FlowTable {
     for (let i = 0, o = META; i < this.slots; i++, o += STRIDE) {
       if (H[i] !== 0 && W[o]! >>> 16 === f) {
         W[o] = (W[o]! & 0xffff) | nt;
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /**
+   * Every entry owned by `from` and flagged STAGED now names `to`, its STAGED
+   * flag cleared; returns how many (a staged migration copy's commit). One
+   * pass over the slots' owner words; moves nothing.
+   */
+  commitStaged(from: number, to: number): number {
+    const W = this.w32;
+    const H = this.hints;
+    const f = from & 0xffff;
+    const nt = (to & 0xffff) << 16;
+    let n = 0;
+    for (let i = 0, o = META; i < this.slots; i++, o += STRIDE) {
+      const m = W[o]!;
+      if (H[i] !== 0 && m >>> 16 === f && (m & STAGED_BIT) !== 0) {
+        W[o] = (m & 0xffff & ~STAGED_BIT) | nt;
         n++;
       }
     }

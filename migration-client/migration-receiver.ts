@@ -49,6 +49,8 @@ export const STAGING_HOLD_MS = 120_000;
 interface StagedChunk {
   /** The owner the commit writes (this FD, or the primary for a standby copy). */
   target: number;
+  /** A standby copy (re-owned by key at the commit; the others by their STAGED flag). */
+  standby: boolean;
   /** chunkKeys() of the records stored: 4 words each. */
   keys: Uint32Array;
 }
@@ -112,7 +114,11 @@ export class MigrationReceiver {
     let imported = 0;
     let err: unknown = null;
     try {
-      imported = importFlows(this.table, c.records, 0, c.records.length, { owner: staged ? c.sender : c.owner, nowMs: h.nowMs });
+      // Staged: owned by the sender until the commit; the inheritor's own share
+      // is flagged STAGED so the commit re-owns it in one table pass (a standby
+      // copy is re-owned by key, each entry to its primary).
+      const flags = staged && !c.standby ? FlowFlag.STAGED : 0;
+      imported = importFlows(this.table, c.records, 0, c.records.length, { owner: staged ? c.sender : c.owner, nowMs: h.nowMs, flags });
     } catch (e) {
       err = e;
       // TABLE_FULL: the records before the failing one are in the table.
@@ -126,7 +132,7 @@ export class MigrationReceiver {
           st = { sender: c.sender!, chunks: [], committed: false, activated: 0, lastMs: h.nowMs };
           this.staged.set(c.migrationId, st);
         }
-        st.chunks.push({ target: c.owner, keys });
+        st.chunks.push({ target: c.standby ? c.owner : h.selfId, standby: c.standby, keys });
         st.lastMs = h.nowMs;
         h.counters.inc(FD.migration_entries_staged, imported);
       } else if (c.owner === h.selfId) {
@@ -153,16 +159,16 @@ export class MigrationReceiver {
       return this.refused(c, MigrationRefusal.MIGRATING, `node ${h.selfId} started migrating its own flows: it takes none`);
     }
     const t = this.table;
-    const targets = targetSet(st);
-    let n = 0;
+    // This FD's share: one pass over the table (owned by the sender, STAGED).
+    let n = t.commitStaged(st.sender, h.selfId);
+    // Standby copies: each entry to its primary, by key — those still the
+    // sender's (a fallback copy to this FD re-imported its share as its own).
     for (const ch of st.chunks) {
+      if (!ch.standby) continue;
       const k = ch.keys;
       for (let i = 0; i < k.length; i += 4) {
         const s = t.find(k[i]!, k[i + 1]!, k[i + 2]! >>> 16, k[i + 2]! & 0xffff, k[i + 3]! & 0xff);
-        if (s < 0) continue;
-        const o = t.owner(s);
-        // Still what the copy stored (a later chunk may retarget an entry).
-        if (o === st.sender || targets.has(o)) {
+        if (s >= 0 && t.owner(s) === st.sender) {
           t.setOwner(s, ch.target);
           n++;
         }
@@ -183,21 +189,36 @@ export class MigrationReceiver {
     const st = this.staged.get(c.migrationId);
     this.staged.delete(c.migrationId);
     if (!st) return ack(c, 0); // nothing staged here (never copied, or already aborted)
+    const n = this.release(st, true);
+    this.handler.counters.inc(FD.migration_entries_rolled_back, n);
+    return ack(c, n);
+  }
+
+  /**
+   * Every logged entry still the sender's loses its STAGED flag; with
+   * `handBack`, also every one the copy made another's (this FD, a primary)
+   * is the sender's again. Returns how many changed owner.
+   */
+  private release(st: Staging, handBack: boolean): number {
     const t = this.table;
     const targets = targetSet(st);
+    const staged = FlowFlag.STAGED;
     let n = 0;
     for (const ch of st.chunks) {
       const k = ch.keys;
       for (let i = 0; i < k.length; i += 4) {
         const s = t.find(k[i]!, k[i + 1]!, k[i + 2]! >>> 16, k[i + 2]! & 0xffff, k[i + 3]! & 0xff);
-        if (s >= 0 && targets.has(t.owner(s))) {
+        if (s < 0) continue;
+        const o = t.owner(s);
+        if (handBack && o !== st.sender && targets.has(o)) {
           t.setOwner(s, st.sender);
           n++;
-        }
+        } else if (o !== st.sender) continue;
+        const f = t.flags(s);
+        if ((f & staged) !== 0) t.setFlags(s, f & ~staged);
       }
     }
-    this.handler.counters.inc(FD.migration_entries_rolled_back, n);
-    return ack(c, n);
+    return n;
   }
 
   /** Entries among `keys` that were exported closing and are ours now go on the linger queue. */
@@ -219,7 +240,12 @@ export class MigrationReceiver {
 
   private expire(): void {
     const now = this.handler.nowMs;
-    for (const [id, st] of this.staged) if (now - st.lastMs > STAGING_HOLD_MS) this.staged.delete(id);
+    for (const [id, st] of this.staged) {
+      if (now - st.lastMs <= STAGING_HOLD_MS) continue;
+      // Never committed: the entries stay redirects to the sender, unflagged.
+      if (!st.committed) this.release(st, false);
+      this.staged.delete(id);
+    }
   }
 }
 

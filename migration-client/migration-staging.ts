@@ -45,7 +45,7 @@ export class StagedCopies {
     this.chunkFields = { staged: true, sender: selfId, op: MigrationOp.COPY };
   }
 
-  /** Call once per peer that is sent a chunk (before sending it). */
+  /** Call for every chunk sent, before sending it (a peer sent none has nothing staged and is not committed). */
   touch(peerId: number): void {
     this.touched.add(peerId);
   }
@@ -53,10 +53,13 @@ export class StagedCopies {
   /**
    * Commits the copy at every primary inheritor (all must acknowledge, else
    * it rejects: abort then) and, best effort, at the backups holding standby
-   * copies. Resolves with the entries each peer activated.
+   * copies. Peers that were sent no chunk are skipped. Resolves with the
+   * entries each peer activated.
    */
-  async commit(primaries: readonly number[], standbys: readonly number[] = []): Promise<Map<number, number>> {
+  async commit(allPrimaries: readonly number[], allStandbys: readonly number[] = []): Promise<Map<number, number>> {
     const out = new Map<number, number>();
+    const primaries = allPrimaries.filter((id) => this.touched.has(id));
+    const standbys = allStandbys.filter((id) => this.touched.has(id) && !primaries.includes(id));
     const prim = await Promise.allSettled(primaries.map((id) => this.op(id, MigrationOp.COMMIT)));
     const failed: string[] = [];
     prim.forEach((r, i) => {

@@ -5,12 +5,13 @@
  * chunk of a bench migration took 16-30 ms to be acknowledged), and the
  * inheritor's import is what bounds the whole copy. An FD therefore runs the same
  * functions — exportFlowSlots, a migrationChunk envelope encoded and decoded,
- * importFlows through its aligned and unaligned paths — over scratch tables
+ * importFlows through its aligned and unaligned paths, and a staged copy's
+ * key log and commit pass (chunkKeys, commitStaged) — over scratch tables
  * at start-up (a few milliseconds, once). Nothing here touches the FD's own
  * table or counters.
  */
 import { FlowTable, NetAction, FlowFlag } from '../distributor/flow-table.js';
-import { exportFlowSlots, exportedSize, importFlows } from '../distributor/flow-export.js';
+import { exportFlowSlots, exportedSize, importFlows, chunkKeys } from '../distributor/flow-export.js';
 import { encodeEnvelope, decodeEnvelope } from '../shared/control/codec.js';
 import { body, PROTOCOL_VERSION } from '../shared/control/messages.js';
 import { mulberry32 } from '../shared/random.js';
@@ -43,7 +44,10 @@ export function warmUpMigrationPath(rounds = 12): number {
     // Even rounds: the decoded view (wherever it falls in the frame); odd: the aligned chunk.
     const records = r & 1 ? chunk : d.env.body.value.records;
     dst.clear();
-    imported += importFlows(dst, records, 0, records.length, { owner: 2, nowMs: FLOWS });
+    // Odd rounds as a staged copy: owned by the sender, flagged, logged, committed.
+    const staged = (r & 1) === 1;
+    imported += importFlows(dst, records, 0, records.length, { owner: staged ? 1 : 2, nowMs: FLOWS, flags: staged ? FlowFlag.STAGED : 0 });
+    if (staged && chunkKeys(records).length === count * 4) dst.commitStaged(1, 2);
   }
   return imported;
 }

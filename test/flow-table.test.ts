@@ -496,4 +496,33 @@ describe('FlowTable bulk ownership (migration)', () => {
     for (const [s, o] of before) if (!mine.includes(s)) expect(t.owner(s)).toBe(o);
     expect(t.checkInvariants()).toBeNull();
   });
+
+  it('commitStaged re-owns exactly the STAGED entries of the given owner and clears their flag', () => {
+    const { t, mine } = mixed();
+    const staged = mine.filter((_, i) => i % 2 === 0);
+    for (const s of staged) t.setFlags(s, t.flags(s) | FlowFlag.STAGED);
+    // A STAGED entry of another owner is left alone.
+    let foreign = -1;
+    for (let s = t.nextOccupied(0); s >= 0; s = t.nextOccupied(s + 1)) if (t.owner(s) === 9) foreign = s;
+    t.setFlags(foreign, t.flags(foreign) | FlowFlag.STAGED);
+    const flagsBefore = new Map(staged.map((s) => [s, t.flags(s) & ~FlowFlag.STAGED]));
+    expect(t.commitStaged(7, 21)).toBe(staged.length);
+    for (const s of mine) expect(t.owner(s)).toBe(staged.includes(s) ? 21 : 7);
+    for (const s of staged) expect(t.flags(s)).toBe(flagsBefore.get(s)); // CLOSING/REVERSE kept
+    expect(t.owner(foreign)).toBe(9);
+    expect(t.flags(foreign) & FlowFlag.STAGED).toBe(FlowFlag.STAGED);
+    expect(t.commitStaged(7, 21)).toBe(0); // once
+  });
+
+  it('putRecords adds the given flags to every record it stores', () => {
+    const { t, mine } = mixed();
+    const src = new Uint32Array(mine.length * 9);
+    mine.forEach((s, i) => src.set(t.words.subarray(s * 9, s * 9 + 9), i * 9));
+    const u = new FlowTable(500, { seed: 44 });
+    expect(u.putRecords(src, mine.length, 7, 0, FlowFlag.STAGED)).toBe(mine.length);
+    for (const s of mine) {
+      const v = u.find(t.srcIp(s), t.dstIp(s), t.srcPort(s), t.dstPort(s), t.proto(s));
+      expect(u.flags(v)).toBe(t.flags(s) | FlowFlag.STAGED);
+    }
+  });
 });

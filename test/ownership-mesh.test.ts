@@ -296,7 +296,9 @@ describe('ownership mesh', () => {
       const activated = await net!.drive(staging.commit([2]));
       expect(activated.get(2)).toBe(100);
       expect(knowsAll(b, 2, 0, 50)).toBe(true);
-      // Another primary (3) never got a copy: its commit fails, the migration aborts.
+      // Another primary (3) was sent a chunk that it does not hold (lost, or it
+      // restarted): its commit fails, the migration aborts.
+      staging.touch(3);
       await expect(net!.drive(staging.commit([3]))).rejects.toThrow(/BATON_UNKNOWN_MIGRATION/);
       expect(a.h.counters.get(FD.migration_commit_failures)).toBe(1);
       await net!.drive(staging.abort());
