@@ -6,7 +6,10 @@
  *   1. leaving mode on: new flows go to the FD the shrunken scope picks;
  *   2. select inheritor(s);
  *   3. copy the flow table to them point to point, in chunks with
- *      acknowledgements (a backup inheritor gets standby copies);
+ *      acknowledgements (a backup inheritor gets standby copies); the copies
+ *      are staged (migration-staging.ts): redirects to this FD at the
+ *      inheritors until a commit every primary acknowledges, handed back if
+ *      the hand-over fails or is aborted before the switch;
  *   4. switch: every migrated entry here now names its inheritor as owner,
  *      so packets that still arrive are redirected to it;
  *   5. broadcast the new ownership to every peer, acknowledged; reply
@@ -41,6 +44,7 @@ import { FD } from '../distributor/fd-counters.js';
 import { Counters, defineCounters } from '../shared/counters.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
 import { selectInheritors, type InheritorPlan, type PeerInfo } from './inheritor-selector.js';
+import { StagedCopies } from './migration-staging.js';
 
 export const MIG = defineCounters([
   'disengages_started',
@@ -263,6 +267,7 @@ export class MigrationClient {
     const h = d.handler;
     const t = d.table;
     let switched = false;
+    let staging: StagedCopies | null = null;
     try {
       // 1. Leaving mode.
       const plan = req.nextScope;
@@ -291,6 +296,11 @@ export class MigrationClient {
       });
       const assignment = this.assign(sel, owned);
       const addrOf = new Map(req.peers.map((m) => [m.node.id, m.node.controlAddr]));
+      // Staged copies (migration-staging.ts): the inheritors hold the entries as
+      // redirects to this FD until the commit just before the switch, and hand
+      // them back on an abort, so a copy that does not complete leaves one owner per flow.
+      staging = new StagedCopies(d.mesh, req.migrationId, d.selfId, h.counters, addrOf, ACK_TIMEOUT_MS);
+      const st = staging;
 
       // 3. Copy, with acknowledgements; a failed inheritor falls back to the backup.
       const tCopy = d.scheduler.clock.now();
@@ -302,9 +312,9 @@ export class MigrationClient {
         say('copy', copied, total);
       };
       const backup = sel.backup;
-      const copies = sel.inheritors.map((inh, k) => this.copyTo(req, inh.id, addrOf.get(inh.id), inh.id, false, owned, assignment, k, onCopied));
+      const copies = sel.inheritors.map((inh, k) => this.copyTo(req, st, inh.id, addrOf.get(inh.id), inh.id, false, owned, assignment, k, onCopied));
       // The backup gets standby copies: each entry names its primary inheritor as owner.
-      const standby = backup ? Promise.all(sel.inheritors.map((inh, k) => this.copyTo(req, backup.id, addrOf.get(backup.id), inh.id, true, owned, assignment, k, () => {}))) : null;
+      const standby = backup ? Promise.all(sel.inheritors.map((inh, k) => this.copyTo(req, st, backup.id, addrOf.get(backup.id), inh.id, true, owned, assignment, k, () => {}))) : null;
       const results = await Promise.allSettled(copies);
       const standbyOk = standby ? (await Promise.allSettled([standby]))[0]!.status === 'fulfilled' : false;
       const failed = sel.inheritors.filter((_, k) => results[k]!.status === 'rejected');
@@ -322,9 +332,17 @@ export class MigrationClient {
         const remap = sel.inheritors.map((p) => (failedIdx.has(sel.inheritors.indexOf(p)) ? inheritors.length - 1 : inheritors.indexOf(p)));
         for (let i = 0; i < assignment.length; i++) assignment[i] = remap[assignment[i]!]!;
         // The backup holds standby copies (owner = the failed inheritor): make it the owner.
-        await this.copyTo(req, backup.id, addrOf.get(backup.id), backup.id, false, owned, assignment, inheritors.length - 1, () => {});
+        await this.copyTo(req, st, backup.id, addrOf.get(backup.id), backup.id, false, owned, assignment, inheritors.length - 1, () => {});
         sel = { ...sel, inheritors, backup: null };
       }
+      // Commit: every primary inheritor makes its share its own (all must
+      // acknowledge); the backup's standby copy becomes redirects to the primaries.
+      if (this.abortAsked) throw new BatonError(ErrorCode.TIMEOUT, 'the manager stopped waiting (ABORT) before the switch');
+      say('commit', copied, total);
+      await st.commit(
+        sel.inheritors.map((p) => p.id),
+        sel.backup ? [sel.backup.id] : [],
+      );
       const copyMs = d.scheduler.clock.now() - tCopy;
 
       // 4. Switch: from now on this FD redirects the migrated flows to their inheritors.
@@ -339,6 +357,7 @@ export class MigrationClient {
       this.switchedNow = true;
       this.counters.inc(MIG.entries_switched, owned.length);
       this.counters.inc(MIG.handovers);
+      st.done(); // the peers may forget their staging logs
 
       // 5. Broadcast the new ownership to every peer, acknowledged. After the
       // switch nothing fails the hand-over: a peer that does not acknowledge is
@@ -378,8 +397,14 @@ export class MigrationClient {
         scopeSkipped: [],
       };
     } catch (e) {
-      // Only before the switch (nothing after it throws): still the owner of every flow.
+      // Only before the switch (nothing after it throws): still the owner of
+      // every flow. The inheritors hand back what they were sent (also a
+      // commit that went through) before this FD leaves leaving mode.
       this.counters.inc(MIG.disengages_aborted);
+      if (staging) {
+        const untold = await staging.abort();
+        if (untold.length > 0) this.log.warn('staged copy: some inheritors could not be told to hand back (their copies stay redirects to this FD)', { peers: untold });
+      }
       h.setLeaving(null);
       h.frozen = false;
       say('failed', 0, 0);
@@ -484,6 +509,7 @@ export class MigrationClient {
    */
   private async copyTo(
     req: DisengageRequest,
+    staging: StagedCopies,
     peerId: number,
     addr: string | undefined,
     owner: number,
@@ -526,9 +552,10 @@ export class MigrationClient {
       const buf = new Uint8Array(exportedSize(sel.length));
       const n = exportFlowSlots(t, sel, buf, 0, d.handler.nowMs);
       const s = ++seq;
+      staging.touch(peerId);
       this.counters.inc(MIG.chunks_sent);
       const p = ch
-        .request(body('migrationChunk', { migrationId: req.migrationId, seq: s, owner, standby, count: n, records: buf }), ACK_TIMEOUT_MS)
+        .request(body('migrationChunk', { migrationId: req.migrationId, seq: s, owner, standby, count: n, records: buf, ...staging.chunkFields }), ACK_TIMEOUT_MS)
         .then((ack) => {
           if (ack.body.case !== 'migrationAck' || ack.body.value.errorCode) {
             const v = ack.body.case === 'migrationAck' ? ack.body.value : null;
