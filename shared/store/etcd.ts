@@ -192,7 +192,7 @@ export class EtcdStore implements ClusterStore {
    */
   private async revokeLease(lease: Lease): Promise<void> {
     this.leases.delete(lease);
-    if (this.closed) return;
+    if (this.closed) return; // as before (and as the memory store): after close() the lease is left to its TTL
     const id = await lease.grant().catch(() => null);
     if (id === null) return; // never granted: nothing in etcd
     this.deadLeases.set(id, lease);
@@ -609,6 +609,7 @@ export class EtcdStore implements ClusterStore {
     for (const f of [...this.pendingCampaigns]) f(err);
     for (const l of this.leases) l.release(); // stop keep-alives, do not revoke (see ClusterStore.close)
     this.leases.clear();
+    this.deadLeases.clear(); // left to expire in etcd, like the live ones
     const ws = [...this.watchers];
     this.watchers.clear();
     await Promise.all(ws.map((w) => withTimeout('etcd', 'unwatch', this.timeoutMs, () => w.cancel()).catch(() => undefined)));
