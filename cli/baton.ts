@@ -129,12 +129,13 @@ const traffic = program
   .addOption(configOpt())
   .option('--manager <host:port>', 'manager control address (default: from the config)')
   .option('--duration <seconds>', 'how long to send', num('--duration', 0.1, 86400), 10)
+  .option('--all-tiers', 'spread the clients over every hash tier (client i enters through tier i mod n)')
   .option('--json', 'print the report as JSON');
 addTrafficOptions(traffic).action(async (o) => {
   const cfg = loadConfig(o.config);
   const report = await trafficAgainst(cfg, managerOf(cfg, o.manager), trafficOptions(o), (p) => {
     if (!o.json) console.log(progressLine(p));
-  });
+  }, o.allTiers === true);
   console.log(o.json ? JSON.stringify(report, null, 2) : formatReport(report));
   process.exitCode = report.ok ? 0 : 1;
 });

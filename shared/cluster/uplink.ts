@@ -4,9 +4,9 @@
  * first configured tier; if that one is not in the scope update (its store
  * lease ran out) or the member's link to its manager is down (the process
  * died: its connections closed), the first tier listed whose link is up.
- * When no listed tier's link is known to be up, the choice ignores links
- * (a member that keeps no link to a tier counts it as up). With one hash
- * tier, always that one.
+ * A tier the member keeps no link to, or whose first connection is still
+ * being made, counts as up; when every listed tier's link is down, links
+ * are ignored. With one hash tier, always that one.
  *
  * Any tier will do: egress frames carry the client's locator
  * (docs/wire-encapsulation.md §3a), so the uplink need not be the tier the
