@@ -259,6 +259,20 @@ export class FlowHandler {
   }
 
   /**
+   * The part of learnOwnership that is safe while frozen: an existing entry
+   * of a peer's flow names `owner` from now on (moves no entry, adds none;
+   * entries this FD owns are left to learnOwnership's conflict rule). Returns
+   * true when the entry exists and was updated. Off the per-packet path.
+   */
+  updateLearnedOwner(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, owner: number): boolean {
+    const t = this.table;
+    const slot = t.find(srcIp, dstIp, srcPort, dstPort, proto);
+    if (slot < 0 || t.owner(slot) === this.selfId || owner === this.selfId) return false;
+    t.setOwner(slot, owner);
+    return true;
+  }
+
+  /**
    * Enter (scope, ids, seed) or leave (null) "leaving" mode: while this FD
    * disengages, packets it has no entry for are redirected to the FD that
    * `scope` (the cluster without this FD) picks, and no flow is created here.

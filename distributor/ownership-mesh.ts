@@ -288,6 +288,10 @@ export class OwnershipMesh implements OwnershipSink {
       this.deferred.push({ count: b.count, records: b.records.slice(), remapFrom: b.remapFrom, remapTo: b.remapTo });
       this.deferredRecords += b.count;
       this.handler.counters.inc(FD.ownership_deferred, b.count);
+      // Meanwhile, what moves nothing is applied at once (and again, in order,
+      // at the thaw): a remap, and new owners of existing peer entries — so a
+      // frozen FD does not keep redirecting to an FD that handed its flows on.
+      this.applyInPlace(b);
       return OwnershipNack.DEFERRED;
     }
     return this.apply(b.count, b.records, b.remapFrom, b.remapTo);
@@ -325,6 +329,15 @@ export class OwnershipMesh implements OwnershipSink {
       else refused++; // table full (counted learn_table_full)
     });
     return { applied, refused };
+  }
+
+  /** The frozen-safe part of a batch: the remap, and owner changes of entries that exist (never this FD's own). */
+  private applyInPlace(b: OwnershipBatch): void {
+    const h = this.handler;
+    if (b.remapTo !== 0 && b.remapFrom !== 0) h.remapOwner(b.remapFrom, b.remapTo);
+    forEachOwnership(b.records, b.count, (srcIp, dstIp, srcPort, dstPort, proto, flags, owner) => {
+      if (owner !== this.selfId && (flags & OwnershipFlag.REMOVED) === 0) h.updateLearnedOwner(srcIp, dstIp, srcPort, dstPort, proto, owner);
+    });
   }
 
   /** The table thawed: apply the queued batches in order, or drop them if this FD left (its table was purged). */

@@ -147,6 +147,17 @@ describe('ownership mesh', () => {
       expect([ownerAt(b, 1), ownerAt(b, 2), ownerAt(b, 3)]).toEqual([-1, 1, 1]);
       expect(b.h.counters.get(FD.ownership_deferred)).toBe(4);
       expect(b.h.counters.get(FD.ownership_deferred_applied)).toBe(4);
+      // Frozen again (b keeps its table still for a migration): what moves no
+      // entry is applied at once — a new owner of an entry b has, a remap — and
+      // no entry is added or removed; the rest waits for the thaw.
+      b.h.frozen = true;
+      const size = b.table.size;
+      const remap = { ...batch([[2, 0, 3], [5, 0, 3]]), remapFrom: 1, remapTo: 4 };
+      expect(await net.drive(a.mesh.requestBatch(2, ch, remap, 1000))).toBe('deferred');
+      expect([ownerAt(b, 2), ownerAt(b, 3), ownerAt(b, 5)]).toEqual([3, 4, -1]); // the remap, then the records
+      expect(b.table.size).toBe(size);
+      b.h.frozen = false;
+      expect([ownerAt(b, 2), ownerAt(b, 3), ownerAt(b, 5)]).toEqual([3, 4, 3]);
       // Not frozen: applied at once, answered Pong.
       expect(await net.drive(a.mesh.requestBatch(2, ch, batch([[4, 0, 1]]), 1000))).toBe('applied');
       expect(ownerAt(b, 4)).toBe(1);
