@@ -43,6 +43,8 @@ let managerA: Address;
 let tierA: Address;
 let tierB: Address;
 let RATE = 0;
+/** The books after the probe: what it left unanswered (e.g. SYNs refused by admission control while it filled the queues), all counted. */
+let baseline = { unanswered: 0, drops: 0 };
 
 async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -149,13 +151,17 @@ beforeAll(async () => {
     const [va, vb] = await Promise.all(['agg-a', 'agg-b'].map((n) => gauge(n, 'scope_version')));
     return va! > 0 && va === vb;
   });
-  // What this cluster carries today, through both tiers (window mode: at most 1024 in flight, it cannot overload).
-  const { done } = await startTraffic({ window: 1024, concurrency: 128, totalFlows: 100_000, packetsPerFlow: 500, udpRatio: 0.5, durationMs: 2000, drainMs: 3000, clientPortBase: 60_000 }, [tierA, tierB]);
+  // What this cluster carries today, through both tiers (window mode: at most 256 in flight, so it
+  // neither overflows a queue nor makes admission control refuse work).
+  const { done } = await startTraffic({ window: 256, concurrency: 64, totalFlows: 100_000, packetsPerFlow: 500, udpRatio: 0.5, durationMs: 2000, drainMs: 3000, clientPortBase: 60_000 }, [tierA, tierB]);
   const probe = await done;
   const probePps = Math.round(probe.received / (probe.sendPhaseMs / 1000));
   RATE = Math.round(probePps * FRACTION);
-  console.log(`multi-tier: the probe carried ${probePps} pps through both tiers (lost ${probe.lost}); the runs target ${FRACTION} of it: ${RATE} pps`);
+  const books = await settledBooks(launcher, cfg, allClients);
+  baseline = { unanswered: books.unanswered, drops: books.dropsTotal };
+  console.log(`multi-tier: the probe carried ${probePps} pps through both tiers (lost ${probe.lost}); the runs target ${FRACTION} of it: ${RATE} pps\n${formatLossBooks(books)}`);
   expect(probe.lost).toBe(0);
+  expect(books.closes).toBe(true);
 }, 120_000);
 
 afterAll(async () => {
@@ -179,7 +185,7 @@ describe('several hash tiers on the data path (real processes)', () => {
     expect(report.duplicated).toBe(0);
     expect(report.received).toBe(report.sent);
     expect(books.closes).toBe(true);
-    expect(books.unanswered).toBe(0);
+    expect(books.unanswered).toBe(baseline.unanswered); // nothing new unanswered
     // Both tiers took clients in and delivered replies, all by locator.
     for (const t of ['agg-a', 'agg-b']) {
       expect(await counter(t, 'hash_tier', 'to_fd')).toBeGreaterThan(0);
@@ -227,9 +233,9 @@ describe('several hash tiers on the data path (real processes)', () => {
         `(${during.lost - lostViaA} in flows entering through B, ${lostViaA} entering through A); after, through A: ${after.sent} sent, ${after.lost} lost\n${formatLossBooks(books)}`,
     );
     expect(books.unanswered).toBe(books.counted);
-    expect(books.dropsTotal).toBe(0);
+    expect(books.dropsTotal).toBe(baseline.drops); // no node dropped anything since the probe
     expect(elsewhere).toEqual([]);
-    expect(atB).toBe(books.counted);
+    expect(atB).toBe(books.counted - baseline.drops);
     expect(books.unanswered).toBeGreaterThan(0);
     expect(during.duplicated).toBe(0);
     expect(during.perFlowTruncated).toBe(false);
