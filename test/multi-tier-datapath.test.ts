@@ -34,6 +34,8 @@ import { settledBooks, formatLossBooks } from './helpers/loss-books.js';
 import { ensureEtcd, type EtcdInstance } from './setup/etcd.js';
 
 const FRACTION = Number(process.env.BATON_MULTI_TIER_FRACTION ?? 0.4);
+/** BATON_MULTI_TIER_KILL_LEADER=1: B is started first, so it leads, and the tier killed is the leader. */
+const KILL_LEADER = process.env.BATON_MULTI_TIER_KILL_LEADER === '1';
 const eph = { dataPort: 0, controlPort: 0, metricsPort: 0 };
 let etcd: EtcdInstance;
 let launcher: Launcher;
@@ -128,10 +130,15 @@ async function drops(skip: string[] = []): Promise<string> {
 beforeAll(async () => {
   etcd = await ensureEtcd();
   cfg = parseConfig({
-    hashTiers: [
-      { id: 1, name: 'agg-a', ...eph },
-      { id: 2, name: 'agg-b', ...eph },
-    ],
+    hashTiers: KILL_LEADER
+      ? [
+          { id: 2, name: 'agg-b', ...eph },
+          { id: 1, name: 'agg-a', ...eph },
+        ]
+      : [
+          { id: 1, name: 'agg-a', ...eph },
+          { id: 2, name: 'agg-b', ...eph },
+        ],
     // Uplinks on both tiers: a reply leaves through its FD's (or service's) uplink, whatever tier its client used.
     fds: [1, 2, 3].map((i) => ({ id: 10 + i, name: `fd-${i}`, uplink: i === 2 ? 'agg-b' : 'agg-a', ...eph })),
     services: [1, 2, 3, 4].map((i) => ({ id: 20 + i, name: `svc-${i}`, virtualIp: `10.1.0.${i}`, uplink: i % 2 === 0 ? 'agg-b' : 'agg-a', ...eph })),
@@ -143,7 +150,7 @@ beforeAll(async () => {
   runDir = mkdtempSync(join(tmpdir(), 'baton-multi-tier-'));
   launcher = new Launcher(cfg, { runDir, readyTimeoutMs: 30_000 });
   await launcher.up();
-  managerA = parseAddress(launcher.managerAddresses[0]!);
+  managerA = parseAddress(launcher.managerAddresses[cfg.hashTiers.findIndex((t) => t.name === 'agg-a')]!);
   tierA = parseAddress(launcher.nodes.get('agg-a')!.data);
   tierB = parseAddress(launcher.nodes.get('agg-b')!.data);
   await waitFor('3 ACTIVE FDs', async () => statusRows(await fetchStatus(managerA)).filter((r) => r.role === 'fd' && r.status === 'ACTIVE' && r.inScope).length === 3);
@@ -151,6 +158,7 @@ beforeAll(async () => {
     const [va, vb] = await Promise.all(['agg-a', 'agg-b'].map((n) => gauge(n, 'scope_version')));
     return va! > 0 && va === vb;
   });
+  expect(await gauge('agg-b', 'manager_leader')).toBe(KILL_LEADER ? 1 : 0);
   // What this cluster carries today, through both tiers (window mode: at most 256 in flight, so it
   // neither overflows a queue nor makes admission control refuse work).
   const { done } = await startTraffic({ window: 256, concurrency: 64, totalFlows: 100_000, packetsPerFlow: 500, udpRatio: 0.5, durationMs: 2000, drainMs: 3000, clientPortBase: 60_000 }, [tierA, tierB]);
