@@ -17,7 +17,7 @@ import { OwnershipMesh } from './ownership-mesh.js';
 import { FD } from './fd-counters.js';
 import { MemberAgent } from '../shared/cluster/member-agent.js';
 import type { ControlChannel } from '../shared/control/channel.js';
-import { uplinkOf } from '../shared/cluster/uplink.js';
+import { uplinkOf, uplinkOnLinkChange } from '../shared/cluster/uplink.js';
 import { Role, MemberStatus, nodeInfo, body, type FlowStats, type NodeInfo, type ScopeUpdate, type EnvelopeObject, type Body } from '../shared/control/messages.js';
 import { buildVersion } from '../shared/build-info.js';
 import { MigrationClient } from '../migration-client/migration-client.js';
@@ -182,12 +182,13 @@ export class FdNode {
   /** Is this FD's control link to the tier up? (undefined: no link to it) */
   private readonly tierLink = (t: NodeInfo): boolean | undefined => (t.controlAddr ? this.agent.linkUp(t.controlAddr) : undefined);
 
-  /** A manager link went up or down: egress moves to a live tier if the uplink's went down (and back when it returns). */
+  /** A manager link went up or down: egress moves to a live tier if the uplink's went down (back to the configured one with the next scope update). */
   private refreshUplink(): void {
     const u = this.agent?.lastScope;
     if (!u || !this.dataplane) return;
-    const up = uplinkOf(u, this.cfg, this.me.uplink, this.tierLink);
-    this.dataplane.setUplink(up ? parseAddress(up.dataAddr) : null);
+    const cur = this.dataplane.uplink;
+    const next = uplinkOnLinkChange(u, this.cfg, this.me.uplink, this.tierLink, cur ? formatAddress(cur) : null);
+    if (next) this.dataplane.setUplink(parseAddress(next.dataAddr));
   }
 
   /** Requests from the migration manager. */

@@ -8,7 +8,7 @@ import type { BatonConfig, ServiceConfig } from '../shared/config/config.js';
 import { parseAddress, formatAddress, sameAddress, type Address } from '../shared/io/address.js';
 import type { DatagramSocket } from '../shared/io/datagram.js';
 import { MemberAgent } from '../shared/cluster/member-agent.js';
-import { uplinkOf } from '../shared/cluster/uplink.js';
+import { uplinkOf, uplinkOnLinkChange, type TierLinkState } from '../shared/cluster/uplink.js';
 import { Role, nodeInfo, emptyFlowStats, type FlowStats, type ScopeUpdate } from '../shared/control/messages.js';
 import { buildVersion } from '../shared/build-info.js';
 import { Counters } from '../shared/counters.js';
@@ -57,18 +57,25 @@ export class ServiceMember {
       counters: () => this.counters.snapshot(),
       onScope: (u) => this.applyScope(u),
       onLinkChange: () => {
+        // Leave the uplink when its link went down; back to the configured tier with the next scope update.
         const u = this.agent?.lastScope;
-        if (u) this.applyScope(u);
+        if (!u) return;
+        const next = uplinkOnLinkChange(u, this.cfg, this.me.uplink, this.tierLink, this.node ? formatAddress(this.node.returnTo) : null);
+        if (next) this.returnTo(parseAddress(next.dataAddr));
       },
     });
     await this.agent.start();
   }
 
-  /** Replies go to the uplink tier (a live one: see shared/cluster/uplink.ts); re-run on every scope update and link change. */
+  private readonly tierLink: TierLinkState = (t) => (t.controlAddr ? this.agent.linkUp(t.controlAddr) : undefined);
+
+  /** Replies go to the uplink tier (a live one: see shared/cluster/uplink.ts). */
   private applyScope(u: ScopeUpdate): void {
-    const ht = uplinkOf(u, this.cfg, this.me.uplink, (t) => (t.controlAddr ? this.agent.linkUp(t.controlAddr) : undefined));
-    if (!ht) return;
-    const to = parseAddress(ht.dataAddr);
+    const ht = uplinkOf(u, this.cfg, this.me.uplink, this.tierLink);
+    if (ht) this.returnTo(parseAddress(ht.dataAddr));
+  }
+
+  private returnTo(to: Address): void {
     if (this.node && sameAddress(this.node.returnTo, to)) return;
     if (this.node) this.counters.inc(SN.uplink_changes);
     this.node?.stop();

@@ -10,9 +10,12 @@
  *
  * Any tier will do: egress frames carry the client's locator
  * (docs/wire-encapsulation.md §3a), so the uplink need not be the tier the
- * client entered through. Members re-pick on every scope update and on every
- * link change (MemberAgent onLinkChange), so a dead uplink is left as soon
- * as its control connection closes.
+ * client entered through. Members re-pick on every scope update, and on a
+ * link change (MemberAgent onLinkChange) when the uplink's own link went
+ * down (uplinkOnLinkChange), so a dead uplink is left as soon as its control
+ * connection closes. Going back to the configured tier waits for the next
+ * scope update: a tier that restarted may have a new data address, which
+ * only an update carries.
  */
 import type { BatonConfig } from '../config/config.js';
 import { Role, type NodeInfo, type ScopeUpdate } from '../control/messages.js';
@@ -20,10 +23,26 @@ import { Role, type NodeInfo, type ScopeUpdate } from '../control/messages.js';
 /** Is the member's link to this tier's manager up? undefined = no link kept (unknown). */
 export type TierLinkState = (tier: NodeInfo) => boolean | undefined;
 
+function tiersOf(u: ScopeUpdate): NodeInfo[] {
+  return u.members.filter((m) => m.node.role === Role.HASH_TIER && m.node.dataAddr).map((m) => m.node);
+}
+
 export function uplinkOf(u: ScopeUpdate, cfg: BatonConfig, uplink: string | undefined, linkUp?: TierLinkState): NodeInfo | null {
-  const tiers = u.members.filter((m) => m.node.role === Role.HASH_TIER && m.node.dataAddr).map((m) => m.node);
+  const tiers = tiersOf(u);
   const want = uplink ?? cfg.hashTiers[0]?.name;
   const live = linkUp ? tiers.filter((t) => linkUp(t) !== false) : tiers;
   const pool = live.length > 0 ? live : tiers;
   return pool.find((t) => t.name === want) ?? pool[0] ?? null;
+}
+
+/**
+ * A manager link went up or down: the tier to move to, or null to stay.
+ * A member leaves its uplink (data address `current`) only when that tier's
+ * link is down; otherwise it stays.
+ */
+export function uplinkOnLinkChange(u: ScopeUpdate, cfg: BatonConfig, uplink: string | undefined, linkUp: TierLinkState, current: string | null): NodeInfo | null {
+  const cur = current === null ? undefined : tiersOf(u).find((t) => t.dataAddr === current);
+  if (cur !== undefined && linkUp(cur) !== false) return null;
+  const next = uplinkOf(u, cfg, uplink, linkUp);
+  return next && next.dataAddr !== current ? next : null;
 }
