@@ -20,6 +20,7 @@ import { ipv4ToInt, IPPROTO_UDP } from '../shared/packet/meta.js';
 import { Reject } from '../shared/packet/reject.js';
 import { HashScope } from '../shared/scope/hash-scope.js';
 import { measureAllocation } from './helpers/alloc.js';
+import { ServiceNode } from '../service-node/service-node.js';
 
 const VNI = 7;
 const VIP = ipv4ToInt('198.51.100.1');
@@ -119,6 +120,24 @@ describe('client locators at the hash tier', () => {
     expect(parseIPv4Host('255.255.255.255')).toBe(0xffffffff);
     expect(parseIPv4Host('0.0.0.0')).toBe(0);
     for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1..2.3', '1.2.3.', '::1', 'a.b.c.d', '1.2.3.4 ', '0001.2.3.4']) expect(parseIPv4Host(bad), bad).toBe(-1);
+  });
+});
+
+describe('the locator rides the whole exchange', () => {
+  it('a service node answers with the request\'s locator (in place: the header stays 36 bytes), and without one when there was none', () => {
+    const sched = new VirtualScheduler(0);
+    const net = new MemoryNetwork(sched, 0);
+    const node = new ServiceNode({ id: 21, socket: net.bindSync({ host: '127.0.0.1', port: 8000 }), scheduler: sched, returnTo: { host: '127.0.0.1', port: 6000 }, vni: VNI });
+    const a = frame(Tier.FD, ipv4ToInt('192.0.2.1'), VIP, { ip: 0x7f000001, port: 41000 }, 11);
+    const b = frame(Tier.FD, ipv4ToInt('192.0.2.2'), VIP, undefined, 11);
+    const d = new Uint8Array(a.length + b.length);
+    d.set(a, 0);
+    d.set(b, a.length);
+    const w = node.process(d, d.length);
+    expect(w).toBe(d.length);
+    const [ra, rb] = decodeAll(d.subarray(0, w));
+    expect([ra!.tier, ra!.locatorIp, ra!.locatorPort, ra!.innerOffset]).toEqual([Tier.SERVICE, 0x7f000001, 41000, 36]);
+    expect([rb!.tier, rb!.locatorPort]).toEqual([Tier.SERVICE, 0]);
   });
 });
 
