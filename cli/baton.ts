@@ -7,6 +7,8 @@
  *   baton build     bundle the current sources (a build `upgrade --bundle` can name)
  *   baton version   this build's id
  */
+import { bookedTraffic, settledBooks } from './loss-report.js';
+import { formatLossBooks } from '../traffic/loss-books.js';
 import { Command, Option, InvalidArgumentError } from 'commander';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -105,10 +107,14 @@ addTrafficOptions(up).action(async (o) => {
     return; // children keep the event loop alive until a signal
   }
   console.log(`\nrunning verified traffic for ${o.demo} s…`);
-  const report = await trafficAgainst(cfg, manager, trafficOptions({ ...o, duration: o.demo }), (p) => console.log(progressLine(p)));
+  const run = await bookedTraffic(cfg, manager, trafficOptions({ ...o, duration: o.demo }), (p) => console.log(progressLine(p)));
+  const report = run.report;
+  // The loss books (docs/loss-accounting.md): every frame the client got no answer for, counted by a node or a link.
+  const books = await settledBooks(launcher, cfg, () => [run.client()]);
+  await run.close();
   console.log('\n' + formatStatus(await fetchStatus(manager)));
-  console.log('\n' + (o.json ? JSON.stringify(report, null, 2) : formatReport(report)));
-  await stop(report.ok ? 0 : 1);
+  console.log('\n' + (o.json ? JSON.stringify({ ...report, lossBooks: books }, null, 2) : formatReport(report) + '\n' + formatLossBooks(books)));
+  await stop(report.ok && books.closes ? 0 : 1);
 });
 
 program
