@@ -155,6 +155,9 @@ const EXAMPLES: { [K in BodyCase]: Extract<Body, { case: K }>['value'] } = {
     standby: true,
     count: 2,
     records: Uint8Array.from([0xc0, 0x00, 0x02, 0x0a, 0xff, 0x00, 0x01, 0x80]),
+    staged: true,
+    sender: 7,
+    op: 1,
   },
   migrationAck: { migrationId: 2 ** 40 + 3, seq: 3, imported: 2, errorCode: 'BATON_BAD_EXPORT_FORMAT', errorMessage: 'records length does not match count' },
   migrationProgress: {
@@ -289,6 +292,8 @@ describe('round trip', () => {
         nextScope: { version: 0, members: [], tableSize: 0, hashSeed: 0, anchor: [] },
         chunkRecords: 0,
         randomSeed: 0,
+        stage: 0,
+        quietMs: 0,
       },
     });
     const up = expectOk(
@@ -442,7 +447,7 @@ describe('round trip', () => {
       .map((v) => body('disengageRequest', v)),
     arbDisengageReply.map((v) => body('disengageReply', v)),
     fc
-      .record({ migrationId: u64, seq: u32, owner: u32, standby: fc.boolean(), count: u32, records: fc.uint8Array({ maxLength: 64 }) })
+      .record({ migrationId: u64, seq: u32, owner: u32, standby: fc.boolean(), count: u32, records: fc.uint8Array({ maxLength: 64 }), staged: fc.boolean(), sender: u32, op: u32 })
       .map((v) => body('migrationChunk', v)),
     fc.record({ migrationId: u64, seq: u32, imported: u32, errorCode: str, errorMessage: str }).map((v) => body('migrationAck', v)),
     fc
