@@ -38,7 +38,7 @@ import { parseAddress } from '../shared/io/address.js';
 import { exportFlowSlots, exportedSize } from '../distributor/flow-export.js';
 import { FlowKey, forwardKey } from '../distributor/flow-pair.js';
 import type { FlowHandler } from '../distributor/flow-handler.js';
-import type { OwnershipMesh } from '../distributor/ownership-mesh.js';
+import type { OwnershipMesh, BatchOutcome } from '../distributor/ownership-mesh.js';
 import { OwnershipFlag, OWNERSHIP_RECORD_SIZE, OWNERSHIP_RECORD_VERSION, packOwnership } from '../shared/control/ownership.js';
 import { FD } from '../distributor/fd-counters.js';
 import { Counters, defineCounters } from '../shared/counters.js';
@@ -54,10 +54,15 @@ export const MIG = defineCounters([
   'fallbacks_to_backup',
   'chunks_sent',
   'chunks_acked',
+  'chunks_refused', // chunks an inheritor refused: an error code, or fewer entries stored than sent
+  'chunks_short', // of those, acknowledged without an error but storing fewer entries than sent
   'entries_copied',
   'entries_switched',
   'broadcast_records',
-  'broadcast_peer_failures',
+  'broadcast_peers_acked', // peers that applied every record of the ownership broadcast
+  'broadcast_peers_deferred', // peers that queued it (migrating themselves: applied when that ends; not a failure)
+  'broadcast_peers_refused', // peers that refused records (table full, queue full, bad batch): also counted a failure
+  'broadcast_peer_failures', // peers that did not apply the broadcast (refused, no answer, unreachable)
   'entries_purged',
   'chunks_received',
   'entries_imported',
@@ -559,7 +564,26 @@ export class MigrationClient {
         .then((ack) => {
           if (ack.body.case !== 'migrationAck' || ack.body.value.errorCode) {
             const v = ack.body.case === 'migrationAck' ? ack.body.value : null;
-            throw new BatonError(ErrorCode.REMOTE_ERROR, `chunk ${s} to peer ${peerId} refused: ${v?.errorCode ?? ack.body.case} ${v?.errorMessage ?? ''}`);
+            this.counters.inc(MIG.chunks_refused);
+            throw new BatonError(ErrorCode.REMOTE_ERROR, `chunk ${s} to peer ${peerId} refused: ${v?.errorCode ?? ack.body.case} ${v?.errorMessage ?? ''}`, {
+              peer: peerId,
+              seq: s,
+              sent: n,
+              imported: v?.imported ?? 0,
+              remoteCode: v?.errorCode ?? ack.body.case,
+            });
+          }
+          // An acknowledgement means stored: one that stored fewer entries
+          // than were sent is a refusal too (the copy falls back or aborts).
+          if (ack.body.value.imported !== n) {
+            this.counters.inc(MIG.chunks_refused);
+            this.counters.inc(MIG.chunks_short);
+            throw new BatonError(ErrorCode.REMOTE_ERROR, `chunk ${s} to peer ${peerId} refused: it stored ${ack.body.value.imported} of ${n} entries`, {
+              peer: peerId,
+              seq: s,
+              sent: n,
+              imported: ack.body.value.imported,
+            });
           }
           this.counters.inc(MIG.chunks_acked);
           this.counters.inc(MIG.entries_copied, n);
@@ -597,27 +621,41 @@ export class MigrationClient {
     }
     this.counters.inc(MIG.broadcast_records, owned.length);
     const peers = req.peers.map((m) => m.node.id).filter((id) => id !== d.selfId);
+    // Each batch through the mesh's requestBatch, which counts every outcome
+    // (FD.ownership_batches_acked / _deferred / _refused, ownership_batch_failures).
+    // A peer that is itself migrating (frozen) answers DEFERRED: it queued the
+    // records and applies them when its migration ends (or drops them if it
+    // leaves too) — not a failure.
     const results = await Promise.allSettled(
-      peers.map(async (id) => {
+      peers.map(async (id): Promise<BatchOutcome> => {
         const addr = addrOf.get(id);
         const ch = await d.mesh.channelTo(id, addr ? parseAddress(addr) : undefined);
-        await Promise.all(
+        const outcomes = await Promise.all(
           batches.map((b) =>
-            ch.request(body('ownershipBatch', { owner: d.selfId, recordVersion: OWNERSHIP_RECORD_VERSION, count: b.count, records: b.buf, remapFrom: remapTo ? d.selfId : 0, remapTo }), ACK_TIMEOUT_MS).then((r) => {
-              if (r.body.case !== 'pong') throw new BatonError(ErrorCode.REMOTE_ERROR, `peer ${id} refused an ownership batch (${r.body.case})`);
-            }),
+            d.mesh.requestBatch(id, ch, { owner: d.selfId, recordVersion: OWNERSHIP_RECORD_VERSION, count: b.count, records: b.buf, remapFrom: remapTo ? d.selfId : 0, remapTo }, ACK_TIMEOUT_MS),
           ),
         );
+        return outcomes.includes('deferred') ? 'deferred' : 'applied';
       }),
     );
-    // A peer that does not acknowledge (dead, hung) does not stop the disengage:
-    // should it come back with stale ownership, its redirects still reach the
-    // owner through this FD (by table until the purge, then by the next scope).
+    // A peer that does not apply it (refused, dead, hung) does not stop the
+    // disengage: should it come back with stale ownership, its redirects still
+    // reach the owner through this FD (by table until the purge, then by the
+    // next scope).
     results.forEach((r, i) => {
-      if (r.status === 'rejected') {
-        this.counters.inc(MIG.broadcast_peer_failures);
-        this.log.warn('ownership broadcast not acknowledged', { peer: peers[i], err: (r.reason as Error).message });
+      if (r.status === 'fulfilled') {
+        this.counters.inc(r.value === 'deferred' ? MIG.broadcast_peers_deferred : MIG.broadcast_peers_acked);
+        return;
       }
+      const err = r.reason as Error;
+      const remoteCode = isBatonError(err, ErrorCode.REMOTE_ERROR) ? (err.details?.['remoteCode'] as string | undefined) : undefined;
+      if (remoteCode !== undefined) this.counters.inc(MIG.broadcast_peers_refused);
+      this.counters.inc(MIG.broadcast_peer_failures);
+      this.log.warn(remoteCode !== undefined ? `ownership broadcast refused by peer ${peers[i]}: ${remoteCode}` : `ownership broadcast not acknowledged by peer ${peers[i]}`, {
+        peer: peers[i],
+        code: remoteCode ?? (isBatonError(err) ? err.code : 'BATON_INTERNAL'),
+        err: err.message,
+      });
     });
   }
 
