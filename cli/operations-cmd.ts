@@ -58,12 +58,26 @@ export function progressBar(p: MigrationProgress, width = 30): string {
   return `${p.target} ${p.phase.padEnd(9)} [${'#'.repeat(full)}${'.'.repeat(width - full)}] ${p.copied}/${p.total} entries  rx ${p.rxDepth} tx ${p.txDepth} sendq ${p.sendQueueBytes} B  redirects ${p.redirects}`;
 }
 
+/** A list of names for the summary ("none" when empty). */
+function names(list: readonly string[]): string {
+  return list.length > 0 ? list.join(', ') : 'none';
+}
+
 export function formatDisengage(r: DisengageReply): string {
-  if (!r.ok) return `disengage of ${r.target} FAILED [${r.errorCode}]: ${r.errorMessage}`;
+  const scope = `  scope${r.scopeVersion ? ` v${r.scopeVersion}` : ''} acknowledged by ${r.scopeAcked.length}: ${names(r.scopeAcked)}; not waited for: ${names(r.scopeSkipped)}`;
+  if (!r.ok) {
+    return [
+      `disengage of ${r.target} FAILED [${r.errorCode}]: ${r.errorMessage}`,
+      `  flows handed over: ${r.handedOver ? 'yes (they belong to the inheritors; it cannot go back to ACTIVE)' : 'no'}`,
+      // The scope acknowledgements are known only once the target is out of scope.
+      ...(r.scopeAcked.length + r.scopeSkipped.length > 0 ? [scope] : []),
+    ].join('\n');
+  }
   const lines = [
     `${r.target} DISENGAGED (migration #${r.migrationId}, policy ${r.policy}${r.fellBackToBackup ? ', fell back to the backup inheritor' : ''})`,
-    `  entries moved ${r.entriesMoved} in ${r.durationMs.toFixed(1)} ms (copy ${r.copyMs.toFixed(1)} ms, broadcast ${r.broadcastMs.toFixed(1)} ms, drain ${r.drainMs.toFixed(1)} ms)`,
-    `  redirects served during the disengage: ${r.redirectsServed}; scope version now ${r.scopeVersion}`,
+    `  entries moved ${r.entriesMoved} in ${r.durationMs.toFixed(1)} ms (copy ${r.copyMs.toFixed(1)} ms, broadcast ${r.broadcastMs.toFixed(1)} ms, drain ${r.drainMs.toFixed(1)} ms, quiet ${r.quietMs.toFixed(1)} ms)`,
+    `  flows handed over: ${r.handedOver ? 'yes' : 'no'}; redirects served during the disengage: ${r.redirectsServed}`,
+    scope,
     ...r.shares.map((s) => `  → ${s.node.name} (${s.node.id}): ${s.flows} entries${s.backup ? ' (backup)' : ''}`),
   ];
   return lines.join('\n');
