@@ -64,7 +64,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addGauge('scope_version', 'Hash-scope version in use', () => n.engine.scope?.version ?? 0);
     metrics.addGauge('queue_delay_ms', 'Receive-path queueing delay measured by the self-probe (admission control)', () => n.engine.dp.probe?.delayMs() ?? 0);
     metrics.addGauge('queue_delay_max_ms', 'Largest receive-path queueing delay seen', () => n.engine.admission?.maxDelayMs ?? 0);
-    metrics.addGauge('admission_state', 'Admission control: 0 open, 1 shedding new work, 2 dropping client frames at the head', () => n.engine.admission?.state ?? 0);
+    metrics.addGauge('admission_state', 'Admission control: 0 open, 1 refusing SYNs, 2 refusing new flows, 3 dropping client frames at the head', () => n.engine.admission?.state ?? 0);
     metrics.addLabelledGauge(
       'member_status',
       'Member status by name: 1 JOINING, 2 ACTIVE, 3 DISENGAGING, 4 DISENGAGED, 5 FAILED',

@@ -47,7 +47,7 @@ const HT_STATIC = ['to_fd', 'to_fd_by_hint', 'to_client', 'clients_learned', 'dr
   'client_addrs_added', 'client_addrs_evicted_idle', 'client_addrs_evicted_full',
   'clients_evicted_idle', 'clients_evicted_full',
   // Admission control (hash-tier/admission.ts): frames refused at the edge, frames marked SHED, state entries.
-  'drop_admission_syn', 'drop_admission_overload', 'admission_shed_marked', 'admission_to_open', 'admission_to_shedding', 'admission_to_dropping'] as const;
+  'drop_admission_syn', 'drop_admission_overload', 'admission_shed_marked', 'admission_to_open', 'admission_to_shed_syn', 'admission_to_shed_new', 'admission_to_dropping'] as const;
 export const HT = defineCounters([...DP.names, ...HT_STATIC] as unknown as readonly [...typeof DP.names, ...typeof HT_STATIC]);
 
 export interface ForwardingEngineOptions extends DatapathOptions {
@@ -181,7 +181,7 @@ export class ForwardingEngine {
     const now = this.admission!.update();
     if (now === before) return;
     this.admit = now;
-    this.counters.inc(now === AdmissionState.OPEN ? HT.admission_to_open : now === AdmissionState.SHEDDING ? HT.admission_to_shedding : HT.admission_to_dropping);
+    this.counters.inc(HT.admission_to_open + now); // the four counters are in AdmissionState order
   };
 
   private frame(buf: Uint8Array, m: EncapMeta, from: Address | null): void {
@@ -220,8 +220,10 @@ export class ForwardingEngine {
           c.inc(HT.drop_admission_syn);
           return;
         }
-        o.flags = m.flags | EncapFlag.SHED;
-        c.inc(HT.admission_shed_marked);
+        if (a === AdmissionState.SHED_NEW) {
+          o.flags = m.flags | EncapFlag.SHED;
+          c.inc(HT.admission_shed_marked);
+        } else o.flags = m.flags & ~EncapFlag.SHED;
       } else o.flags = m.flags & ~EncapFlag.SHED;
       this.stampLocator(p.srcIp | 0, from);
     } else if (tier !== Tier.SERVICE) {

@@ -42,7 +42,7 @@ export class HashTierNode {
       hashSeed: cfg.hash.seed,
       symmetricHash: cfg.hash.symmetric,
       replyByOwnerHint: cfg.hash.replyByOwnerHint,
-      admission: cfg.admission.enabled ? { probeMs: cfg.admission.probeMs, shedAboveMs: cfg.admission.shedAboveMs, dropAboveMs: cfg.admission.dropAboveMs, holdMs: cfg.admission.holdMs, trendMs: cfg.admission.trendMs } : undefined,
+      admission: cfg.admission.enabled ? { probeMs: cfg.admission.probeMs, synAboveMs: cfg.admission.synAboveMs, shedAboveMs: cfg.admission.shedAboveMs, dropAboveMs: cfg.admission.dropAboveMs, holdMs: cfg.admission.holdMs, trendMs: cfg.admission.trendMs } : undefined,
       rxCapacity: cfg.dataplane.rxCapacity,
       batchDatagrams: cfg.dataplane.batchDatagrams,
       tx: { maxDatagramBytes: cfg.dataplane.maxDatagramBytes, poolBuffers: cfg.dataplane.txPoolBuffers },

@@ -68,7 +68,7 @@ class FakeProbe {
 }
 
 describe('Admission', () => {
-  const opts = { shedAboveMs: 20, dropAboveMs: 100, holdMs: 50, trendMs: 10 };
+  const opts = { synAboveMs: 10, shedAboveMs: 20, dropAboveMs: 100, holdMs: 50, trendMs: 10 };
   /** Advances 5 ms at a time (one check per "batch") with the delay `d`, `n` times; returns the last state. */
   const run = (sched: VirtualScheduler, a: Admission, p: FakeProbe, d: number | ((i: number) => number), n: number) => {
     let s: AdmissionState = a.state;
@@ -79,20 +79,31 @@ describe('Admission', () => {
     }
     return s;
   };
+  const S = AdmissionState;
 
-  it('moves OPEN → SHEDDING → DROPPING → SHEDDING → OPEN as documented', () => {
+  it('climbs OPEN → SHED_SYN → SHED_NEW → DROPPING and comes down one level at a time, as documented', () => {
     const sched = new VirtualScheduler();
     const p = new FakeProbe();
     const a = new Admission(p as unknown as QueueProbe, sched.clock, opts);
-    expect(run(sched, a, p, 1, 4)).toBe(AdmissionState.OPEN);
-    expect(run(sched, a, p, (i) => 21 + i, 4)).toBe(AdmissionState.SHEDDING); // standing or growing queue
-    expect(run(sched, a, p, (i) => 101 + i, 4)).toBe(AdmissionState.DROPPING);
-    expect(run(sched, a, p, 60, 4)).toBe(AdmissionState.DROPPING); // above half the drop bound
-    expect(run(sched, a, p, 50, 1)).toBe(AdmissionState.SHEDDING);
-    expect(run(sched, a, p, 5, 9)).toBe(AdmissionState.SHEDDING); // low, but not for holdMs yet
-    expect(run(sched, a, p, 5, 3)).toBe(AdmissionState.OPEN);
-    expect(Array.from(a.entered)).toEqual([1, 2, 1]);
+    expect(run(sched, a, p, 1, 4)).toBe(S.OPEN);
+    expect(run(sched, a, p, (i) => 11 + i, 4)).toBe(S.SHED_SYN); // standing or growing queue
+    expect(run(sched, a, p, (i) => 21 + i, 4)).toBe(S.SHED_NEW);
+    expect(run(sched, a, p, (i) => 101 + i, 4)).toBe(S.DROPPING);
+    expect(run(sched, a, p, 60, 4)).toBe(S.DROPPING); // above half the drop bound
+    expect(run(sched, a, p, 50, 1)).toBe(S.SHED_NEW);
+    expect(run(sched, a, p, 10, 1)).toBe(S.SHED_SYN);
+    expect(run(sched, a, p, 4, 9)).toBe(S.SHED_SYN); // low, but not for holdMs yet
+    expect(run(sched, a, p, 4, 3)).toBe(S.OPEN);
+    expect(Array.from(a.entered)).toEqual([1, 2, 2, 1]);
     expect(a.maxDelayMs).toBe(104);
+  });
+
+  it('jumps straight to the level the delay calls for', () => {
+    const sched = new VirtualScheduler();
+    const p = new FakeProbe();
+    const a = new Admission(p as unknown as QueueProbe, sched.clock, opts);
+    expect(run(sched, a, p, 150, 4)).toBe(S.DROPPING);
+    expect(Array.from(a.entered)).toEqual([0, 0, 0, 1]);
   });
 
   it('a stall is not overload: a long delay that falls refuses nothing', () => {
@@ -102,22 +113,22 @@ describe('Admission', () => {
     run(sched, a, p, 1, 4);
     sched.runFor(300); // the node did not run for 300 ms: it comes back to a 300 ms backlog
     p.d = 300;
-    expect(a.update()).toBe(AdmissionState.OPEN);
-    expect(run(sched, a, p, (i) => 300 - 10 * (i + 1), 25)).toBe(AdmissionState.OPEN); // draining
-    expect(Array.from(a.entered)).toEqual([0, 0, 0]);
+    expect(a.update()).toBe(S.OPEN);
+    expect(run(sched, a, p, (i) => 300 - 10 * (i + 1), 25)).toBe(S.OPEN); // draining
+    expect(Array.from(a.entered)).toEqual([0, 0, 0, 0]);
     // The same backlog that does not drain is overload.
-    expect(run(sched, a, p, 300, 4)).toBe(AdmissionState.DROPPING);
+    expect(run(sched, a, p, 300, 4)).toBe(S.DROPPING);
   });
 
   it('a delay that rises again restarts the hold', () => {
     const sched = new VirtualScheduler();
     const p = new FakeProbe();
     const a = new Admission(p as unknown as QueueProbe, sched.clock, opts);
-    expect(run(sched, a, p, 30, 4)).toBe(AdmissionState.SHEDDING);
-    run(sched, a, p, 5, 8); // 40 ms low
-    run(sched, a, p, 15, 1); // between half and the bound: the hold starts over
-    expect(run(sched, a, p, 5, 10)).toBe(AdmissionState.SHEDDING);
-    expect(run(sched, a, p, 5, 1)).toBe(AdmissionState.OPEN);
+    expect(run(sched, a, p, 15, 4)).toBe(S.SHED_SYN);
+    run(sched, a, p, 4, 8); // 40 ms low
+    run(sched, a, p, 8, 1); // between half and the bound: the hold starts over
+    expect(run(sched, a, p, 4, 10)).toBe(S.SHED_SYN);
+    expect(run(sched, a, p, 4, 1)).toBe(S.OPEN);
   });
 });
 
@@ -133,7 +144,7 @@ describe('ForwardingEngine admission', () => {
     const htSock = net.bindSync({ host: '10.0.0.1', port: 0 });
     const fdSock = net.bindSync({ host: '10.0.0.2', port: 0 });
     const cSock = net.bindSync({ host: '10.0.0.3', port: 0 });
-    const eng = new ForwardingEngine(htSock, sched, { id: 1, vni: VNI, hashSeed: 1, admission: { probeMs: 5, shedAboveMs: 20, dropAboveMs: 100, holdMs: 50, trendMs: 10 } });
+    const eng = new ForwardingEngine(htSock, sched, { id: 1, vni: VNI, hashSeed: 1, admission: { probeMs: 5, synAboveMs: 10, shedAboveMs: 20, dropAboveMs: 100, holdMs: 50, trendMs: 10 } });
     eng.setScope(HashScope.build(1, ['fd-1'], 251, 1), [{ name: 'fd-1', id: 11, data: fdSock.address }]);
     const atFd: { flags: number; tcpFlags: number }[] = [];
     fdSock.onMessage((d) => {
@@ -171,6 +182,19 @@ describe('ForwardingEngine admission', () => {
     await s.close();
   });
 
+  it('refuses only SYNs between synAboveMs and shedAboveMs: UDP goes on unmarked', async () => {
+    const s = await setup(15);
+    s.sched.runFor(100);
+    s.send(IPPROTO_TCP, TCP_SYN);
+    s.send(IPPROTO_UDP);
+    s.sched.runFor(100);
+    expect(s.eng.admission!.state).toBe(AdmissionState.SHED_SYN);
+    expect(s.eng.counters.get(HT.drop_admission_syn)).toBe(1);
+    expect(s.atFd.length).toBe(1);
+    expect(s.atFd[0]!.flags & EncapFlag.SHED).toBe(0);
+    await s.close();
+  });
+
   it('sheds new work when the queue waits longer than shedAboveMs: SYN dropped, UDP marked', async () => {
     const s = await setup(30);
     s.sched.runFor(100);
@@ -178,12 +202,12 @@ describe('ForwardingEngine admission', () => {
     s.send(IPPROTO_TCP, TCP_ACK);
     s.send(IPPROTO_UDP);
     s.sched.runFor(100);
-    expect(s.eng.admission!.state).toBe(AdmissionState.SHEDDING);
+    expect(s.eng.admission!.state).toBe(AdmissionState.SHED_NEW);
     expect(s.eng.counters.get(HT.drop_admission_syn)).toBe(1);
     expect(s.atFd.length).toBe(2);
     expect(s.atFd.every((f) => (f.flags & EncapFlag.SHED) !== 0)).toBe(true);
     expect(s.eng.counters.get(HT.admission_shed_marked)).toBe(2);
-    expect(s.eng.counters.get(HT.admission_to_shedding)).toBe(1);
+    expect(s.eng.counters.get(HT.admission_to_shed_new)).toBe(1);
     await s.close();
   });
 

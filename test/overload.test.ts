@@ -92,7 +92,7 @@ async function counter(c: Cluster, name: string): Promise<number> {
 
 const PROBE: TrafficOptions = { window: 1024, concurrency: 256, totalFlows: 100_000, packetsPerFlow: 1000, udpRatio: 0.5, durationMs: 3000, drainMs: 3000, clientPortBase: 50_000 };
 /** Short flows, so new work keeps arriving: what admission control can refuse. */
-const overloadRun = (ratePps: number, port: number): TrafficOptions => ({ ratePps, concurrency: 1024, totalFlows: 1_000_000, packetsPerFlow: 50, udpRatio: 0.5, durationMs: 5000, drainMs: 4000, controlTimeoutMs: 500, controlRetries: 1, clientPortBase: port });
+const overloadRun = (ratePps: number, port: number): TrafficOptions => ({ ratePps, concurrency: 1024, totalFlows: 1_000_000, packetsPerFlow: 50, udpRatio: 0.5, durationMs: 8000, drainMs: 4000, controlTimeoutMs: 500, controlRetries: 3, clientPortBase: port });
 
 let cluster: Cluster | undefined;
 let probePps = 0;
@@ -118,7 +118,7 @@ describe('overload: offered twice what the cluster carries', () => {
       shedFlows: await counter(c, 'drop_shed_new_flow'),
       marked: await counter(c, 'admission_shed_marked'),
     };
-    const bound = 3 * adm.dropAboveMs; // docs/loss-accounting.md: three passes through a hash tier's queue
+    const bound = 3 * adm.dropAboveMs; // docs/loss-accounting.md: three passes through a hash tier queue
     console.log(
       `overload: offered ${Math.round(r.sendPps)} pps for ${(r.sendPhaseMs / 1000).toFixed(1)} s (target ${probePps * OVERLOAD}); ` +
         `${r.received}/${r.sent} data packets answered, ${r.lost} lost; flows ${r.flows.completed} completed, ${r.flows.handshakeFailed} refused at the handshake; ` +

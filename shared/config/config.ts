@@ -145,20 +145,22 @@ export const ConfigSchema = z
     /**
      * Admission control at the hash tier's ingress (hash-tier/admission.ts,
      * docs/loss-accounting.md "Overload"): the hash tier measures its receive
-     * queue's delay with a self-probe every probeMs; above shedAboveMs it
-     * refuses new flows (client SYNs dropped, new UDP flows refused by the
-     * FD), above dropAboveMs it drops client frames at the head of the queue
-     * until the delay is back under half of it. All counted.
+     * queue's delay with a self-probe every probeMs; above synAboveMs it
+     * refuses client SYNs (TCP retries them), above shedAboveMs also new UDP
+     * flows (refused by the FD), above dropAboveMs it drops client frames at
+     * the head of the queue until the delay is back under half of it. All counted.
      */
     admission: z
       .strictObject({
         enabled: z.boolean().default(true),
         probeMs: z.number().min(1).max(1000).default(5),
-        shedAboveMs: z.number().positive().default(25),
-        dropAboveMs: z.number().positive().default(100),
+        synAboveMs: z.number().positive().default(50),
+        shedAboveMs: z.number().positive().default(200),
+        dropAboveMs: z.number().positive().default(400),
         holdMs: z.number().min(0).default(200),
-        trendMs: z.number().positive().default(50),
+        trendMs: z.number().positive().default(100),
       })
+      .refine((a) => a.shedAboveMs > a.synAboveMs, { message: 'shedAboveMs must be greater than synAboveMs', path: ['shedAboveMs'] })
       .refine((a) => a.dropAboveMs > a.shedAboveMs, { message: 'dropAboveMs must be greater than shedAboveMs', path: ['dropAboveMs'] })
       .prefault({}),
     control: z
