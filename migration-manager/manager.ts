@@ -52,6 +52,7 @@ export const MGR = defineCounters([
   'scope_ack_failures', // connected members and running tiers that did not acknowledge in time
   'scope_ack_requests', // acknowledgements asked of this tier by the leader
   'scope_ack_request_timeouts', // ... that this tier could not give in time (its store watch lagged)
+  'tier_changes', // the set of live hash tiers changed (the leader publishes it as a new scope version)
 ] as const);
 
 export interface ManagerOptions {
@@ -193,7 +194,13 @@ export class Manager {
 
   /** Elected: take the committed state, publish it, finish what it shows in progress. */
   private async takeOver(rec: ScopeRecord | null): Promise<void> {
-    if (rec) this.registry.adopt(rec, this.o.scheduler.clock.now());
+    if (rec) {
+      this.registry.adopt(rec, this.o.scheduler.clock.now());
+      // Members run the old leader's last version, whose tier list this
+      // manager's may not match (the old leader may be gone): a new version,
+      // or they would ignore what is published now.
+      this.registry.bump();
+    }
     await this.publishScope();
     for (const m of this.registry.all()) {
       if (m.info.role !== Role.FD) continue;
@@ -341,9 +348,18 @@ export class Manager {
     return { acked, skipped, failed };
   }
 
+  /**
+   * The hash tiers alive in the store changed. The leader makes a changed set
+   * a new scope version and publishes it (members pick their uplink from
+   * it); a follower only keeps the list (its version is the leader's).
+   */
   private setTiers(tiers: HashTierInfo[]): void {
-    this.registry.setTiers(tiers.map((t) => nodeInfo({ id: t.id, name: t.name, role: Role.HASH_TIER, dataAddr: t.dataAddr, controlAddr: t.controlAddr })));
-    if (this.isLeader) void this.publishScope();
+    const changed = this.registry.setTiers(
+      tiers.map((t) => nodeInfo({ id: t.id, name: t.name, role: Role.HASH_TIER, dataAddr: t.dataAddr, controlAddr: t.controlAddr })),
+      this.isLeader,
+    );
+    if (changed) this.counters.inc(MGR.tier_changes);
+    if (changed && this.isLeader) void this.publishScope();
   }
 
   private accept(ch: ControlChannel): void {

@@ -223,9 +223,32 @@ export class Registry {
       .map((m) => m.info.name);
   }
 
-  /** The other live hash tiers (from the store); shown to members in scope updates. */
-  setTiers(tiers: NodeInfo[]): void {
-    this.tiers = tiers.filter((t) => t.id !== this.self.id);
+  /**
+   * The other live hash tiers (from the store); shown to members in scope
+   * updates. A change of that set (a tier came, went, or came back on
+   * another data or control address) is a new scope version when `bump`
+   * (the leading manager: members apply only a newer version, so without it
+   * they would keep the old tier list until an unrelated change). A
+   * follower does not bump: its version is the leader's record's. Returns
+   * whether the set changed.
+   */
+  setTiers(tiers: NodeInfo[], bump = true): boolean {
+    const next = tiers.filter((t) => t.id !== this.self.id).sort((a, b) => a.id - b.id);
+    const key = (l: readonly NodeInfo[]): string => l.map((t) => `${t.id}/${t.name}/${t.dataAddr}/${t.controlAddr}`).join(',');
+    const changed = key(next) !== key([...this.tiers].sort((a, b) => a.id - b.id));
+    this.tiers = next;
+    if (changed && bump) this.bump();
+    return changed;
+  }
+
+  /**
+   * A new version of the same view: a manager that takes over publishes the
+   * state it adopted under a version no member has applied yet (its tier
+   * list differs from the one the old leader last published: at least the
+   * old leader may be gone). The anchor is kept as adopted.
+   */
+  bump(): void {
+    this.rebuild(true);
   }
 
   /** The other live hash tiers, as the store lists them. */
