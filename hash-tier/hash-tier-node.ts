@@ -62,6 +62,8 @@ export class HashTierNode {
       heartbeatMs: cfg.control.heartbeatMs,
       deadAfterMs: cfg.control.deadAfterMs,
       operationTimeoutMs: cfg.operations.timeoutMs,
+      quietMs: cfg.operations.quietMs,
+      scopeAckTimeoutMs: cfg.operations.scopeAckTimeoutMs,
       powerdown: cfg.powerdown,
       store: this.store,
       storeTtlMs: cfg.store.ttlMs,

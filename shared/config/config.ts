@@ -183,7 +183,24 @@ export const ConfigSchema = z
         stopProcesses: z.boolean().default(true),
       })
       .prefault({}),
-    operations: z.strictObject({ timeoutMs: z.number().int().min(100).default(30_000) }).prefault({}),
+    operations: z
+      .strictObject({
+        timeoutMs: z.number().int().min(100).default(30_000),
+        /**
+         * A disengaged FD is DISENGAGED only once nothing reached it for this
+         * long, with its rings and send queue empty and its kernel receive
+         * queue empty (docs/disengage.md, "quiet"). The same default as
+         * DEFAULT_QUIET_MS in migration-manager/operations.ts.
+         */
+        quietMs: z.number().int().min(1).max(60_000).default(100),
+        /**
+         * Bound of the wait until every hash tier and connected member runs the
+         * scope without a disengaging FD (docs/disengage.md, step 5). The same
+         * default as DEFAULT_SCOPE_ACK_TIMEOUT_MS in migration-manager/operations.ts.
+         */
+        scopeAckTimeoutMs: z.number().int().min(100).max(600_000).default(5000),
+      })
+      .prefault({}),
     log: z.strictObject({ level: z.enum(['error', 'warn', 'info', 'debug']).default('info') }).prefault({}),
   })
   .transform((c) => {
