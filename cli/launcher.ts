@@ -16,6 +16,7 @@ import type { BatonConfig } from '../shared/config/config.js';
 import type { ReadyLine, Role } from './node-main.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
 import { buildNodeEntry, PROJECT_ROOT, type NodeEntry } from './node-bundle.js';
+import { serviceStopBoundMs } from '../service-node/service-member.js';
 
 export interface LaunchedNode extends ReadyLine {
   proc: ChildProcess;
@@ -142,13 +143,25 @@ export class Launcher {
   }
 
   /**
-   * Stops one node (SIGTERM, then SIGKILL after `graceMs`) and waits until it
-   * is reaped. Its last /metrics text is kept in `retired` first, so the
-   * counters of a process replaced by a rolling upgrade can still be read.
+   * How long a node may take to stop after SIGTERM before it is killed: a
+   * service node is drained first (its flows end, every FD drops its route:
+   * service-member.ts, bounded by serviceStopBoundMs), and exits on its own
+   * 2 s after that bound at the latest; the others 5 s.
    */
-  async stopNode(name: string, graceMs = 5000): Promise<void> {
+  stopGraceMs(role: Role): number {
+    return role === 'service' ? serviceStopBoundMs(this.cfg) + 4000 : 5000;
+  }
+
+  /**
+   * Stops one node (SIGTERM, then SIGKILL after `graceMs`, default
+   * stopGraceMs of its role) and waits until it is reaped. Its last /metrics
+   * text is kept in `retired` first, so the counters of a process replaced by
+   * a rolling upgrade can still be read.
+   */
+  async stopNode(name: string, graceMs?: number): Promise<void> {
     const n = this.nodes.get(name);
     if (!n) return;
+    graceMs ??= this.stopGraceMs(n.role);
     this.nodes.delete(name);
     if (n.proc.exitCode === null && n.proc.signalCode === null) {
       try {
@@ -161,8 +174,8 @@ export class Launcher {
     await reap(n.proc, graceMs);
   }
 
-  /** Stops everything, FDs and service nodes first, the hash tiers last. */
-  async down(graceMs = 5000): Promise<void> {
+  /** Stops everything, FDs and service nodes first (drained), the hash tiers last; `graceMs` default: stopGraceMs of each role. */
+  async down(graceMs?: number): Promise<void> {
     const tiers = new Set(this.cfg.hashTiers.map((t) => t.name));
     await Promise.all([...this.nodes.keys()].filter((k) => !tiers.has(k)).map((k) => this.stopNode(k, graceMs)));
     await Promise.all([...tiers].map((k) => this.stopNode(k, graceMs)));

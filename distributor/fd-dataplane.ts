@@ -30,7 +30,7 @@ export interface FdDataplaneOptions extends DatapathOptions {
 interface Routes {
   hashTierLane: number; // -1 until known
   peerLane: Int32Array; // node id -> lane, -1 unknown
-  serviceLane: Map<number, number>; // service virtual IP -> lane
+  serviceLane: Map<number, number>; // service virtual IP -> lane; -1: a service node that left (its flows' packets are drop_no_route)
 }
 
 export class FdDataplane {
@@ -60,11 +60,17 @@ export class FdDataplane {
     return this.dp.socket.address;
   }
 
-  /** Installs a whole new route snapshot. Off the hot path. */
-  setRoutes(r: { hashTier: Address | null; peers: { id: number; data: Address }[]; services: { virtualIp: number; data: Address }[] }): void {
+  /**
+   * Installs a whole new route snapshot. Off the hot path. `goneServices`:
+   * virtual IPs of service nodes that left (DISENGAGED, FAILED): a packet of
+   * a flow still rewritten to one is a counted drop_no_route, not sent on
+   * toward the hash tier as if it were egress to a client.
+   */
+  setRoutes(r: { hashTier: Address | null; peers: { id: number; data: Address }[]; services: { virtualIp: number; data: Address }[]; goneServices?: number[] }): void {
     const peerLane = new Int32Array(65536).fill(-1);
     for (const p of r.peers) if (p.id !== this.handler.selfId) peerLane[p.id] = this.dp.laneTo(p.data);
     const serviceLane = new Map<number, number>();
+    for (const ip of r.goneServices ?? []) serviceLane.set(ip >>> 0, -1);
     for (const s of r.services) serviceLane.set(s.virtualIp >>> 0, this.dp.laneTo(s.data));
     this.routes = { hashTierLane: r.hashTier ? this.dp.laneTo(r.hashTier) : -1, peerLane, serviceLane };
     this.noteUplink(r.hashTier);

@@ -139,12 +139,20 @@ export class FdNode {
     return this.dataplane.address;
   }
 
-  /** Routes, peers and backends from the manager's view (a whole snapshot each time). */
+  /**
+   * Routes, peers and backends from the manager's view (a whole snapshot each
+   * time). Service nodes: an ACTIVE one is a route and a backend; a
+   * DISENGAGING one (draining: docs/disengage.md, "Service nodes") keeps its
+   * route, so the flows established to it go on, but no new flow chooses it;
+   * a DISENGAGED or FAILED one is neither (a packet of a flow still rewritten
+   * to it is a counted drop_no_route).
+   */
   private applyScope(u: ScopeUpdate): void {
     let hashTier: Address | null = null;
     const peers: { id: number; data: Address }[] = [];
     const meshPeers: { id: number; controlAddr: string }[] = [];
-    const services: { virtualIp: number; data: Address; port: number; id: number }[] = [];
+    const services: { virtualIp: number; data: Address; port: number; id: number; draining: boolean }[] = [];
+    const goneServices: number[] = [];
     for (const m of u.members) {
       const n = m.node;
       if (!n.dataAddr) continue;
@@ -152,15 +160,16 @@ export class FdNode {
       else if (n.role === Role.FD && m.status !== MemberStatus.FAILED) {
         peers.push({ id: n.id, data: parseAddress(n.dataAddr) });
         meshPeers.push({ id: n.id, controlAddr: n.controlAddr });
-      } else if (n.role === Role.SERVICE && m.status === MemberStatus.ACTIVE && n.virtualIp) {
-        services.push({ id: n.id, virtualIp: ipv4ToInt(n.virtualIp), data: parseAddress(n.dataAddr), port: n.virtualPort });
-      }
+      } else if (n.role === Role.SERVICE && (m.status === MemberStatus.ACTIVE || m.status === MemberStatus.DISENGAGING) && n.virtualIp) {
+        services.push({ id: n.id, virtualIp: ipv4ToInt(n.virtualIp), data: parseAddress(n.dataAddr), port: n.virtualPort, draining: m.status === MemberStatus.DISENGAGING });
+      } else if (n.role === Role.SERVICE && n.virtualIp) goneServices.push(ipv4ToInt(n.virtualIp));
     }
     const up = uplinkOf(u, this.cfg, this.me.uplink, this.tierLink);
     if (up) hashTier = parseAddress(up.dataAddr);
     services.sort((a, b) => a.id - b.id); // every FD picks backends from the same ordered list
-    this.dataplane.setRoutes({ hashTier, peers, services });
-    this.policy.setBackends(services.map((s) => ({ ip: s.virtualIp, port: s.port })));
+    this.dataplane.setRoutes({ hashTier, peers, services, goneServices });
+    const backends = services.filter((s) => !s.draining);
+    this.policy.setBackends(backends.map((s) => ({ ip: s.virtualIp, port: s.port })));
     this.mesh.setPeers(meshPeers);
     // Engaged again after a disengage: back to an ordinary member once the
     // scope holds this FD again (until then, redirecting by the scope without
@@ -176,7 +185,7 @@ export class FdNode {
         this.handler.setLeaving(scope, ids, u.hashSeed);
       }
     }
-    this.log.info('scope applied', { version: u.version, peers: peers.length, services: services.length });
+    this.log.info('scope applied', { version: u.version, peers: peers.length, services: services.length, backends: backends.length });
   }
 
   /** Is this FD's control link to the tier up? (undefined: no link to it) */

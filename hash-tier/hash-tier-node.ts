@@ -64,6 +64,8 @@ export class HashTierNode {
       operationTimeoutMs: cfg.operations.timeoutMs,
       quietMs: cfg.operations.quietMs,
       scopeAckTimeoutMs: cfg.operations.scopeAckTimeoutMs,
+      serviceDrainTimeoutMs: cfg.operations.serviceDrainTimeoutMs,
+      serviceQuietMs: cfg.operations.serviceQuietMs,
       powerdown: cfg.powerdown,
       store: this.store,
       storeTtlMs: cfg.store.ttlMs,

@@ -53,6 +53,17 @@ export const MGR = defineCounters([
   'scope_ack_requests', // acknowledgements asked of this tier by the leader
   'scope_ack_request_timeouts', // ... that this tier could not give in time (its store watch lagged)
   'tier_changes', // the set of live hash tiers changed (the leader publishes it as a new scope version)
+  'service_drains_started', // a service node went DISENGAGING: FDs stop choosing it for new flows, keep its route
+  'service_drains_completed', // ... and DISENGAGED (its route removed everywhere, acknowledged)
+  'service_drains_quiet', // ... ended because nothing reached it for serviceQuietMs
+  'service_drain_timeouts', // ... ended at serviceDrainTimeoutMs, not quiet (DISENGAGED anyway)
+  'service_drains_failed', // the service did not answer the drain (not connected, closed): left DISENGAGING
+  'service_drains_joined', // a repeated request (the node stopping, a retry) joined the drain in progress
+  'service_drains_resumed', // a DISENGAGING service node no drain drove (a manager that took over) was drained again
+  'service_drains_refused', // refused: the last ACTIVE service node (not stopping), not ACTIVE/DISENGAGING
+  'service_drains_already_done', // a stopping service node that was already DISENGAGED: answered ok at once
+  'service_drain_ack_failures', // members that did not acknowledge the scope without the drained node's route
+  'service_engages', // a DISENGAGED service node taken back (engage): ACTIVE again
 ] as const);
 
 export interface ManagerOptions {
@@ -75,6 +86,10 @@ export interface ManagerOptions {
   scopeAckTimeoutMs?: number;
   /** A disengaged FD reports only after receiving nothing for this long (ms; default 100). */
   quietMs?: number;
+  /** A draining service node is DISENGAGED at the latest after this long waiting to be quiet (ms; default 30000). */
+  serviceDrainTimeoutMs?: number;
+  /** A draining service node is quiet once no frame reached it for this long (ms; default 1000). */
+  serviceQuietMs?: number;
   /** Scheduled power-down of idle FDs (off when absent or disabled). */
   powerdown?: { enabled: boolean; everyMs: number; thresholdPps: number; sustainMs: number; minActive: number; policy: string; stopProcesses: boolean };
   /** The cluster-state store (embedded: a MemoryStore in this process) and the TTL of this tier's lease. */
@@ -127,6 +142,8 @@ export class Manager {
       defaultTimeoutMs: o.operationTimeoutMs ?? 30_000,
       scopeAckTimeoutMs: o.scopeAckTimeoutMs,
       quietMs: o.quietMs,
+      serviceDrainTimeoutMs: o.serviceDrainTimeoutMs,
+      serviceQuietMs: o.serviceQuietMs,
       logger: this.log,
     });
     this.workflows = new Workflows({
@@ -203,6 +220,17 @@ export class Manager {
     }
     await this.publishScope();
     for (const m of this.registry.all()) {
+      if (m.info.role === Role.SERVICE && m.machine.status === MemberStatus.DISENGAGING && m.connected) {
+        // A service drain the old leader drove: drain it again (the node's stop, or a
+        // forwarded request, waits for it).
+        const p = this.ops.resumeServiceDrain(m.info.name);
+        this.resumed.set(m.info.name, p);
+        p.then(
+          (r) => this.log.info('resumed service drain completed', { target: r.target, ok: r.ok }),
+          (e: Error) => this.log.warn('resumed service drain failed', { target: m.info.name, err: e.message }),
+        );
+        continue;
+      }
       if (m.info.role !== Role.FD) continue;
       if (m.machine.status === MemberStatus.DISENGAGING) {
         const p = this.ops.resumeDisengage(m.info.name);
@@ -455,7 +483,7 @@ export class Manager {
         return { reply: this.ackScope(env.body.value.version) };
       case 'disengageRequest': {
         const q = env.body.value;
-        const opts = { target: q.target, policy: q.policy || 'least-flows', inheritor: q.inheritor, backup: q.backup, ...(q.timeoutMs ? { timeoutMs: q.timeoutMs } : {}), ...(q.chunkRecords ? { chunkRecords: q.chunkRecords } : {}) };
+        const opts = { target: q.target, policy: q.policy || 'least-flows', inheritor: q.inheritor, backup: q.backup, ...(q.timeoutMs ? { timeoutMs: q.timeoutMs } : {}), ...(q.chunkRecords ? { chunkRecords: q.chunkRecords } : {}), ...(q.stopping ? { stopping: true } : {}) };
         return {
           reply: this.ops
             .disengage(opts, (p) => ch.send(body('migrationProgress', p)))

@@ -66,6 +66,10 @@ export interface OperationsDeps {
   quietMs?: number;
   /** How long the manager waits for the answer to an ABORT (ms). */
   abortTimeoutMs?: number;
+  /** Bound of a service node's wait to be quiet while it drains (ms). */
+  serviceDrainTimeoutMs?: number;
+  /** A draining service node is quiet once no frame reached it for this long (ms). */
+  serviceQuietMs?: number;
   logger?: Logger;
 }
 
@@ -76,11 +80,44 @@ export interface DisengageOptions {
   backup?: string;
   timeoutMs?: number;
   chunkRecords?: number;
+  /** A service node asks for its own drain: its process is stopping (DisengageRequest.stopping). */
+  stopping?: boolean;
 }
 
 export const DEFAULT_SCOPE_ACK_TIMEOUT_MS = 5000;
 export const DEFAULT_QUIET_MS = 100;
 export const DEFAULT_ABORT_TIMEOUT_MS = 10_000;
+/** Service drains (config operations.serviceDrainTimeoutMs / serviceQuietMs have the same defaults). */
+export const DEFAULT_SERVICE_DRAIN_TIMEOUT_MS = 30_000;
+export const DEFAULT_SERVICE_QUIET_MS = 1000;
+
+/** A DisengageReply with every field at its default (the fields a service drain does not use stay so). */
+export function emptyDisengageReply(target: string): DisengageReply {
+  return {
+    ok: false,
+    errorCode: '',
+    errorMessage: '',
+    migrationId: 0,
+    target,
+    policy: '',
+    shares: [],
+    entriesMoved: 0,
+    durationMs: 0,
+    copyMs: 0,
+    broadcastMs: 0,
+    drainMs: 0,
+    redirectsServed: 0,
+    scopeVersion: 0,
+    fellBackToBackup: false,
+    packetsLost: 0,
+    handedOver: false,
+    quietMs: 0,
+    scopeAcked: [],
+    scopeSkipped: [],
+    framesDrained: 0,
+    drainTimedOut: false,
+  };
+}
 
 export class Operations {
   private nextMigration = 1;
@@ -93,6 +130,10 @@ export class Operations {
   private readonly scopeAckTimeoutMs: number;
   readonly quietMs: number;
   private readonly abortTimeoutMs: number;
+  readonly serviceDrainTimeoutMs: number;
+  readonly serviceQuietMs: number;
+  /** Service drains in progress, by name (a repeated request joins the running one). */
+  private readonly serviceDrains = new Map<string, Promise<DisengageReply>>();
 
   constructor(private readonly d: OperationsDeps) {
     this.log = d.logger ?? getLogger('operations');
@@ -100,6 +141,8 @@ export class Operations {
     this.scopeAckTimeoutMs = d.scopeAckTimeoutMs ?? DEFAULT_SCOPE_ACK_TIMEOUT_MS;
     this.quietMs = d.quietMs ?? DEFAULT_QUIET_MS;
     this.abortTimeoutMs = d.abortTimeoutMs ?? DEFAULT_ABORT_TIMEOUT_MS;
+    this.serviceDrainTimeoutMs = d.serviceDrainTimeoutMs ?? DEFAULT_SERVICE_DRAIN_TIMEOUT_MS;
+    this.serviceQuietMs = d.serviceQuietMs ?? DEFAULT_SERVICE_QUIET_MS;
   }
 
   /** A MigrationProgress message from an FD. */
@@ -131,6 +174,8 @@ export class Operations {
    */
   async disengage(o: DisengageOptions, onProgress?: (p: MigrationProgress) => void): Promise<DisengageReply> {
     const d = this.d;
+    const svc = d.registry.byName(o.target);
+    if (svc && svc.info.role === Role.SERVICE) return this.drainService(svc, o);
     const t0 = this.now();
     const timeoutMs = o.timeoutMs ?? d.defaultTimeoutMs;
     this.check(this.fd(o.target), o.target); // clear refusals at once, before any wait
@@ -370,6 +415,8 @@ export class Operations {
    * moves flows while the joiner learns them.
    */
   async engage(target: string, timeoutMs = this.d.defaultTimeoutMs): Promise<EngageReply> {
+    const svc = this.d.registry.byName(target);
+    if (svc && svc.info.role === Role.SERVICE) return this.engageService(svc);
     this.checkEngage(this.fd(target), target);
     const release = await this.enter('engage', timeoutMs, `engage of ${target}`);
     try {
@@ -422,5 +469,171 @@ export class Operations {
     d.counters.inc(MGR.engages);
     this.log.info('engaged', { target, records });
     return { ok: true, errorCode: '', errorMessage: '', scopeVersion: d.registry.scopeVersion, recordsSynced: records };
+  }
+
+  // ---- Service nodes (docs/disengage.md, "Service nodes") ----
+
+  private activeServices(): MemberRecord[] {
+    return this.d.registry.all().filter((m) => m.info.role === Role.SERVICE && m.machine.status === MemberStatus.ACTIVE);
+  }
+
+  /**
+   * Drains a service node: DISENGAGING (committed, published: FDs stop
+   * choosing it for new flows and keep its route, so established flows go
+   * on), every tier and member acknowledges that, the node answers once no
+   * frame reached it for `serviceQuietMs` (or at the drain timeout), then
+   * DISENGAGED (its route removed everywhere, acknowledged): only now may its
+   * process exit. No flow state moves, so it does not wait for FD operations
+   * (the operation gate). A request for a node already draining joins that
+   * drain.
+   */
+  drainService(rec: MemberRecord, o: DisengageOptions): Promise<DisengageReply> {
+    const d = this.d;
+    const name = rec.info.name;
+    const running = this.serviceDrains.get(name);
+    if (running) {
+      d.counters.inc(MGR.service_drains_joined);
+      return running;
+    }
+    const st = rec.machine.status;
+    const refuse = (code: ErrorCode, msg: string): Promise<never> => {
+      d.counters.inc(MGR.service_drains_refused);
+      return Promise.reject(new BatonError(code, msg));
+    };
+    if (st === MemberStatus.DISENGAGED) {
+      if (o.stopping) {
+        d.counters.inc(MGR.service_drains_already_done);
+        return Promise.resolve({ ...emptyDisengageReply(name), ok: true, scopeVersion: d.registry.scopeVersion });
+      }
+      return refuse(ErrorCode.INVALID_TRANSITION, `cannot disengage ${name}: it is already disengaged (drained); stop its process, or engage it again`);
+    }
+    if (st !== MemberStatus.ACTIVE && st !== MemberStatus.DISENGAGING) return refuse(ErrorCode.INVALID_TRANSITION, `cannot disengage ${name}: it is ${statusName(st)}`);
+    if (st === MemberStatus.ACTIVE && !o.stopping && this.activeServices().length <= 1) {
+      return refuse(ErrorCode.EMPTY_SCOPE, `cannot disengage ${name}: it is the last ACTIVE service node (new flows would find no backend); stopping its process drains it anyway`);
+    }
+    if (!d.channelTo(rec.info.id)) return refuse(ErrorCode.CONNECTION_CLOSED, `cannot drain ${name}: it is not connected to the manager`);
+    if (st === MemberStatus.DISENGAGING) d.counters.inc(MGR.service_drains_resumed);
+    const p = this.driveServiceDrain(rec, o).finally(() => this.serviceDrains.delete(name));
+    this.serviceDrains.set(name, p);
+    return p;
+  }
+
+  /** A DISENGAGING service node no drain here drives (the manager that drove it died): drain it again. */
+  resumeServiceDrain(target: string): Promise<DisengageReply> {
+    const rec = this.d.registry.byName(target);
+    if (!rec || rec.info.role !== Role.SERVICE) return Promise.reject(new BatonError(ErrorCode.UNKNOWN_NODE, `no service node ${target}`));
+    return this.drainService(rec, { target, stopping: true });
+  }
+
+  private async driveServiceDrain(rec: MemberRecord, o: DisengageOptions): Promise<DisengageReply> {
+    const d = this.d;
+    const name = rec.info.name;
+    const id = rec.info.id;
+    const t0 = this.now();
+    // The quiet wait is bounded by the configured drain timeout, and by the
+    // request's timeout when that is shorter (1 s left for the commit and the
+    // acknowledgement of DISENGAGED).
+    const deadline = o.timeoutMs ? t0 + o.timeoutMs : Infinity;
+    const fail = (code: string, msg: string): never => {
+      d.counters.inc(MGR.service_drains_failed);
+      this.log.warn('service drain failed', { target: name, err: msg });
+      throw new BatonError(code as ErrorCode, msg);
+    };
+    // 1. DISENGAGING: FDs choose it for no new flow, and keep its route.
+    if (rec.machine.status === MemberStatus.ACTIVE) {
+      await d.changeStatus(id, MemberStatus.DISENGAGING, o.stopping ? 'drain: its process is stopping' : 'drain (disengage)');
+      d.counters.inc(MGR.service_drains_started);
+    }
+    this.log.info('service drain started', { target: name, stopping: !!o.stopping, quietMs: this.serviceQuietMs, timeoutMs: o.timeoutMs ?? this.serviceDrainTimeoutMs });
+    const c1 = await d.confirmScope(d.registry.scopeVersion, this.scopeAckTimeoutMs);
+    if (c1.failed.length > 0) {
+      // Counted by confirmScope. Not fatal: an FD that still picks the node for new
+      // flows keeps it from going quiet, so the drain then ends at its timeout.
+      this.log.warn('service drain: members did not acknowledge the scope with it DISENGAGING', { target: name, failed: c1.failed });
+    }
+    // 2. Quiet: the node answers once nothing reached it for serviceQuietMs (its
+    //    established flows ended), or at the drain timeout.
+    const q = emptyDisengageReply(name);
+    let timedOut = false;
+    let answer: DisengageReply;
+    const drainTimeoutMs = Math.round(Math.max(100, Math.min(this.serviceDrainTimeoutMs, deadline - this.now() - 1000)));
+    try {
+      answer = await this.ask(rec, { ...this.serviceRequest(rec), timeoutMs: drainTimeoutMs }, drainTimeoutMs + 2000);
+    } catch (e) {
+      return fail(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `${name} did not answer the drain (${(e as Error).message}); it stays DISENGAGING (FDs keep its route, choose it for no new flow) until it is drained again or fails`);
+    }
+    if (!answer.ok) {
+      if (answer.errorCode !== ErrorCode.TIMEOUT) return fail(answer.errorCode || ErrorCode.REMOTE_ERROR, `${name}: ${answer.errorMessage}; it stays DISENGAGING`);
+      timedOut = true;
+      d.counters.inc(MGR.service_drain_timeouts);
+      this.log.warn('service drain timed out: DISENGAGED anyway; what still reaches it is counted', { target: name, err: answer.errorMessage });
+    } else d.counters.inc(MGR.service_drains_quiet);
+    // 3. DISENGAGED: its route goes from every FD (acknowledged); then it may stop.
+    try {
+      await d.changeStatus(id, MemberStatus.DISENGAGED, timedOut ? 'drain timed out' : 'drained: quiet');
+    } catch (e) {
+      return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `${name} is drained, but DISENGAGED was not committed (${(e as Error).message}); it stays DISENGAGING`);
+    }
+    const version = d.registry.scopeVersion;
+    const c2 = await d.confirmScope(version, this.scopeAckTimeoutMs);
+    d.counters.inc(MGR.service_drains_completed);
+    const reply: DisengageReply = {
+      ...q,
+      ok: true,
+      durationMs: this.now() - t0,
+      drainMs: answer.drainMs,
+      quietMs: answer.quietMs,
+      scopeVersion: version,
+      scopeAcked: c2.acked,
+      scopeSkipped: c2.skipped,
+      framesDrained: answer.framesDrained ?? 0,
+      drainTimedOut: timedOut,
+      ...(timedOut ? { errorCode: ErrorCode.TIMEOUT, errorMessage: `${name} was still receiving at the drain timeout (${answer.errorMessage}); DISENGAGED anyway` } : {}),
+    };
+    if (c2.failed.length > 0) {
+      d.counters.inc(MGR.service_drain_ack_failures, c2.failed.length);
+      return {
+        ...reply,
+        ok: false,
+        errorCode: ErrorCode.TIMEOUT,
+        errorMessage: `${name} is DISENGAGED, but ${c2.failed.map((f) => `${f.name} (${f.why})`).join(', ')} did not acknowledge the scope without its route within ${this.scopeAckTimeoutMs} ms: frames they still send to it are counted (link loss, or drop_after_stop once it stopped)`,
+      };
+    }
+    this.log.info('service drained', { target: name, ms: Math.round(reply.durationMs), frames: reply.framesDrained, timedOut });
+    return reply;
+  }
+
+  /** The manager's request to a draining service node: answer once quiet (FINISH, with the quiet interval). */
+  private serviceRequest(rec: MemberRecord): DisengageRequest {
+    return {
+      target: rec.info.name,
+      targetId: rec.info.id,
+      policy: '',
+      inheritor: '',
+      backup: '',
+      timeoutMs: this.serviceDrainTimeoutMs,
+      migrationId: 0,
+      peers: [],
+      nextScope: { version: this.d.registry.scopeVersion, members: [], tableSize: 0, hashSeed: 0, anchor: [] },
+      chunkRecords: 0,
+      randomSeed: 0,
+      stage: DisengageStage.FINISH,
+      quietMs: this.serviceQuietMs,
+    };
+  }
+
+  /** A DISENGAGED service node that still runs serves again: JOINING → ACTIVE at once (it holds no flow state). */
+  private async engageService(rec: MemberRecord): Promise<EngageReply> {
+    const d = this.d;
+    const name = rec.info.name;
+    const st = rec.machine.status;
+    if (st === MemberStatus.ACTIVE) throw new BatonError(ErrorCode.INVALID_TRANSITION, `${name} is already ACTIVE`);
+    if (st !== MemberStatus.DISENGAGED) throw new BatonError(ErrorCode.INVALID_TRANSITION, `cannot engage ${name}: it is ${statusName(st)}`);
+    if (!rec.connected) throw new BatonError(ErrorCode.CONNECTION_CLOSED, `${name} is DISENGAGED and not running; start it and it joins by itself`);
+    await d.changeStatus(rec.info.id, MemberStatus.JOINING, 'engage');
+    await d.changeStatus(rec.info.id, MemberStatus.ACTIVE, 'engaged (service node: no state to sync)');
+    d.counters.inc(MGR.service_engages);
+    this.log.info('service node engaged', { target: name });
+    return { ok: true, errorCode: '', errorMessage: '', scopeVersion: d.registry.scopeVersion, recordsSynced: 0 };
   }
 }

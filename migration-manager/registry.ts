@@ -95,6 +95,9 @@ export class Registry {
     if (prev && prev.connected) {
       throw new BatonError(ErrorCode.DUPLICATE_NODE, `node ${info.id} (${prev.info.name}) is already registered and connected`);
     }
+    // A service node's control link that reconnected (same process): it keeps a
+    // drain's status (DISENGAGING, DISENGAGED). A new process starts afresh.
+    const sameService = prev !== undefined && info.role === Role.SERVICE && info.pid !== 0 && prev.info.pid === info.pid;
     const rec: MemberRecord = prev ?? {
       info,
       machine: new StatusMachine(MemberStatus.JOINING),
@@ -120,8 +123,9 @@ export class Registry {
     // it failed, then rejoins.
     const S = MemberStatus;
     const m = rec.machine;
-    if (prev && (m.status === S.ACTIVE || m.status === S.DISENGAGING)) m.transition(S.FAILED, 'registered again: restarted without its state', now);
-    if (m.status === S.FAILED || m.status === S.DISENGAGED) m.transition(S.JOINING, prev ? 're-registered' : 'registered', now);
+    const keep = sameService && (m.status === S.DISENGAGING || m.status === S.DISENGAGED);
+    if (prev && !keep && (m.status === S.ACTIVE || m.status === S.DISENGAGING)) m.transition(S.FAILED, 'registered again: restarted without its state', now);
+    if (!keep && (m.status === S.FAILED || m.status === S.DISENGAGED)) m.transition(S.JOINING, prev ? 're-registered' : 'registered', now);
     if (info.role === Role.SERVICE && m.status === S.JOINING) m.transition(S.ACTIVE, 'registered', now);
     if (m.status !== S.DISENGAGING) rec.disengage = null;
     this.members.set(info.id, rec);

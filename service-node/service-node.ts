@@ -59,6 +59,12 @@ export const SN = defineCounters([
   'tx_send_error_frames', // the frames those datagrams carried
   'drop_after_stop', // frames that arrived once the node had stopped answering
   'uplink_changes', // replies moved to another hash tier (the uplink died or came back)
+  'drains', // the manager asked this node to drain: answer once no frame arrived for the quiet interval
+  'drain_quiet_restarts', // a frame arrived while draining: the quiet interval started again
+  'drain_timeouts', // the drain's timeout came before the node was quiet (the manager makes it DISENGAGED anyway)
+  'stop_drains', // stopping (SIGTERM): asked the manager to drain this node before exiting
+  'stop_drains_confirmed', // ... and the manager answered DISENGAGED (its route removed everywhere)
+  'stop_drains_unconfirmed', // ... and got no such answer in time (no manager, refused): stopped anyway
 ] as const);
 
 /** Per-link frame counts of a service node, shared by its successive ServiceNode instances. */

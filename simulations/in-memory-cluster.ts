@@ -122,7 +122,7 @@ export class InMemoryCluster {
 
   async stop(): Promise<void> {
     for (const f of this.fds) await f.stop();
-    for (const s of this.services) await s.stop();
+    for (const s of this.services) await s.stop({ drain: false }); // a teardown: no drain (it would wait on virtual time)
     for (const h of this.hashTiers) await h.stop();
   }
 }

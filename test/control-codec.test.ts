@@ -100,6 +100,8 @@ const DISENGAGE_REPLY: DisengageReply = {
   quietMs: 25.5,
   scopeAcked: ['agg-a', 'agg-b', 'fd-8', 'svc-1'],
   scopeSkipped: ['svc-2'],
+  framesDrained: 2 ** 33 + 5, // needs > 32 bits
+  drainTimedOut: true,
 };
 
 /** One fully populated example of every body (typed: the compiler checks each against messages.ts). */
@@ -146,6 +148,7 @@ const EXAMPLES: { [K in BodyCase]: Extract<Body, { case: K }>['value'] } = {
     randomSeed: 0xfeedface,
     stage: 2,
     quietMs: 100,
+    stopping: true,
   },
   disengageReply: DISENGAGE_REPLY,
   migrationChunk: {
@@ -294,6 +297,7 @@ describe('round trip', () => {
         randomSeed: 0,
         stage: 0,
         quietMs: 0,
+        stopping: false,
       },
     });
     const up = expectOk(
@@ -388,6 +392,8 @@ describe('round trip', () => {
     quietMs: fc.double(),
     scopeAcked: fc.array(str, { maxLength: 3 }),
     scopeSkipped: fc.array(str, { maxLength: 3 }),
+    framesDrained: u64,
+    drainTimedOut: fc.boolean(),
   });
   const arbBody: fc.Arbitrary<Body> = fc.oneof(
     fc.constant(body('ping', {})),
@@ -443,6 +449,7 @@ describe('round trip', () => {
         randomSeed: u32,
         stage: u32,
         quietMs: u32,
+        stopping: fc.boolean(),
       })
       .map((v) => body('disengageRequest', v)),
     arbDisengageReply.map((v) => body('disengageReply', v)),

@@ -131,7 +131,9 @@ describe('disengage (in memory, virtual time)', () => {
     await c.start();
     const ops = c.hashTier.manager.ops;
     await expect(c.drive(ops.disengage({ target: 'fd-9' }))).rejects.toThrow(/unknown node "fd-9"/);
-    await expect(c.drive(ops.disengage({ target: 'svc-1' }))).rejects.toThrow(/not a flow distributor/);
+    // A service node is drained instead (test/service-drain.test.ts).
+    expect((await c.drive(ops.disengage({ target: 'svc-1' }), 30_000)).ok).toBe(true);
+    expect(status(c, 'svc-1')).toBe('DISENGAGED');
     expect((await c.drive(ops.disengage({ target: 'fd-1' }))).ok).toBe(true);
     await expect(c.drive(ops.disengage({ target: 'fd-1' }))).rejects.toThrow(/already disengaged/);
     try {

@@ -200,6 +200,18 @@ export class MemberAgent {
     });
   }
 
+  /**
+   * A request to a manager (this member asking something of the cluster, e.g.
+   * a service node's own drain when it stops): sent on the first registered
+   * link; a follower forwards it to the leader. Rejects CONNECTION_CLOSED
+   * when no link is registered, else as ControlChannel.request.
+   */
+  request(b: Body, timeoutMs: number): Promise<EnvelopeObject> {
+    const l = this.links.find((x) => x.registered && x.channel !== null && !x.channel.closed);
+    if (!l) return Promise.reject(new BatonError(ErrorCode.CONNECTION_CLOSED, `${this.opts.node.name} is registered with no manager right now`));
+    return l.channel!.request(b, timeoutMs);
+  }
+
   /** Sends a heartbeat now to every manager (e.g. right after a big change in flow counts). */
   heartbeatNow(): void {
     for (const l of this.links) l.heartbeat();

@@ -199,7 +199,18 @@ export const ConfigSchema = z
          * default as DEFAULT_SCOPE_ACK_TIMEOUT_MS in migration-manager/operations.ts.
          */
         scopeAckTimeoutMs: z.number().int().min(100).max(600_000).default(5000),
+        /**
+         * A service node that leaves (`baton disengage svc-N`, or SIGTERM of its
+         * process) is drained (docs/disengage.md, "Service nodes"): FDs stop
+         * choosing it for new flows but keep its route, and it is DISENGAGED
+         * (its route removed) once no frame reached it for serviceQuietMs, or at
+         * serviceDrainTimeoutMs whatever still arrives (then counted). A stopping
+         * service process waits for that, bounded (serviceStopBoundMs).
+         */
+        serviceDrainTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
+        serviceQuietMs: z.number().int().min(10).max(600_000).default(1000),
       })
+      .refine((o) => o.serviceQuietMs < o.serviceDrainTimeoutMs, { message: 'serviceQuietMs must be less than serviceDrainTimeoutMs', path: ['serviceQuietMs'] })
       .prefault({}),
     log: z.strictObject({ level: z.enum(['error', 'warn', 'info', 'debug']).default('info') }).prefault({}),
   })

@@ -183,6 +183,12 @@ export interface DisengageRequest {
   stage?: number;
   /** FINISH / ALL: the FD reports only after receiving no frame for this long (and its kernel receive queue is empty); absent = 0. */
   quietMs?: number;
+  /**
+   * A service node asks the manager to drain it because its process is
+   * stopping: drained even if it is the last ACTIVE service node; one already
+   * DISENGAGED is answered ok at once. Absent = false.
+   */
+  stopping?: boolean;
 }
 
 /** DisengageRequest.stage: the steps of a disengage the manager asks for one at a time (docs/disengage.md). */
@@ -228,6 +234,10 @@ export interface DisengageReply {
   scopeAcked: string[];
   /** Manager's reply: members not connected and tiers not running, not waited for. */
   scopeSkipped: string[];
+  /** Service drain: frames the service node received while it waited to be quiet (decoded: 0 when absent). */
+  framesDrained?: number;
+  /** Service drain: it ended at its timeout, not quiet; the node is DISENGAGED anyway (decoded: false when absent). */
+  drainTimedOut?: boolean;
 }
 
 export interface MigrationChunk {
