@@ -1,7 +1,9 @@
 /**
  * Chaos test with real processes, real sockets and sustained verified traffic:
  *   1. disengage one FD, then another, engage a new one, engage the first one
- *      again and run a rolling upgrade of every ACTIVE FD — 0 lost, 0 duplicated;
+ *      again, run a rolling upgrade of every ACTIVE FD, then disengage two FDs
+ *      at once while a service node is added (svc-5) and another removed
+ *      (svc-1: SIGTERM, drained, stopped) — 0 lost, 0 duplicated;
  *   2. the named inheritor of a disengage dies midway (SIGSTOP, then SIGKILL):
  *      the disengage falls back to the backup inheritor, the cluster keeps
  *      serving, and the only packets lost are those of flows the dead FD
@@ -28,6 +30,7 @@ import { HashScope } from '../shared/scope/hash-scope.js';
 import { hashFiveTuple } from '../shared/hash/xxh32.js';
 import { kernelUdpDrops } from '../shared/io/kernel-udp-stats.js';
 import { bookClient, settledBooks, formatLossBooks } from './helpers/loss-books.js';
+import { metricValue } from './helpers/metrics.js';
 import type { BookClient } from '../traffic/loss-books.js';
 
 /**
@@ -55,6 +58,13 @@ const cfg = parseConfig({
   // start on this 2-core machine finds its backlog queued, not dropped by the kernel.
   dataplane: { socketBufferBytes: 32 << 20 },
   control: { heartbeatMs: 100, deadAfterMs: 1000 },
+  // svc-1 is removed under traffic: SIGTERM drains it (docs/disengage.md, "Service nodes").
+  // How the step stays bounded: the drain ends when svc-1 has been quiet for serviceQuietMs,
+  // i.e. once the flows established to it before the FDs stopped choosing it have ended —
+  // the generator's flows are 1000 packets at RATE/256 pps each (the test prints that
+  // length, ~4-9 s here), and the generator stops sending at durationMs anyway. The drain
+  // timeout (40 s) is only the bound; the test asserts the drain ended quiet, not by it.
+  operations: { serviceQuietMs: 1000, serviceDrainTimeoutMs: 40_000 },
   log: { level: 'warn' },
 });
 
@@ -149,7 +159,7 @@ beforeAll(async () => {
   const probe = await done;
   probePps = Math.round(probe.received / (probe.sendPhaseMs / 1000));
   RATE = Math.round(probePps * FRACTION);
-  console.log(`chaos: the probe carried ${probePps} pps (window ${probe.window}, lost ${probe.lost}); the chaos run targets ${FRACTION} of it: ${RATE} pps`);
+  console.log(`chaos: the probe carried ${probePps} pps (window ${probe.window}, lost ${probe.lost}); the chaos run targets ${FRACTION} of it: ${RATE} pps (a flow of 1000 packets lasts ~${((1000 * 256) / RATE).toFixed(1)} s)`);
   expect(probe.lost).toBe(0);
 }, 120_000);
 
@@ -163,7 +173,7 @@ afterAll(async () => {
 }, 60_000);
 
 describe('chaos: FDs leave, join and restart under sustained verified traffic', () => {
-  it(`disengage ×2, engage a new FD, re-engage, rolling upgrade of all FDs, two FDs disengaged at once while a service node is added, at ${FRACTION} of the probed rate: 0 lost, 0 duplicated, the loss books close`, async () => {
+  it(`disengage ×2, engage a new FD, re-engage, rolling upgrade of all FDs, two FDs disengaged at once while a service node is added and another removed (drained and stopped), at ${FRACTION} of the probed rate: 0 lost, 0 duplicated, the loss books close`, async () => {
     const { gen, done } = await startTraffic({ ratePps: RATE, catchUp: CATCH_UP, concurrency: 256, totalFlows: 100_000, packetsPerFlow: 1000, udpRatio: 0.5, durationMs: 60_000, drainMs: 3000 });
     const steps: string[] = [];
     const t0 = Date.now();
@@ -193,15 +203,37 @@ describe('chaos: FDs leave, join and restart under sustained verified traffic', 
     expect(up.value.upgraded.sort()).toEqual(['fd-1', 'fd-3', 'fd-4']);
     step(`rolling upgrade of ${up.value.upgraded.join(', ')} in ${(up.value.durationMs / 1000).toFixed(1)} s`);
 
-    // Two FDs leave at the same time while a service node joins.
+    // Two FDs leave at the same time while a service node joins and another one is removed:
+    // svc-1 gets SIGTERM and drains (DISENGAGING: no new flow, its established flows go on;
+    // quiet; DISENGAGED: no FD routes to it) before its process exits.
     const e2 = await ask(body('engageRequest', { target: 'fd-2', timeoutMs: 30_000 }));
     expect(e2.case === 'engageReply' && e2.value.ok).toBe(true);
     expect(await activeFds()).toEqual(['fd-1', 'fd-2', 'fd-3', 'fd-4']);
-    const [b1, b2] = await Promise.all([disengage('fd-1', 'least-flows'), disengage('fd-4', 'spread'), launcher.startNode('service', 'svc-5')]);
+    const svc1 = launcher.nodes.get('svc-1')!;
+    const svc1RxBefore = metricValue(await (await fetch(svc1.metrics)).text(), 'baton_service_total', 'rx_frames');
+    const tDrain = Date.now();
+    let svc1StoppedAt = 0;
+    const [b1, b2] = await Promise.all([
+      disengage('fd-1', 'least-flows'),
+      disengage('fd-4', 'spread'),
+      launcher.startNode('service', 'svc-5'),
+      launcher.stopNode('svc-1').then(() => (svc1StoppedAt = Date.now())),
+    ]);
     expect(b1.errorMessage).toBe('');
     expect(b2.errorMessage).toBe('');
     expect(b1.ok && b2.ok).toBe(true);
-    step(`fd-1 and fd-4 disengaged together (${b1.entriesMoved} + ${b2.entriesMoved} entries) while svc-5 joined`);
+    expect(svc1.proc.exitCode).toBe(0); // it exited on its own, drained (not killed after the grace)
+    const svc1Final = launcher.retired.filter((r) => r.name === 'svc-1').at(-1)!.metrics;
+    const svcCounter = (c: string) => metricValue(svc1Final, 'baton_service_total', c);
+    expect(svcCounter('stop_drains_confirmed')).toBe(1);
+    expect(svcCounter('drain_timeouts')).toBe(0); // the drain ended quiet, not at its timeout
+    const drained = svcCounter('rx_frames') - svc1RxBefore;
+    expect(drained).toBeGreaterThan(0); // its established flows went on while it drained
+    expect((await statusOf('svc-1'))?.status).toBe('DISENGAGED');
+    step(
+      `fd-1 and fd-4 disengaged together (${b1.entriesMoved} + ${b2.entriesMoved} entries) while svc-5 joined and svc-1 was drained and stopped ` +
+        `(${((svc1StoppedAt - tDrain) / 1000).toFixed(1)} s; ${drained} frames of its established flows received meanwhile, ${svcCounter('drop_after_stop')} after it stopped)`,
+    );
     expect(await activeFds()).toEqual(['fd-2', 'fd-3']);
     await waitFor('svc-5 serving', async () => (await statusOf('svc-5'))?.status === 'ACTIVE');
     await new Promise((r) => setTimeout(r, 1000)); // new flows reach svc-5
