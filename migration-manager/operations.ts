@@ -541,7 +541,11 @@ export class Operations {
     };
     // 1. DISENGAGING: FDs choose it for no new flow, and keep its route.
     if (rec.machine.status === MemberStatus.ACTIVE) {
-      await d.changeStatus(id, MemberStatus.DISENGAGING, o.stopping ? 'drain: its process is stopping' : 'drain (disengage)');
+      try {
+        await d.changeStatus(id, MemberStatus.DISENGAGING, o.stopping ? 'drain: its process is stopping' : 'drain (disengage)');
+      } catch (e) {
+        return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `cannot drain ${name}: DISENGAGING was not committed (${(e as Error).message}); it stays ACTIVE`);
+      }
       d.counters.inc(MGR.service_drains_started);
     }
     this.log.info('service drain started', { target: name, stopping: !!o.stopping, quietMs: this.serviceQuietMs, timeoutMs: o.timeoutMs ?? this.serviceDrainTimeoutMs });
