@@ -147,8 +147,8 @@ addTrafficOptions(traffic).action(async (o) => {
 });
 
 program
-  .command('disengage <fd>')
-  .description('move an FD\'s flows to inheritors with zero packet loss, then take it out of the hash scope')
+  .command('disengage <node>')
+  .description('an FD: move its flows to inheritors with zero packet loss, then take it out of the hash scope; a service node: send it no new flow and wait until its flows are done (quiet), then remove its route')
   .addOption(configOpt())
   .option('--manager <host:port>', 'manager control address (default: from the config)')
   .addOption(new Option('--policy <policy>', 'inheritor selection').choices([...POLICIES]).default('least-flows'))
@@ -174,8 +174,8 @@ program
   });
 
 program
-  .command('engage <fd>')
-  .description('(re-)add a disengaged FD: it learns its peers\' flows, then the scope grows (existing flows keep their owner)')
+  .command('engage <node>')
+  .description('(re-)add a disengaged FD (it learns its peers\' flows, then the scope grows; existing flows keep their owner) or service node (new flows may go to it again)')
   .addOption(configOpt())
   .option('--manager <host:port>', 'manager control address (default: from the config)')
   .option('--timeout <seconds>', 'how long to wait', num('--timeout', 0.1, 3600), 30)

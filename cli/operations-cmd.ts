@@ -79,6 +79,10 @@ export function formatDisengage(r: DisengageReply): string {
     `  flows handed over: ${r.handedOver ? 'yes' : 'no'}; redirects served during the disengage: ${r.redirectsServed}`,
     scope,
     ...r.shares.map((s) => `  → ${s.node.name} (${s.node.id}): ${s.flows} entries${s.backup ? ' (backup)' : ''}`),
+    // A service node has no table to move: it is drained (no new flow sent to it) until quiet.
+    ...(r.framesDrained || r.drainTimedOut
+      ? [`  service drain: ${r.framesDrained ?? 0} frames of its established flows received while draining${r.drainTimedOut ? '; ended AT ITS TIMEOUT (frames still arriving are counted drop_no_route)' : ', ended quiet'}`]
+      : []),
   ];
   return lines.join('\n');
 }

@@ -18,7 +18,7 @@ import { FD } from './fd-counters.js';
 import { MemberAgent } from '../shared/cluster/member-agent.js';
 import type { ControlChannel } from '../shared/control/channel.js';
 import { uplinkOf, uplinkOnLinkChange } from '../shared/cluster/uplink.js';
-import { Role, MemberStatus, nodeInfo, body, type FlowStats, type NodeInfo, type ScopeUpdate, type EnvelopeObject, type Body } from '../shared/control/messages.js';
+import { Role, MemberStatus, nodeInfo, body, failedDisengageReply, type FlowStats, type NodeInfo, type ScopeUpdate, type EnvelopeObject, type Body } from '../shared/control/messages.js';
 import { buildVersion } from '../shared/build-info.js';
 import { MigrationClient } from '../migration-client/migration-client.js';
 import { UdpNet } from '../shared/io/datagram.js';
@@ -26,7 +26,6 @@ import { kernelUdpRxQueue } from '../shared/io/kernel-udp-stats.js';
 import { warmUpMigrationPath } from '../migration-client/warm-up.js';
 import { handleMigrationChunk } from '../migration-client/migration-receiver.js';
 import { syncOwnershipTo } from '../migration-client/ownership-sync.js';
-import { failedReply } from '../migration-manager/manager.js';
 import { scopeWithIds } from '../shared/scope/hash-scope.js';
 import { DP } from '../shared/dataplane/counters.js';
 import { sumDrops } from '../shared/counters.js';
@@ -209,7 +208,7 @@ export class FdNode {
           .disengage(req, (p) => from.send(body('migrationProgress', p)))
           .then(
             (r) => body('disengageReply', r),
-            (e: Error) => body('disengageReply', failedReply(req.target, req.policy, e)),
+            (e: Error) => body('disengageReply', failedDisengageReply(req, e)),
           );
       }
       case 'syncRequest': {

@@ -31,7 +31,7 @@
  */
 import type { Scheduler } from '../shared/runtime/scheduler.js';
 import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
-import { body, DisengageStage, type DisengageRequest, type DisengageReply, type MigrationProgress, type Member } from '../shared/control/messages.js';
+import { body, DisengageStage, failedDisengageReply, type DisengageRequest, type DisengageReply, type MigrationProgress, type Member } from '../shared/control/messages.js';
 import { scopeWithIds } from '../shared/scope/hash-scope.js';
 import type { FlowTable } from '../distributor/flow-table.js';
 import { parseAddress } from '../shared/io/address.js';
@@ -727,31 +727,8 @@ export class MigrationClient {
   }
 }
 
-/** A failed reply to `req` (the manager's failedReply has the same shape; not imported: the manager imports this module's counters). */
-export function failedReplyOf(req: { target: string; policy: string; migrationId?: number }, e: unknown): DisengageReply {
-  return {
-    ok: false,
-    errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
-    errorMessage: (e as Error).message,
-    migrationId: req.migrationId ?? 0,
-    target: req.target,
-    policy: req.policy,
-    shares: [],
-    entriesMoved: 0,
-    durationMs: 0,
-    copyMs: 0,
-    broadcastMs: 0,
-    drainMs: 0,
-    redirectsServed: 0,
-    scopeVersion: 0,
-    fellBackToBackup: false,
-    packetsLost: 0,
-    handedOver: false,
-    quietMs: 0,
-    scopeAcked: [],
-    scopeSkipped: [],
-  };
-}
+/** A failed reply to `req` (shared/control/messages.ts failedDisengageReply). */
+export const failedReplyOf = failedDisengageReply;
 
 function onlyZeros(a: Uint16Array): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== 0) return false;

@@ -18,7 +18,7 @@ import { Registry } from './registry.js';
 import { Operations, DEFAULT_SCOPE_ACK_TIMEOUT_MS, type ScopeConfirmation } from './operations.js';
 import type { DisengageRecord } from '../shared/store/store.js';
 import { Workflows } from './workflows.js';
-import type { DisengageReply } from '../shared/control/messages.js';
+import { failedDisengageReply, type DisengageReply } from '../shared/control/messages.js';
 import type { ForwardingEngine } from '../hash-tier/forwarding-engine.js';
 import type { ClusterStore, ScopeRecord } from '../shared/store/store.js';
 import { StoreCoordinator, type HashTierInfo } from './store-coordinator.js';
@@ -716,26 +716,5 @@ export class Manager {
 const FORWARDED = new Set<string>(['disengageRequest', 'engageRequest', 'upgradeRequest', 'powerdownRequest']);
 
 export function failedReply(target: string, policy: string, e: Error): DisengageReply {
-  return {
-    ok: false,
-    errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
-    errorMessage: e.message,
-    migrationId: 0,
-    target,
-    policy,
-    shares: [],
-    entriesMoved: 0,
-    durationMs: 0,
-    copyMs: 0,
-    broadcastMs: 0,
-    drainMs: 0,
-    redirectsServed: 0,
-    scopeVersion: 0,
-    fellBackToBackup: false,
-    packetsLost: 0,
-    handedOver: false,
-    quietMs: 0,
-    scopeAcked: [],
-    scopeSkipped: [],
-  };
+  return failedDisengageReply({ target, policy }, e);
 }

@@ -29,7 +29,7 @@ import type { Body, DisengageReply } from '../shared/control/messages.js';
 import { HashScope } from '../shared/scope/hash-scope.js';
 import { hashFiveTuple } from '../shared/hash/xxh32.js';
 import { kernelUdpDrops } from '../shared/io/kernel-udp-stats.js';
-import { bookClient, settledBooks, formatLossBooks } from './helpers/loss-books.js';
+import { bookClient, settledBooks, formatLossBooks, onlyRetriedSyns } from './helpers/loss-books.js';
 import { metricValue } from './helpers/metrics.js';
 import type { BookClient } from '../traffic/loss-books.js';
 
@@ -250,7 +250,7 @@ describe('chaos: FDs leave, join and restart under sustained verified traffic', 
     expect(report.lost).toBe(0);
     expect(report.duplicated).toBe(0);
     expect(report.received).toBe(report.sent);
-    expect(books.unanswered).toBe(0);
+    expect(onlyRetriedSyns(books), 'nothing unanswered but SYNs refused at the edge and retried').toBe(true);
     // The generator really loaded the cluster (relative to the probe, not an absolute rate).
     expect(achieved).toBeGreaterThanOrEqual(RATE * 0.5);
   }, 180_000);

@@ -13,6 +13,7 @@
  * - The envelope body is a discriminated union `{ case, value }`.
  */
 
+import { isBatonError } from '../errors.js';
 export const PROTOCOL_VERSION = 1;
 
 export const Role = {
@@ -459,4 +460,34 @@ export function nodeInfo(init: Partial<NodeInfo> & Pick<NodeInfo, 'id' | 'role'>
 /** Type-checked body constructor: `body('register', { node })`. */
 export function body<K extends BodyCase>(kind: K, value: BodyMap[K]): Body {
   return { case: kind, value } as Body;
+}
+
+/**
+ * A DisengageReply that says `e` stopped the disengage of `req.target`
+ * before anything was moved (every count 0): the one shape the manager and
+ * the migration client answer with.
+ */
+export function failedDisengageReply(req: { target: string; policy: string; migrationId?: number }, e: unknown): DisengageReply {
+  return {
+    ok: false,
+    errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
+    errorMessage: e instanceof Error ? e.message : String(e),
+    migrationId: req.migrationId ?? 0,
+    target: req.target,
+    policy: req.policy,
+    shares: [],
+    entriesMoved: 0,
+    durationMs: 0,
+    copyMs: 0,
+    broadcastMs: 0,
+    drainMs: 0,
+    redirectsServed: 0,
+    scopeVersion: 0,
+    fellBackToBackup: false,
+    packetsLost: 0,
+    handedOver: false,
+    quietMs: 0,
+    scopeAcked: [],
+    scopeSkipped: [],
+  };
 }
