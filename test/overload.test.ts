@@ -1,6 +1,7 @@
 /**
- * Overload that behaves: offered about twice what its cluster carries (the
- * rate measured in the same run by a short window-mode probe), Baton refuses
+ * Overload that behaves: offered more than its cluster carries (target twice
+ * the rate a saturating window-mode probe measured in the same run; the one
+ * generator process reaches about 1.3x of it on its core), Baton refuses
  * new work at the hash tier's edge — counted — instead of queueing
  * established flows for seconds and losing them later:
  *   - every frame the clients sent and got no answer for is counted by a
@@ -14,6 +15,8 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { cpus } from 'node:os';
+import { execFileSync } from 'node:child_process';
 import { Launcher } from '../cli/launcher.js';
 import { parseConfig, type BatonConfig } from '../shared/config/config.js';
 import { parseAddress, type Address } from '../shared/io/address.js';
@@ -27,6 +30,26 @@ import { parseMetrics, type BookClient } from '../traffic/loss-books.js';
 import { bookClient, settledBooks, formatLossBooks } from './helpers/loss-books.js';
 
 const OVERLOAD = Number(process.env.BATON_OVERLOAD_FACTOR ?? 2);
+
+/**
+ * One traffic generator process tops out near what this cluster carries on a
+ * 2-core machine, so it could not offer twice that. The cluster's processes
+ * get one core and the generator (this test process) the other, with
+ * taskset (util-linux; sched_setaffinity for every thread): the probe then
+ * measures the one-core cluster, and twice that is within the generator's
+ * reach. Affinity is restored at the end.
+ */
+const NCPU = cpus().length;
+const ALL_CPUS = `0-${NCPU - 1}`;
+function pin(pid: number, cpuList: string): boolean {
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', cpuList, String(pid)], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+let pinned = false;
 const eph = { dataPort: 0, controlPort: 0, metricsPort: 0 };
 const base = {
   hashTier: { id: 1, name: 'agg-a', ...eph },
@@ -61,6 +84,7 @@ async function up(admission: boolean): Promise<Cluster> {
   const manager = parseAddress(hash.control!);
   await Promise.all([...cfg.services.map((s) => launcher.startNode('service', s.name)), ...cfg.fds.map((f) => launcher.startNode('fd', f.name))]);
   await waitFor('2 FDs in scope', async () => statusRows(await fetchStatus(manager)).filter((r) => r.role === 'fd' && r.status === 'ACTIVE' && r.inScope).length === 2);
+  if (pinned) for (const n of launcher.nodes.values()) pin(n.pid, '0');
   return { cfg, launcher, manager, runDir, clients: [], sockets: [] };
 }
 
@@ -90,7 +114,7 @@ async function counter(c: Cluster, name: string): Promise<number> {
   return n;
 }
 
-const PROBE: TrafficOptions = { window: 1024, concurrency: 256, totalFlows: 100_000, packetsPerFlow: 1000, udpRatio: 0.5, durationMs: 3000, drainMs: 3000, clientPortBase: 50_000 };
+const PROBE: TrafficOptions = { window: 8192, concurrency: 256, totalFlows: 100_000, packetsPerFlow: 1000, udpRatio: 0.5, durationMs: 3000, drainMs: 3000, clientPortBase: 50_000 };
 /** Short flows, so new work keeps arriving: what admission control can refuse. */
 const overloadRun = (ratePps: number, port: number): TrafficOptions => ({ ratePps, concurrency: 1024, totalFlows: 1_000_000, packetsPerFlow: 50, udpRatio: 0.5, durationMs: 8000, drainMs: 4000, controlTimeoutMs: 500, controlRetries: 3, clientPortBase: port });
 
@@ -99,6 +123,8 @@ let probePps = 0;
 
 describe('overload: offered twice what the cluster carries', () => {
   beforeAll(async () => {
+    pinned = NCPU >= 2 && pin(process.pid, String(NCPU - 1));
+    console.log(pinned ? `overload: the cluster runs on CPU 0, the generator on CPU ${NCPU - 1}` : `overload: not pinned (${NCPU} CPU${NCPU > 1 ? 's' : ''} or no taskset): the generator may not reach twice what the cluster carries`);
     cluster = await up(true);
     const probe = await traffic(cluster, PROBE);
     probePps = Math.round(probe.received / (probe.sendPhaseMs / 1000));
@@ -142,7 +168,10 @@ let withAdmission: { p99: number; max: number; lost: number; answered: number } 
 let plain: Cluster | undefined;
 
 describe('the same overload without admission control (comparison, same run)', () => {
-  afterAll(() => down(plain), 60_000);
+  afterAll(async () => {
+    await down(plain);
+    if (pinned) pin(process.pid, ALL_CPUS);
+  }, 60_000);
   it('queues for longer; what it loses is still counted (the books close)', async () => {
     expect(probePps).toBeGreaterThan(0);
     await down(cluster); // one cluster at a time on 2 cores
