@@ -177,8 +177,10 @@ export class FdNode {
     if (mine && mine.inScope && mine.status === MemberStatus.ACTIVE && this.handler.leaving && !this.migration.migrating) this.migration.rejoin();
     else if (this.handler.leaving) {
       // Still leaving: follow the cluster's scope (without this FD) as it
-      // changes, e.g. when a peer fails, so no packet is sent to a dead FD.
-      const next = u.members.filter((m) => m.node.role === Role.FD && m.inScope && m.node.id !== this.me.id);
+      // changes, e.g. when a peer fails, so no packet is sent to a dead FD —
+      // nor to another FD that is leaving too: two leavers that redirected
+      // to each other would bounce a packet until its hop limit.
+      const next = u.members.filter((m) => m.node.role === Role.FD && m.inScope && m.status === MemberStatus.ACTIVE && m.node.id !== this.me.id);
       if (next.length > 0) {
         const { scope, ids } = scopeWithIds(u.version, next.map((m) => m.node), u.tableSize, u.hashSeed, u.anchor);
         this.handler.setLeaving(scope, ids, u.hashSeed);

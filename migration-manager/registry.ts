@@ -215,7 +215,11 @@ export class Registry {
    * Null if no FD would be left.
    */
   planWithout(leaving: string): PlannedScope | null {
-    const next = this.scopeMembers().filter((n) => n !== leaving);
+    // FDs that are leaving too (disengages running together) are left out as
+    // well: the leaver redirects what it cannot serve by this scope, and a
+    // packet sent to another leaver would be sent back (a redirect loop).
+    let next = this.scopeMembers().filter((n) => n !== leaving && this.byName(n)?.machine.status !== MemberStatus.DISENGAGING);
+    if (next.length === 0) next = this.scopeMembers().filter((n) => n !== leaving); // every other FD is leaving too
     if (next.length === 0) return null;
     return planScope(this.version + 1, this.anchor, next, this.tableSize, this.hashSeed, this.rebalanceAbovePct);
   }

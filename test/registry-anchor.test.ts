@@ -102,4 +102,15 @@ describe('Registry.adopt', () => {
     expect(strict.scopeAnchor()).toEqual(leader.scopeAnchor());
     expect(owners(strict.currentScope!)).toEqual(owners(leader.currentScope!));
   });
+
+  it('two FDs leaving together: each one\'s announced scope leaves the other out too (no redirect loop between leavers)', () => {
+    const r = cluster(4);
+    r.setStatus(4, MemberStatus.DISENGAGING, 'disengage', 1); // fd-4 is leaving (still in scope while it hands over)
+    expect(r.scopeMembers()).toContain('fd-4');
+    expect(r.planWithout('fd-1')!.scope.members).toEqual(['fd-2', 'fd-3']);
+    // Every other FD leaving: the plan falls back to the scope without the target alone.
+    r.setStatus(2, MemberStatus.DISENGAGING, 'disengage', 1);
+    r.setStatus(3, MemberStatus.DISENGAGING, 'disengage', 1);
+    expect(r.planWithout('fd-1')!.scope.members).toEqual(['fd-2', 'fd-3', 'fd-4']);
+  });
 });
