@@ -21,7 +21,7 @@
  */
 import type { Scheduler } from '../shared/runtime/scheduler.js';
 import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
-import { body, DisengageStage, MemberStatus, Role, type DisengageReply, type DisengageRequest, type MigrationProgress, type EngageReply, type Member } from '../shared/control/messages.js';
+import { body, DisengageStage, emptyDisengageReply, MemberStatus, Role, type DisengageReply, type DisengageRequest, type MigrationProgress, type EngageReply, type Member } from '../shared/control/messages.js';
 import { statusName } from '../shared/membership/status.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
 import type { ControlChannel } from '../shared/control/channel.js';
@@ -91,33 +91,7 @@ export const DEFAULT_ABORT_TIMEOUT_MS = 10_000;
 export const DEFAULT_SERVICE_DRAIN_TIMEOUT_MS = 30_000;
 export const DEFAULT_SERVICE_QUIET_MS = 1000;
 
-/** A DisengageReply with every field at its default (the fields a service drain does not use stay so). */
-export function emptyDisengageReply(target: string): DisengageReply {
-  return {
-    ok: false,
-    errorCode: '',
-    errorMessage: '',
-    migrationId: 0,
-    target,
-    policy: '',
-    shares: [],
-    entriesMoved: 0,
-    durationMs: 0,
-    copyMs: 0,
-    broadcastMs: 0,
-    drainMs: 0,
-    redirectsServed: 0,
-    scopeVersion: 0,
-    fellBackToBackup: false,
-    packetsLost: 0,
-    handedOver: false,
-    quietMs: 0,
-    scopeAcked: [],
-    scopeSkipped: [],
-    framesDrained: 0,
-    drainTimedOut: false,
-  };
-}
+export { emptyDisengageReply };
 
 export class Operations {
   private nextMigration = 1;

@@ -462,19 +462,15 @@ export function body<K extends BodyCase>(kind: K, value: BodyMap[K]): Body {
   return { case: kind, value } as Body;
 }
 
-/**
- * A DisengageReply that says `e` stopped the disengage of `req.target`
- * before anything was moved (every count 0): the one shape the manager and
- * the migration client answer with.
- */
-export function failedDisengageReply(req: { target: string; policy: string; migrationId?: number }, e: unknown): DisengageReply {
+/** A DisengageReply with every field at its default (what a failed or a service-drain reply starts from). */
+export function emptyDisengageReply(target: string): DisengageReply {
   return {
     ok: false,
-    errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
-    errorMessage: e instanceof Error ? e.message : String(e),
-    migrationId: req.migrationId ?? 0,
-    target: req.target,
-    policy: req.policy,
+    errorCode: '',
+    errorMessage: '',
+    migrationId: 0,
+    target,
+    policy: '',
     shares: [],
     entriesMoved: 0,
     durationMs: 0,
@@ -489,5 +485,22 @@ export function failedDisengageReply(req: { target: string; policy: string; migr
     quietMs: 0,
     scopeAcked: [],
     scopeSkipped: [],
+    framesDrained: 0,
+    drainTimedOut: false,
+  };
+}
+
+/**
+ * A DisengageReply that says `e` stopped the disengage of `req.target`
+ * before anything was moved (every count 0): the one shape the manager and
+ * the migration client answer with.
+ */
+export function failedDisengageReply(req: { target: string; policy: string; migrationId?: number }, e: unknown): DisengageReply {
+  return {
+    ...emptyDisengageReply(req.target),
+    errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
+    errorMessage: e instanceof Error ? e.message : String(e),
+    migrationId: req.migrationId ?? 0,
+    policy: req.policy,
   };
 }
