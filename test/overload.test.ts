@@ -121,7 +121,7 @@ const overloadRun = (ratePps: number, port: number): TrafficOptions => ({ ratePp
 let cluster: Cluster | undefined;
 let probePps = 0;
 
-describe('overload: offered twice what the cluster carries', () => {
+describe('overload: offered more than the cluster carries (target 2x the probe)', () => {
   beforeAll(async () => {
     pinned = NCPU >= 2 && pin(process.pid, String(NCPU - 1));
     console.log(pinned ? `overload: the cluster runs on CPU 0, the generator on CPU ${NCPU - 1}` : `overload: not pinned (${NCPU} CPU${NCPU > 1 ? 's' : ''} or no taskset): the generator may not reach twice what the cluster carries`);
@@ -133,7 +133,7 @@ describe('overload: offered twice what the cluster carries', () => {
   }, 120_000);
   afterAll(() => down(cluster), 60_000);
 
-  it(`at ${OVERLOAD}x the probed rate: new work refused at the edge, every unanswered frame counted, latency within the bound`, async () => {
+  it(`target ${OVERLOAD}x the probed rate: new work refused at the edge, every unanswered frame counted, latency within the bound`, async () => {
     const c = cluster!;
     const adm = c.cfg.admission;
     const r = await traffic(c, overloadRun(probePps * OVERLOAD, 20_000));
