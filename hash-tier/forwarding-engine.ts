@@ -209,21 +209,19 @@ export class ForwardingEngine {
     o.locatorIp = m.locatorIp;
     o.locatorPort = m.locatorPort;
     if (tier === Tier.CLIENT) {
+      // Offered more than the cluster carries: refuse new work here, counted (hash-tier/admission.ts).
       const a = this.admit;
-      if (a !== AdmissionState.OPEN) {
-        // Offered more than the cluster carries: refuse new work here, counted.
-        if (a === AdmissionState.DROPPING) {
-          c.inc(HT.drop_admission_overload);
-          return;
-        }
-        if (p.proto === IPPROTO_TCP && (p.tcpFlags & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
-          c.inc(HT.drop_admission_syn);
-          return;
-        }
-        if (a === AdmissionState.SHED_NEW) {
-          o.flags = m.flags | EncapFlag.SHED;
-          c.inc(HT.admission_shed_marked);
-        } else o.flags = m.flags & ~EncapFlag.SHED;
+      if (a === AdmissionState.DROPPING) {
+        c.inc(HT.drop_admission_overload);
+        return;
+      }
+      if (a !== AdmissionState.OPEN && p.proto === IPPROTO_TCP && (p.tcpFlags & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
+        c.inc(HT.drop_admission_syn);
+        return;
+      }
+      if (a === AdmissionState.SHED_NEW) {
+        o.flags = m.flags | EncapFlag.SHED;
+        c.inc(HT.admission_shed_marked);
       } else o.flags = m.flags & ~EncapFlag.SHED;
       this.stampLocator(p.srcIp | 0, from);
     } else if (tier !== Tier.SERVICE) {

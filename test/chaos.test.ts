@@ -32,6 +32,7 @@ import { kernelUdpDrops } from '../shared/io/kernel-udp-stats.js';
 import { bookClient, settledBooks, formatLossBooks, onlyRetriedSyns } from './helpers/loss-books.js';
 import { metricValue } from './helpers/metrics.js';
 import type { BookClient } from '../traffic/loss-books.js';
+import { waitFor } from './helpers/wait.js';
 
 /**
  * No absolute rate: the test measures what its own cluster carries (a short
@@ -73,13 +74,6 @@ let runDir: string;
 let manager: Address;
 let orchestrator: ControlChannel;
 
-async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const statusOf = async (name: string) => statusRows(await fetchStatus(manager)).find((r) => r.node === name);
 const activeFds = async () => statusRows(await fetchStatus(manager)).filter((r) => r.role === 'fd' && r.status === 'ACTIVE' && r.inScope).map((r) => r.node);

@@ -32,6 +32,7 @@ import type { TrafficOptions } from '../traffic/options.js';
 import type { BookClient } from '../traffic/loss-books.js';
 import { settledBooks, formatLossBooks } from './helpers/loss-books.js';
 import { ensureEtcd, type EtcdInstance } from './setup/etcd.js';
+import { waitForReachable as waitFor } from './helpers/wait.js';
 
 const FRACTION = Number(process.env.BATON_MULTI_TIER_FRACTION ?? 0.4);
 /** BATON_MULTI_TIER_KILL_LEADER=1: B is started first, so it leads, and the tier killed is the leader. */
@@ -48,18 +49,6 @@ let RATE = 0;
 /** The books after the probe: what it left unanswered (e.g. SYNs refused by admission control while it filled the queues), all counted. */
 let baseline = { unanswered: 0, drops: 0 };
 
-async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await cond()) return;
-    } catch {
-      // not reachable yet: try again
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function counter(node: string, family: string, name: string): Promise<number> {
   const text = await (await fetch(launcher.nodes.get(node)!.metrics, { signal: AbortSignal.timeout(5000) })).text();

@@ -28,6 +28,7 @@ import { TrafficGenerator } from '../traffic/generator.js';
 import type { TrafficOptions } from '../traffic/options.js';
 import { parseMetrics, type BookClient } from '../traffic/loss-books.js';
 import { bookClient, settledBooks, formatLossBooks } from './helpers/loss-books.js';
+import { waitFor } from './helpers/wait.js';
 
 const OVERLOAD = Number(process.env.BATON_OVERLOAD_FACTOR ?? 2);
 
@@ -68,13 +69,6 @@ interface Cluster {
   sockets: { close(): Promise<void> }[];
 }
 
-async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function up(admission: boolean): Promise<Cluster> {
   const cfg = parseConfig({ ...base, admission: { enabled: admission } });

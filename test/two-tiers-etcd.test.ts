@@ -36,6 +36,7 @@ import { ensureEtcd, type EtcdInstance } from './setup/etcd.js';
 import { bookClient, settledBooks, formatLossBooks } from './helpers/loss-books.js';
 import type { BookClient } from '../traffic/loss-books.js';
 import type { BatonConfig } from '../shared/config/config.js';
+import { waitForReachable as waitFor } from './helpers/wait.js';
 
 const eph = { dataPort: 0, controlPort: 0, metricsPort: 0 };
 let etcd: EtcdInstance;
@@ -44,18 +45,6 @@ let runDir: string;
 let managerB: Address;
 let cfg: BatonConfig;
 
-async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await cond()) return;
-    } catch {
-      // not reachable yet: try again
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const rowsB = async () => statusRows(await fetchStatus(managerB));
 const statusOf = async (name: string) => (await rowsB()).find((r) => r.node === name)?.status;

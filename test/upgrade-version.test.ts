@@ -37,6 +37,7 @@ import type { BookClient } from '../traffic/loss-books.js';
 import type { TrafficOptions } from '../traffic/options.js';
 import type { TrafficReport } from '../traffic/report.js';
 import type { DatagramSocket } from '../shared/io/datagram.js';
+import { waitFor as waitUntil } from './helpers/wait.js';
 
 const FRACTION = Number(process.env.BATON_UPGRADE_FRACTION ?? 0.5);
 const PROBE_WINDOW = 1024;
@@ -71,13 +72,7 @@ async function startTraffic(opts: TrafficOptions): Promise<{ gen: TrafficGenerat
   return { gen, done: gen.run(), socket };
 }
 
-async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const waitFor = (what: string, cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> => waitUntil(what, cond, timeoutMs);
 
 const rows = async (): Promise<StatusRow[]> => statusRows(await fetchStatus(manager));
 const fdRows = async (): Promise<StatusRow[]> => (await rows()).filter((r) => r.role === 'fd');
