@@ -10,6 +10,7 @@ import type { BatonConfig } from '../shared/config/config.js';
 import { formatAddress, type Address } from '../shared/io/address.js';
 import { TrafficGenerator, type Progress } from '../traffic/generator.js';
 import type { TrafficOptions } from '../traffic/options.js';
+import type { FloodClient } from '../traffic/flood.js';
 import type { TrafficReport } from '../traffic/report.js';
 import { UdpNet } from '../shared/io/datagram.js';
 import { RealScheduler } from '../shared/runtime/scheduler.js';
@@ -22,8 +23,8 @@ export function roleOf(cfg: BatonConfig, name: string): BookRole {
   return 'service';
 }
 
-/** The generator's side of the books (its counts are live: late echoes keep counting until its socket closes). */
-export function bookClient(name: string, gen: TrafficGenerator, socket: Address, target: Address): BookClient {
+/** A generator's (or a flood's) side of the books (its counts are live: late echoes keep counting until its socket closes). */
+export function bookClient(name: string, gen: Pick<TrafficGenerator, 'links'> | Pick<FloodClient, 'links'>, socket: Address, target: Address): BookClient {
   const l = gen.links;
   return { name, id: 0, address: formatAddress(socket), target: formatAddress(target), framesSent: l.framesSent, accepted: l.accepted, sendErrorFrames: l.sendErrorFrames, rx: l.rx.entries() };
 }
