@@ -13,7 +13,7 @@ import { RealScheduler } from '../shared/runtime/scheduler.js';
 import { UdpNet } from '../shared/io/datagram.js';
 import { TcpNet } from '../shared/io/stream.js';
 import { formatAddress } from '../shared/io/address.js';
-import { FdNode } from '../distributor/fd-node.js';
+import { FdNode } from '../nodes/fd-node.js';
 import { configureLogging } from '../shared/observability/logger.js';
 import { fillConnections } from './migration-fill.js';
 

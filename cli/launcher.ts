@@ -16,7 +16,7 @@ import type { BatonConfig } from '../shared/config/config.js';
 import type { ReadyLine, Role } from './node-main.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
 import { buildNodeEntry, PROJECT_ROOT, type NodeEntry } from './node-bundle.js';
-import { serviceStopBoundMs } from '../service-node/service-member.js';
+import { serviceStopBoundMs } from '../nodes/service-member.js';
 
 export interface LaunchedNode extends ReadyLine {
   proc: ChildProcess;
@@ -145,7 +145,7 @@ export class Launcher {
   /**
    * How long a node may take to stop after SIGTERM before it is killed: a
    * service node is drained first (its flows end, every FD drops its route:
-   * service-member.ts, bounded by serviceStopBoundMs), and exits on its own
+   * nodes/service-member.ts, bounded by serviceStopBoundMs), and exits on its own
    * 2 s after that bound at the latest; the others 5 s.
    */
   stopGraceMs(role: Role): number {

@@ -12,9 +12,10 @@ import { parseAddress, formatAddress, type Address } from '../shared/io/address.
 import { kernelUdpDrops } from '../shared/io/kernel-udp-stats.js';
 import type { BatonConfig } from '../shared/config/config.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
-import { HashTierNode } from '../hash-tier/hash-tier-node.js';
-import { FdNode, type NodeIo } from '../distributor/fd-node.js';
-import { ServiceMember, serviceStopBoundMs } from '../service-node/service-member.js';
+import { HashTierNode } from '../nodes/hash-tier-node.js';
+import { FdNode } from '../nodes/fd-node.js';
+import type { NodeIo } from '../shared/io/node-io.js';
+import { ServiceMember, serviceStopBoundMs } from '../nodes/service-member.js';
 import { MetricsRegistry } from '../shared/observability/metrics.js';
 import { configureLogging, getLogger } from '../shared/observability/logger.js';
 import type { LinkRx, LinkTx } from '../shared/dataplane/link-counters.js';
@@ -142,7 +143,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
         (text) => process.stdout.write(`FINAL ${JSON.stringify({ metrics: text })}\n`, () => process.exit(0)),
         () => process.exit(0),
       );
-    // A service node first waits, bounded, for the manager to drain it (service-member.ts).
+    // A service node first waits, bounded, for the manager to drain it (nodes/service-member.ts).
     setTimeout(() => process.exit(1), role === 'service' ? serviceStopBoundMs(cfg) + 2000 : 3000).unref();
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));

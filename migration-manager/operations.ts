@@ -21,7 +21,7 @@
  */
 import type { Scheduler } from '../shared/runtime/scheduler.js';
 import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
-import { body, DisengageStage, emptyDisengageReply, MemberStatus, Role, type DisengageReply, type DisengageRequest, type MigrationProgress, type EngageReply, type Member } from '../shared/control/messages.js';
+import { body, DEFAULT_SERVICE_QUIET_MS, DisengageStage, emptyDisengageReply, MemberStatus, Role, type DisengageReply, type DisengageRequest, type MigrationProgress, type EngageReply, type Member } from '../shared/control/messages.js';
 import { statusName } from '../shared/membership/status.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
 import type { ControlChannel } from '../shared/control/channel.js';
@@ -87,11 +87,8 @@ export interface DisengageOptions {
 export const DEFAULT_SCOPE_ACK_TIMEOUT_MS = 5000;
 export const DEFAULT_QUIET_MS = 100;
 export const DEFAULT_ABORT_TIMEOUT_MS = 10_000;
-/** Service drains (config operations.serviceDrainTimeoutMs / serviceQuietMs have the same defaults). */
+/** Service drains (config operations.serviceDrainTimeoutMs / serviceQuietMs have the same defaults; DEFAULT_SERVICE_QUIET_MS is in shared/control/messages.ts, the service node uses it too). */
 export const DEFAULT_SERVICE_DRAIN_TIMEOUT_MS = 30_000;
-export const DEFAULT_SERVICE_QUIET_MS = 1000;
-
-export { emptyDisengageReply };
 
 export class Operations {
   private nextMigration = 1;

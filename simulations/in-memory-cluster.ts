@@ -9,9 +9,10 @@ import { MemoryNetwork } from '../shared/io/datagram.js';
 import { MemoryMessageNet } from '../shared/io/stream.js';
 import type { Address } from '../shared/io/address.js';
 import { parseConfig, type BatonConfig } from '../shared/config/config.js';
-import { HashTierNode } from '../hash-tier/hash-tier-node.js';
-import { FdNode, type NodeIo } from '../distributor/fd-node.js';
-import { ServiceMember } from '../service-node/service-member.js';
+import { HashTierNode } from '../nodes/hash-tier-node.js';
+import { FdNode } from '../nodes/fd-node.js';
+import type { NodeIo } from '../shared/io/node-io.js';
+import { ServiceMember } from '../nodes/service-member.js';
 import { MemoryBackend, MemoryStore } from '../shared/store/memory.js';
 
 export class InMemoryCluster {

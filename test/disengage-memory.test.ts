@@ -16,7 +16,7 @@ import { isBatonError } from '../shared/errors.js';
 import { MGR } from '../migration-manager/manager.js';
 import { MIG } from '../migration-client/migration-client.js';
 import type { TrafficOptions } from '../traffic/options.js';
-import type { FdNode } from '../distributor/fd-node.js';
+import type { FdNode } from '../nodes/fd-node.js';
 
 function status(c: InMemoryCluster, name: string): string {
   return statusName(c.hashTier.manager.registry.byName(name)!.machine.status);

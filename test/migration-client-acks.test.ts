@@ -13,7 +13,7 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { InMemoryCluster } from '../simulations/in-memory-cluster.js';
 import { TrafficGenerator } from '../traffic/generator.js';
-import type { FdNode } from '../distributor/fd-node.js';
+import type { FdNode } from '../nodes/fd-node.js';
 import type { TrafficOptions } from '../traffic/options.js';
 import { body, type Body, type EnvelopeObject, type OwnershipBatch } from '../shared/control/messages.js';
 import { OwnershipNack } from '../distributor/ownership-mesh.js';

@@ -10,7 +10,7 @@ import { Registry } from '../migration-manager/registry.js';
 import { MGR } from '../migration-manager/manager.js';
 import { MemberStatus, Role, nodeInfo, type ScopeUpdate } from '../shared/control/messages.js';
 import { InMemoryCluster } from '../simulations/in-memory-cluster.js';
-import { HashTierNode } from '../hash-tier/hash-tier-node.js';
+import { HashTierNode } from '../nodes/hash-tier-node.js';
 import { MemoryStore } from '../shared/store/memory.js';
 import { FDP } from '../distributor/fd-dataplane.js';
 import { formatAddress } from '../shared/io/address.js';

@@ -21,10 +21,10 @@ import { SN } from '../service-node/service-node.js';
 import { DP } from '../shared/dataplane/counters.js';
 import { FD } from '../distributor/fd-counters.js';
 import { parseConfig } from '../shared/config/config.js';
-import { serviceStopBoundMs } from '../service-node/service-member.js';
+import { serviceStopBoundMs } from '../nodes/service-member.js';
 import { ipv4ToInt } from '../shared/packet/meta.js';
 import { isBatonError, ErrorCode } from '../shared/errors.js';
-import type { FdNode } from '../distributor/fd-node.js';
+import type { FdNode } from '../nodes/fd-node.js';
 import type { TrafficOptions } from '../traffic/options.js';
 
 function status(c: InMemoryCluster, name: string): string {

@@ -9,7 +9,7 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { InMemoryCluster } from '../simulations/in-memory-cluster.js';
 import { TrafficGenerator } from '../traffic/generator.js';
-import type { FdNode } from '../distributor/fd-node.js';
+import type { FdNode } from '../nodes/fd-node.js';
 import type { TrafficOptions } from '../traffic/options.js';
 import { body, type EnvelopeObject } from '../shared/control/messages.js';
 import { FD } from '../distributor/fd-counters.js';

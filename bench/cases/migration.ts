@@ -30,7 +30,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FdNode } from '../../distributor/fd-node.js';
+import { FdNode } from '../../nodes/fd-node.js';
 import { fillConnections } from '../migration-fill.js';
 import { exportedSize } from '../../distributor/flow-export.js';
 import { MemberStatus, emptyFlowStats, nodeInfo, Role } from '../../shared/control/messages.js';

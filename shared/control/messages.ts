@@ -168,6 +168,13 @@ export interface ScopePlan {
   anchor: string[];
 }
 
+/**
+ * A service drain's quiet interval when its FINISH request carries none
+ * (quietMs 0): the manager's default (config operations.serviceQuietMs
+ * defaults to the same) and the service node's fallback.
+ */
+export const DEFAULT_SERVICE_QUIET_MS = 1000;
+
 export interface DisengageRequest {
   target: string;
   targetId: number;

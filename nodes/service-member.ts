@@ -19,16 +19,15 @@ import { parseAddress, formatAddress, sameAddress, type Address } from '../share
 import type { DatagramSocket } from '../shared/io/datagram.js';
 import { MemberAgent } from '../shared/cluster/member-agent.js';
 import { uplinkOf, uplinkOnLinkChange, type TierLinkState } from '../shared/cluster/uplink.js';
-import { Role, nodeInfo, emptyFlowStats, body, type FlowStats, type ScopeUpdate, type DisengageRequest, type DisengageReply, type EnvelopeObject, type Body } from '../shared/control/messages.js';
+import { Role, nodeInfo, emptyFlowStats, emptyDisengageReply, DEFAULT_SERVICE_QUIET_MS, body, type FlowStats, type ScopeUpdate, type DisengageRequest, type DisengageReply, type EnvelopeObject, type Body } from '../shared/control/messages.js';
 import { UdpNet } from '../shared/io/datagram.js';
 import { kernelUdpRxQueue } from '../shared/io/kernel-udp-stats.js';
-import { DEFAULT_SERVICE_QUIET_MS, emptyDisengageReply } from '../migration-manager/operations.js';
 import { ErrorCode, isBatonError } from '../shared/errors.js';
 import { getLogger } from '../shared/observability/logger.js';
 import { buildVersion } from '../shared/build-info.js';
 import { Counters } from '../shared/counters.js';
-import { ServiceNode, ServiceLinks, SN } from './service-node.js';
-import type { NodeIo } from '../distributor/fd-node.js';
+import { ServiceNode, ServiceLinks, SN } from '../service-node/service-node.js';
+import type { NodeIo } from '../shared/io/node-io.js';
 import { PpsMeter } from '../shared/observability/pps.js';
 
 /**

@@ -5,16 +5,14 @@
  * member agent that talks to the manager. Everything I/O comes in through
  * `io`, so the same node runs as a process or in an in-memory cluster.
  */
-import type { Scheduler } from '../shared/runtime/scheduler.js';
-import type { DatagramNet } from '../shared/io/datagram.js';
-import type { MessageNet } from '../shared/io/stream.js';
+import type { NodeIo } from '../shared/io/node-io.js';
 import { parseAddress, formatAddress, type Address } from '../shared/io/address.js';
-import { FlowTable } from './flow-table.js';
-import { FlowHandler } from './flow-handler.js';
-import { HashRewritePolicy } from './service-policy.js';
-import { FdDataplane } from './fd-dataplane.js';
-import { OwnershipMesh } from './ownership-mesh.js';
-import { FD } from './fd-counters.js';
+import { FlowTable } from '../distributor/flow-table.js';
+import { FlowHandler } from '../distributor/flow-handler.js';
+import { HashRewritePolicy } from '../distributor/service-policy.js';
+import { FdDataplane } from '../distributor/fd-dataplane.js';
+import { OwnershipMesh } from '../distributor/ownership-mesh.js';
+import { FD } from '../distributor/fd-counters.js';
 import { MemberAgent } from '../shared/cluster/member-agent.js';
 import type { ControlChannel } from '../shared/control/channel.js';
 import { uplinkOf, uplinkOnLinkChange } from '../shared/cluster/uplink.js';
@@ -33,12 +31,6 @@ import { ipv4ToInt, IPPROTO_TCP, IPPROTO_UDP } from '../shared/packet/meta.js';
 import type { BatonConfig, NodeConfig } from '../shared/config/config.js';
 import { PpsMeter } from '../shared/observability/pps.js';
 import { getLogger } from '../shared/observability/logger.js';
-
-export interface NodeIo {
-  scheduler: Scheduler;
-  datagrams: DatagramNet;
-  messages: MessageNet;
-}
 
 export class FdNode {
   readonly table: FlowTable;

@@ -4,13 +4,13 @@
  */
 import type { BatonConfig } from '../shared/config/config.js';
 import { formatAddress, type Address } from '../shared/io/address.js';
-import { ForwardingEngine, HT } from './forwarding-engine.js';
+import { ForwardingEngine, HT } from '../hash-tier/forwarding-engine.js';
 import { Manager } from '../migration-manager/manager.js';
 import { Role, nodeInfo, type FlowStats } from '../shared/control/messages.js';
 import { buildVersion } from '../shared/build-info.js';
 import { PpsMeter } from '../shared/observability/pps.js';
 import { getLogger } from '../shared/observability/logger.js';
-import type { NodeIo } from '../distributor/fd-node.js';
+import type { NodeIo } from '../shared/io/node-io.js';
 import { sumDrops } from '../shared/counters.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
 import { checkSharedStore } from '../shared/config/config.js';
