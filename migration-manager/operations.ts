@@ -27,7 +27,7 @@ import { getLogger, type Logger } from '../shared/observability/logger.js';
 import type { ControlChannel } from '../shared/control/channel.js';
 import type { DisengageRecord } from '../shared/store/store.js';
 import type { Registry, MemberRecord } from './registry.js';
-import { MGR } from './manager.js';
+import { MGR } from './counters.js';
 import type { Counters } from '../shared/counters.js';
 import { OperationGate } from './operation-gate.js';
 

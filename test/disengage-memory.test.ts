@@ -13,7 +13,7 @@ import { MemberStatus } from '../shared/control/messages.js';
 import { statusName } from '../shared/membership/status.js';
 import { FD } from '../distributor/fd-counters.js';
 import { isBatonError } from '../shared/errors.js';
-import { MGR } from '../migration-manager/manager.js';
+import { MGR } from '../migration-manager/counters.js';
 import { MIG } from '../migration-client/migration-client.js';
 import type { TrafficOptions } from '../traffic/options.js';
 import type { FdNode } from '../nodes/fd-node.js';

@@ -7,7 +7,7 @@
  */
 import { describe, it, expect, afterEach } from 'vitest';
 import { Registry } from '../migration-manager/registry.js';
-import { MGR } from '../migration-manager/manager.js';
+import { MGR } from '../migration-manager/counters.js';
 import { MemberStatus, Role, nodeInfo, type ScopeUpdate } from '../shared/control/messages.js';
 import { InMemoryCluster } from '../simulations/in-memory-cluster.js';
 import { HashTierNode } from '../nodes/hash-tier-node.js';

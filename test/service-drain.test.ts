@@ -15,7 +15,7 @@ import { ControlChannel } from '../shared/control/channel.js';
 import { MemberStatus, Role, nodeInfo, body, type Body, type DisengageReply } from '../shared/control/messages.js';
 import { disengageRequest } from '../cli/operations-cmd.js';
 import { statusName } from '../shared/membership/status.js';
-import { MGR } from '../migration-manager/manager.js';
+import { MGR } from '../migration-manager/counters.js';
 import { Registry } from '../migration-manager/registry.js';
 import { SN } from '../service-node/service-node.js';
 import { DP } from '../shared/dataplane/counters.js';
