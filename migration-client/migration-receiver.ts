@@ -29,7 +29,7 @@ import { FlowFlag, type FlowTable } from '../distributor/flow-table.js';
 import type { FlowHandler } from '../distributor/flow-handler.js';
 import { FD } from '../distributor/fd-counters.js';
 import type { Counters } from '../shared/counters.js';
-import { MIG } from './migration-client.js';
+import { MIG } from './counters.js';
 
 /** MigrationChunk.op */
 export const MigrationOp = { COPY: 0, COMMIT: 1, ABORT: 2, DONE: 3 } as const;

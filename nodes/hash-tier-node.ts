@@ -14,7 +14,8 @@ import type { NodeIo } from '../shared/io/node-io.js';
 import { sumDrops } from '../shared/counters.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
 import { checkSharedStore } from '../shared/config/config.js';
-import { openStore, type ClusterStore } from '../shared/store/store.js';
+import type { ClusterStore } from '../shared/store/store.js';
+import { openStore } from '../shared/store/open.js';
 
 export class HashTierNode {
   engine!: ForwardingEngine;

@@ -14,7 +14,7 @@ import { statusName } from '../shared/membership/status.js';
 import { FD } from '../distributor/fd-counters.js';
 import { isBatonError } from '../shared/errors.js';
 import { MGR } from '../migration-manager/counters.js';
-import { MIG } from '../migration-client/migration-client.js';
+import { MIG } from '../migration-client/counters.js';
 import type { TrafficOptions } from '../traffic/options.js';
 import type { FdNode } from '../nodes/fd-node.js';
 

@@ -12,7 +12,7 @@ import { ControlChannel } from '../shared/control/channel.js';
 import { DisengageStage, MemberStatus, Role, nodeInfo, type Body, type DisengageRequest } from '../shared/control/messages.js';
 import { disengageRequest } from '../cli/operations-cmd.js';
 import { MGR } from '../migration-manager/counters.js';
-import { MIG } from '../migration-client/migration-client.js';
+import { MIG } from '../migration-client/counters.js';
 import { Registry } from '../migration-manager/registry.js';
 import { checkScope, type DisengageRecord } from '../shared/store/store.js';
 import type { Address } from '../shared/io/address.js';

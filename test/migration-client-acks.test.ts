@@ -18,7 +18,7 @@ import type { TrafficOptions } from '../traffic/options.js';
 import { body, type Body, type EnvelopeObject, type OwnershipBatch } from '../shared/control/messages.js';
 import { OwnershipNack } from '../distributor/ownership-mesh.js';
 import { FD } from '../distributor/fd-counters.js';
-import { MIG } from '../migration-client/migration-client.js';
+import { MIG } from '../migration-client/counters.js';
 
 /** Keys (as strings) of the entries `fd` has whose owner is `owner`. */
 function keysOwnedBy(fd: FdNode, owner: number): Set<string> {

@@ -15,7 +15,7 @@ import { Counters } from '../shared/counters.js';
 import { buildPacket, type PacketSpec } from '../shared/packet/build.js';
 import { ipv4ToInt, IPPROTO_TCP, TCP_SYN, TCP_ACK, TCP_FIN } from '../shared/packet/meta.js';
 import type { MigrationAck, MigrationChunk } from '../shared/control/messages.js';
-import { MIG } from '../migration-client/migration-client.js';
+import { MIG } from '../migration-client/counters.js';
 import { MigrationReceiver, MigrationOp, MigrationRefusal, STAGING_HOLD_MS } from '../migration-client/migration-receiver.js';
 
 const VIP = ipv4ToInt('198.51.100.1');

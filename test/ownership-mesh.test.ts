@@ -24,7 +24,7 @@ import { body } from '../shared/control/messages.js';
 import { OWNERSHIP_RECORD_SIZE, OWNERSHIP_RECORD_VERSION, OwnershipFlag, packOwnership } from '../shared/control/ownership.js';
 import { formatAddress } from '../shared/io/address.js';
 import { isBatonError } from '../shared/errors.js';
-import { MIG } from '../migration-client/migration-client.js';
+import { MIG } from '../migration-client/counters.js';
 import { handleMigrationChunk } from '../migration-client/migration-receiver.js';
 import { StagedCopies } from '../migration-client/migration-staging.js';
 import { syncOwnershipTo } from '../migration-client/ownership-sync.js';

@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isBatonError, ErrorCode } from '../shared/errors.js';
 import { VirtualScheduler } from '../shared/runtime/scheduler.js';
 import { MemoryBackend, MemoryStore } from '../shared/store/memory.js';
-import { openStore, type ClusterStore, type MemberEvent, type MemberRecord, type ScopeRecord } from '../shared/store/store.js';
+import type { ClusterStore, MemberEvent, MemberRecord, ScopeRecord } from '../shared/store/store.js';
+import { openStore } from '../shared/store/open.js';
 import { ensureEtcd, freePort, type EtcdInstance } from './setup/etcd.js';
 
 interface Harness {

@@ -10,7 +10,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, isBatonError } from '../shared/errors.js';
-import { openStore, type ClusterStore, type Leadership, type MemberRecord } from '../shared/store/store.js';
+import type { ClusterStore, Leadership, MemberRecord } from '../shared/store/store.js';
+import { openStore } from '../shared/store/open.js';
 import { ensureEtcd, type EtcdInstance } from './setup/etcd.js';
 
 const TTL_MS = 1000;

@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import { BatonError, ErrorCode } from '../shared/errors.js';
 import { MemoryStore } from '../shared/store/memory.js';
-import { openStore, parseStoreUrl } from '../shared/store/store.js';
+import { parseStoreUrl } from '../shared/store/store.js';
+import { openStore } from '../shared/store/open.js';
 
 describe('parseStoreUrl', () => {
   it.each([

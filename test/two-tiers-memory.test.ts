@@ -17,7 +17,7 @@ import { ControlChannel } from '../shared/control/channel.js';
 import { MemberStatus, type Body } from '../shared/control/messages.js';
 import { disengageRequest } from '../cli/operations-cmd.js';
 import { statusName } from '../shared/membership/status.js';
-import { MIG } from '../migration-client/migration-client.js';
+import { MIG } from '../migration-client/counters.js';
 import { MGR } from '../migration-manager/counters.js';
 import { HT } from '../hash-tier/forwarding-engine.js';
 import { FDP } from '../distributor/fd-dataplane.js';

@@ -416,7 +416,7 @@ export class LostSignal {
   }
 }
 
-// ---------------------------------------------------------------- openStore
+// ---------------------------------------------------------------- store URLs (openStore: open.ts)
 
 export interface ParsedStoreUrl {
   kind: 'memory' | 'etcd' | 'consul';
@@ -453,28 +453,4 @@ export function parseStoreUrl(url: string): ParsedStoreUrl {
     out.cluster = m[3];
   }
   return out;
-}
-
-/**
- * Opens a store by URL. The etcd and Consul clients are loaded only when
- * used. Does not contact the store: the first call that does reports
- * STORE_UNAVAILABLE if it cannot be reached.
- */
-export async function openStore(url: string, opts: StoreOptions = {}): Promise<ClusterStore> {
-  const p = parseStoreUrl(url);
-  const o: StoreOptions = p.cluster !== undefined ? { ...opts, cluster: p.cluster } : opts;
-  switch (p.kind) {
-    case 'memory': {
-      const { MemoryStore } = await import('./memory.js');
-      return new MemoryStore(o);
-    }
-    case 'etcd': {
-      const { EtcdStore } = await import('./etcd.js');
-      return new EtcdStore(p.hosts, o);
-    }
-    case 'consul': {
-      const { ConsulStore } = await import('./consul.js');
-      return new ConsulStore(p.hosts[0]!, o);
-    }
-  }
 }
