@@ -185,8 +185,8 @@ function writeChunk(table: FlowTable, slots: Int32Array, count: number, out: Uin
   const H = table.hints;
   const cap = table.slots;
   // Module-local copies of imported constants: an imported binding read in a
-  // loop is re-loaded and hole-checked on every iteration (the slot-list
-  // export ran about 6x slower that way in a throwaway micro-benchmark).
+  // loop is re-loaded and hole-checked on every iteration
+  // (docs/decisions/0002-v8-field-typing-and-local-constants.md).
   const stride = SLOT_WORDS;
   const seenWord = W_SEEN;
   const base = out.byteOffset + outOff + FLOW_EXPORT_HEADER_SIZE;

@@ -22,25 +22,8 @@
  * Probing walks the 1.25 MB hint array (cache-resident) and touches the big
  * word array only where the fingerprint matches, so a hit costs one DRAM
  * access whose key comparison is almost always predicted right, and a miss
- * usually costs none. Measured on the 2-core dev box (1 M flows, random
- * lookup order, best CPU-time rate of 3 runs, box loaded by other work):
- *   AoS stride 9 alone, LF 0.8                45.0 B/flow  hit  9.2 M/s  miss  5.4 M/s
- *   AoS + Uint8 hints, LF 0.8 (this)          46.3 B/flow  hit 10.2 M/s  miss 22   M/s
- *   AoS + Uint16 hints, LF 0.8                47.5 B/flow  no better than Uint8 hints
- *   AoS stride 8 + side array for lastSeen    45.0 B/flow  hit  9.1 M/s  (no gain)
- *   AoS, power-of-two capacity (LF 0.48)      75.5 B/flow  over the memory budget
- *   AoS, 2 home slots compared branch-free    45.0 B/flow  hit  7 M/s   (more uops per lookup)
- *   AoS, prefetching the home slot's words    46.3 B/flow  hit  8.8 M/s miss 8.5 M/s
- *   dense entries + Uint32 index (fp|entry)   41.0 B/flow  hit  7.5 M/s miss 20 M/s (2 pages/lookup)
- *   same index with Robin Hood ordering       41.0 B/flow  hit  7   M/s (fewer keys at home)
- * Lookups are bound by how many the CPU overlaps: a probe loop whose exit
- * depends on a DRAM load (40% of keys are not in their home slot at LF 0.8)
- * mispredicts late and serialises; with hints it mispredicts on a cache hit.
- * The bench case (bench/cases/flow-table.ts: wall clock, best of 7 rounds)
- * measured 7.5-9.6 M hits/s on the same box until the table's fields were
- * `declare`d and its layout constants read unexported (see both below):
- * 11.5-14.2 M hits/s since (2026-11-23, `npx tsx bench/run.ts --only
- * flow-table`, three runs).
+ * usually costs none. The layouts measured against this one, and their
+ * numbers: docs/decisions/0001-flow-table-layout.md.
  *
  * Home slot = floor(hash * slots / 2^32) computed in doubles (`slots` need
  * not be a power of two). The product may round for slots > 2^21, but it is
@@ -96,8 +79,8 @@ export const MAX_LOAD_FACTOR = 0.95;
 
 // Words per slot and word offsets. This module uses the unexported names:
 // V8 reads an exported `const` through its module cell, with a hole check,
-// on every use, while an unexported one is folded into optimized code (an
-// A/B of find() at 1 M flows: +8-10 % hit lookups/s).
+// on every use, while an unexported one is folded into optimized code
+// (docs/decisions/0002-v8-field-typing-and-local-constants.md).
 const STRIDE = 9;
 const SRC = 0;
 const DST = 1;
@@ -159,9 +142,7 @@ export class FlowTable {
   // field as undefined, so V8 records its type as "any" and the optimized
   // find() re-checks each typed array's map on every lookup. Declared
   // fields are created by the constructor's first store, with their real
-  // type. Measured by the bench's flow-table case, together with the
-  // unexported layout constants above: hit lookups 9.2 -> 11.5-14.2 M/s at
-  // 1 M flows.
+  // type (docs/decisions/0002-v8-field-typing-and-local-constants.md).
   declare readonly maxFlows: number;
   /** Slot count: slot indexes are in [0, slots). */
   declare readonly slots: number;
@@ -325,11 +306,9 @@ export class FlowTable {
    * the caller's (importFlows checks the chunk first). `flags` (FlowFlag
    * bits) are added to every record's flags.
    *
-   * One plain pass. An earlier version first hashed and touched the home
-   * slots of each group of 16 records so their cache misses would overlap;
-   * once the table's fields were typed (see the class) that pass made an
-   * import of 1 M records in 32 k-record chunks take 91 ms instead of 48
-   * (a throwaway A/B in one process, best of 9).
+   * One plain pass: a pass touching each group's home slots first (so
+   * their cache misses overlap) made the import slower once the fields were
+   * typed (docs/decisions/0003-put-records-single-pass.md).
    */
   putRecords(src: Uint32Array, count: number, owner: number, nowMs: number, flags = 0): number {
     const W = this.w32;

@@ -111,7 +111,7 @@ export const ConfigSchema = z
          * Hash seed of every FD's flow table. FDs that share it lay their
          * tables out in the same order, so a migrated table arrives in the
          * inheritor's slot order and its import walks memory sequentially
-         * (docs/disengage.md: about 2.6x faster for 1 M entries). It also
+         * (docs/decisions/0007-shared-flow-table-seed.md). It also
          * keys the table against hash flooding, so keep it secret. Default:
          * random at each parse; `baton up` hands every node the same parsed
          * config. Nodes started from their own config files should all be

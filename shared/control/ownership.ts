@@ -1,7 +1,8 @@
 /**
  * Flow-ownership records: the `records` bytes of an OwnershipBatch. A fixed
  * 16-byte big-endian layout instead of one protobuf message per record
- * (per-record protobuf was 3-7x slower; bench/cases/control.ts measures it):
+ * (per-record protobuf was several times slower:
+ * docs/decisions/0005-ownership-fixed-records.md; bench/cases/control.ts measures it):
  *
  *   off  size  field
  *    0    4    srcIp     (IPv4, host-order uint32 in JS, big-endian on the wire)

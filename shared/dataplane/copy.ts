@@ -2,7 +2,7 @@
  * Copy bytes between buffers without allocating a subarray view.
  * Packet-sized copies are a plain loop: Buffer.prototype.copy (offsets, no
  * allocation) costs more in call overhead than it saves below ~512 bytes
- * (profiled: it was 7% of the hash tier's time with 104-byte packets).
+ * (profiled: docs/decisions/0006-copy-bytes-loop.md).
  */
 const bufCopy = Buffer.prototype.copy;
 

@@ -4,7 +4,8 @@
  *
  * Why pure JS and not xxhash-wasm: a 13-byte key is far too short to amortise
  * the JS->wasm call and the copy into wasm memory; hashing straight from the
- * integer fields measured 3-6x faster than h32Raw (see bench/cases/hash.ts).
+ * integer fields measured several times faster than h32Raw
+ * (docs/decisions/0004-xxh32-pure-js.md; bench/cases/hash.ts measures it).
  * xxhash-wasm stays the test oracle. Layout and seeds: docs/hashing.md.
  */
 import { BatonError, ErrorCode } from '../errors.js';
