@@ -12,7 +12,7 @@ import { formatLossBooks } from '../traffic/loss-books.js';
 import { Command, Option, InvalidArgumentError } from 'commander';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { loadConfig, withTopology, type BatonConfig } from '../shared/config/config.js';
+import { loadConfig, withTopology, INHERITOR_POLICIES, type BatonConfig } from '../shared/config/config.js';
 import { parseAddress, type Address } from '../shared/io/address.js';
 import { isBatonError } from '../shared/errors.js';
 import { Launcher, type LaunchedNode } from './launcher.js';
@@ -23,7 +23,6 @@ import type { TrafficOptions } from '../traffic/options.js';
 import type { Role } from './node-main.js';
 import { operation, progressBar, formatDisengage, formatEngage, body, disengageRequest } from './operations-cmd.js';
 import { attachOrchestrator } from './orchestrator.js';
-import { POLICIES } from '../migration-client/inheritor-selector.js';
 import { buildInfo } from '../shared/build-info.js';
 import { buildNodeBundle, describeEntry, probeEntry, upgradeEntry } from './node-bundle.js';
 
@@ -151,7 +150,7 @@ program
   .description('an FD: move its flows to inheritors with zero packet loss, then take it out of the hash scope; a service node: send it no new flow and wait until its flows are done (quiet), then remove its route')
   .addOption(configOpt())
   .option('--manager <host:port>', 'manager control address (default: from the config)')
-  .addOption(new Option('--policy <policy>', 'inheritor selection').choices([...POLICIES]).default('least-flows'))
+  .addOption(new Option('--policy <policy>', 'inheritor selection').choices([...INHERITOR_POLICIES]).default('least-flows'))
   .option('--inheritor <fd>', 'with --policy named: the inheritor')
   .option('--backup <fd>', 'a backup inheritor that also receives the entries')
   .option('--timeout <seconds>', 'how long the manager waits for the confirmation', num('--timeout', 0.1, 3600), 30)
@@ -193,7 +192,7 @@ program
   .addOption(configOpt())
   .option('--manager <host:port>', 'manager control address (default: from the config)')
   .option('--batch <k>', 'FDs upgraded at the same time', num('--batch', 1, 1000), 1)
-  .addOption(new Option('--policy <policy>', 'inheritor selection for each disengage').choices([...POLICIES]).default('hash-aligned'))
+  .addOption(new Option('--policy <policy>', 'inheritor selection for each disengage').choices([...INHERITOR_POLICIES]).default('hash-aligned'))
   .option('--timeout <seconds>', 'per step', num('--timeout', 1, 3600), 60)
   .option('--bundle <file>', 'restart FDs from this node bundle (e.g. from `baton build`); default: bundle the sources as they are now')
   .option('--command <argv>', 'restart FDs with this command running `baton` (split on spaces, no shell), e.g. "node /opt/baton-2/bin/baton.js"')
@@ -248,7 +247,7 @@ program
   .option('--threshold <pps>', 'an FD under this many packets/s is idle', num('--threshold', 0), 100)
   .option('--min <n>', 'FDs that stay ACTIVE whatever the load', num('--min', 1), 2)
   .option('--sustain <seconds>', 'the load must have stayed under the threshold this long (needs powerdown.enabled in the config to be tracked); 0 = now', num('--sustain', 0), 0)
-  .addOption(new Option('--policy <policy>', 'inheritor selection').choices([...POLICIES]).default('least-flows'))
+  .addOption(new Option('--policy <policy>', 'inheritor selection').choices([...INHERITOR_POLICIES]).default('least-flows'))
   .option('--keep-running', 'disengage only; leave the processes running idle')
   .option('--json', 'print the result as JSON')
   .action(async (o) => {

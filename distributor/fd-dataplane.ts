@@ -19,7 +19,8 @@ import { Counters, defineCounters } from '../shared/counters.js';
 import { Datapath, type DatapathOptions } from '../shared/dataplane/datapath.js';
 import { DP } from '../shared/dataplane/counters.js';
 import { EncapMeta, EncapFlag, Tier, ENCAP_DEFAULT_HOP_LIMIT } from '../shared/encap/geneve.js';
-import { FlowHandler, Verdict, NO_OWNER } from './flow-handler.js';
+import { FlowHandler, Verdict } from './flow-handler.js';
+import { OWNER_NONE } from './flow-table.js';
 
 export const FDP = defineCounters([...DP.names, 'uplink_changes'] as unknown as readonly [...typeof DP.names, 'uplink_changes']);
 
@@ -131,7 +132,7 @@ export class FdDataplane {
       }
       o.flags = m.flags;
       o.hopCount = m.hopCount;
-      o.ownerHint = svc === undefined ? NO_OWNER : h.selfId;
+      o.ownerHint = svc === undefined ? OWNER_NONE : h.selfId;
     }
     this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength);
   }

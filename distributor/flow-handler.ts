@@ -20,7 +20,7 @@ import { Reject } from '../shared/packet/reject.js';
 import type { Clock } from '../shared/clock.js';
 import type { Counters } from '../shared/counters.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
-import { FlowTable, NetAction, FlowFlag } from './flow-table.js';
+import { FlowTable, NetAction, FlowFlag, OWNER_NONE } from './flow-table.js';
 import { FlowAction, type ServicePolicy } from './service-policy.js';
 import { FD, rejectCounter, newFdCounters } from './fd-counters.js';
 import { hashFiveTuple } from '../shared/hash/xxh32.js';
@@ -63,9 +63,6 @@ export interface FlowHandlerOptions {
   verifyL4Checksum?: boolean;
 }
 
-/** Owner id meaning "nobody" (owner ids are uint16; 0xFFFF is reserved). */
-export const NO_OWNER = 0xffff;
-
 const NOOP_SINK: OwnershipSink = { flowCreated() {} };
 
 export class FlowHandler {
@@ -76,8 +73,8 @@ export class FlowHandler {
   readonly meta = new PacketMeta();
   /** Set when handle() returns REDIRECT: where to send the packet. */
   redirectOwner = 0;
-  /** Set when handle() returns REDIRECT: the owner hint to write (the known owner, or NO_OWNER). */
-  redirectHint = NO_OWNER;
+  /** Set when handle() returns REDIRECT: the owner hint to write (the known owner, or OWNER_NONE). */
+  redirectHint = OWNER_NONE;
   /** Set when handle() returns DROP. */
   dropCounter = 0;
   /** Time sampled by the last tick(). */
@@ -128,11 +125,11 @@ export class FlowHandler {
    * echoes the id of the FD that sent it the request). It only matters when
    * this FD has no entry for a non-SYN packet: the ownership broadcast may
    * not have arrived yet, so the packet is redirected to the hinted owner
-   * instead of being dropped. NO_OWNER (0xFFFF) or 0 means no hint.
+   * instead of being dropped. OWNER_NONE (0xFFFF) or 0 means no hint.
    * `shed`: the frame carried EncapFlag.SHED — a packet that would create a
    * flow is dropped instead (drop_shed_new_flow); established flows are unaffected.
    */
-  handle(buf: Uint8Array, off: number, len: number, ownerHint = NO_OWNER, shed = false): Verdict {
+  handle(buf: Uint8Array, off: number, len: number, ownerHint = OWNER_NONE, shed = false): Verdict {
     const c = this.counters;
     const m = this.meta;
     c.inc(FD.rx_packets);
@@ -153,7 +150,7 @@ export class FlowHandler {
     }
 
     if (slot < 0) {
-      if (ownerHint !== NO_OWNER && ownerHint !== 0 && ownerHint !== this.selfId) {
+      if (ownerHint !== OWNER_NONE && ownerHint !== 0 && ownerHint !== this.selfId) {
         this.redirectOwner = ownerHint;
         this.redirectHint = ownerHint;
         c.inc(FD.redirected_by_hint);
@@ -167,7 +164,7 @@ export class FlowHandler {
         // a SYN, creates it.
         const h = hashFiveTuple(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, this.nextSeed);
         this.redirectOwner = this.nextIds[next.pick(h)]!;
-        this.redirectHint = NO_OWNER;
+        this.redirectHint = OWNER_NONE;
         c.inc(FD.redirected_leaving);
         return Verdict.REDIRECT;
       }

@@ -17,9 +17,7 @@ import { BatonError, ErrorCode } from '../shared/errors.js';
 import { hashFiveTuple } from '../shared/hash/xxh32.js';
 import type { HashScope } from '../shared/scope/hash-scope.js';
 import { mulberry32 } from '../shared/random.js';
-
-export const POLICIES = ['least-flows', 'spread', 'named', 'random', 'hash-aligned'] as const;
-export type Policy = (typeof POLICIES)[number];
+import { INHERITOR_POLICIES, type InheritorPolicy } from '../shared/config/config.js';
 
 export interface PeerInfo {
   id: number;
@@ -44,20 +42,20 @@ export interface SelectorInput {
 }
 
 export interface InheritorPlan {
-  policy: Policy;
+  policy: InheritorPolicy;
   inheritors: PeerInfo[];
   backup: PeerInfo | null;
   /** Index into `inheritors` for the connection whose forward key this is. */
   assign(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number): number;
 }
 
-export function isPolicy(p: string): p is Policy {
-  return (POLICIES as readonly string[]).includes(p);
+export function isPolicy(p: string): p is InheritorPolicy {
+  return (INHERITOR_POLICIES as readonly string[]).includes(p);
 }
 
 export function selectInheritors(i: SelectorInput): InheritorPlan {
   if (!isPolicy(i.policy)) {
-    throw new BatonError(ErrorCode.BAD_ARGUMENT, `unknown inheritor policy ${JSON.stringify(i.policy)}; use one of ${POLICIES.join(', ')}`);
+    throw new BatonError(ErrorCode.BAD_ARGUMENT, `unknown inheritor policy ${JSON.stringify(i.policy)}; use one of ${INHERITOR_POLICIES.join(', ')}`);
   }
   const peers = i.peers.filter((p) => p.id !== i.self.id).sort((a, b) => a.id - b.id);
   if (peers.length === 0) {
@@ -74,10 +72,10 @@ export function selectInheritors(i: SelectorInput): InheritorPlan {
   const backup = i.backup ? byName(i.backup, 'backup inheritor') : null;
   const single = (p: PeerInfo): InheritorPlan => {
     if (backup && backup.id === p.id) throw new BatonError(ErrorCode.BAD_ARGUMENT, `the backup inheritor must differ from the inheritor (${p.name})`);
-    return { policy: i.policy as Policy, inheritors: [p], backup, assign: () => 0 };
+    return { policy: i.policy as InheritorPolicy, inheritors: [p], backup, assign: () => 0 };
   };
 
-  switch (i.policy as Policy) {
+  switch (i.policy as InheritorPolicy) {
     case 'least-flows': {
       let best = peers[0]!;
       for (const p of peers) if (p.flowsOwned < best.flowsOwned && p.id !== backup?.id) best = p;

@@ -26,7 +26,7 @@ import { encodeEncap, EncapMeta, Tier, ENCAP_HEADER_LEN } from '../shared/encap/
 import { encodeEnvelope } from '../shared/control/codec.js';
 import { body, PROTOCOL_VERSION } from '../shared/control/messages.js';
 import { ipv4ToInt, IPPROTO_TCP } from '../shared/packet/meta.js';
-import { mulberry32 } from '../bench/lib.js';
+import { mulberry32 } from '../shared/random.js';
 import { scrape, metricValue } from './helpers/metrics.js';
 
 const ephemeral = { dataPort: 0, controlPort: 0, metricsPort: 0 };

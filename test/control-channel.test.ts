@@ -6,7 +6,7 @@ import { PROTOCOL_VERSION, Role, WireError, body, emptyFlowStats, nodeInfo, type
 import { MemoryMessageNet, TcpNet, type CloseReason, type MessageConnection, type MessageListener } from '../shared/io/stream.js';
 import { RealScheduler, VirtualScheduler } from '../shared/runtime/scheduler.js';
 import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
-import { mulberry32 } from '../bench/lib.js';
+import { mulberry32 } from '../shared/random.js';
 
 const C = CHANNEL_COUNTERS;
 const STATUS: Body = body('statusResponse', { scopeVersion: 3, nodes: [] });

@@ -13,7 +13,7 @@ import {
   readExportHeader,
 } from '../distributor/flow-export.js';
 import { ErrorCode, isBatonError } from '../shared/errors.js';
-import { mulberry32 } from '../bench/lib.js';
+import { mulberry32 } from '../shared/random.js';
 
 /** Every field of every entry, keyed and sorted: equal snapshots = equal tables. */
 function snapshot(t: FlowTable, lastSeenShift = 0): string[] {

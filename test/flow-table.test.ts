@@ -4,7 +4,7 @@ import v8 from 'node:v8';
 import { exposeGc } from './helpers/alloc.js';
 import { FlowTable, NetAction, FlowFlag, OWNER_NONE, MAX_FLOWS_LIMIT, SLOT_WORDS, flowHash } from '../distributor/flow-table.js';
 import { ErrorCode, isBatonError } from '../shared/errors.js';
-import { mulberry32 } from '../bench/lib.js';
+import { mulberry32 } from '../shared/random.js';
 
 type Key = readonly [srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number];
 type Val = { owner: number; net: number; app: number; rwIp: number; rwPort: number; flags: number; seen: number; packets: number; bytes: number };

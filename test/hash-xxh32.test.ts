@@ -10,7 +10,7 @@ import {
   xxh32Utf8,
 } from '../shared/hash/xxh32.js';
 import { isBatonError, ErrorCode } from '../shared/errors.js';
-import { mulberry32 } from '../bench/lib.js';
+import { mulberry32 } from '../shared/random.js';
 
 // xxhash-wasm is the oracle (an independent C implementation compiled to wasm).
 let h32Raw: (b: Uint8Array, seed?: number) => number;

@@ -26,7 +26,7 @@ import { parseIPv4 } from '../shared/packet/parse.js';
 import { rewriteDst, rewriteSrc } from '../shared/packet/rewrite.js';
 import { PacketMeta, ipv4ToInt, IPPROTO_TCP, TCP_FIN, TCP_SYN } from '../shared/packet/meta.js';
 import { Reject } from '../shared/packet/reject.js';
-import { mulberry32 } from '../bench/lib.js';
+import { mulberry32 } from '../shared/random.js';
 import { isBatonError, ErrorCode } from '../shared/errors.js';
 
 const VIP = ipv4ToInt('198.51.100.1');

@@ -14,6 +14,14 @@ import { isPrime } from '../scope/maglev.js';
 import { DEFAULT_REBALANCE_ABOVE_PCT } from '../scope/scope-plan.js';
 import { parseStoreUrl } from '../store/store.js';
 
+/**
+ * How a disengage picks the FDs that inherit the leaver's flows
+ * (migration-client/inheritor-selector.ts implements them; `baton disengage
+ * --policy`). The one list: config, CLI and selector take it from here.
+ */
+export const INHERITOR_POLICIES = ['least-flows', 'spread', 'named', 'random', 'hash-aligned'] as const;
+export type InheritorPolicy = (typeof INHERITOR_POLICIES)[number];
+
 const ipv4 = z.string().refine((s) => {
   try {
     ipv4ToInt(s);
@@ -179,7 +187,8 @@ export const ConfigSchema = z
         thresholdPps: z.number().min(0).default(100),
         sustainMs: z.number().int().min(0).default(30_000),
         minActive: z.number().int().min(1).default(2),
-        policy: z.enum(['least-flows', 'spread', 'random', 'hash-aligned']).default('least-flows'),
+        // Any policy but 'named', which needs an inheritor named for each disengage.
+        policy: z.enum(INHERITOR_POLICIES).exclude(['named']).default('least-flows'),
         stopProcesses: z.boolean().default(true),
       })
       .prefault({}),
