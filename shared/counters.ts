@@ -28,8 +28,9 @@ export class Counters {
     this.names = ids.names;
     this.values = new Float64Array(ids.names.length);
   }
+  /** `id` is one of this set's ids (defineCounters), so always in range: no check on the hot path. */
   inc(id: number, by = 1): void {
-    this.values[id] += by;
+    this.values[id]! += by;
   }
   get(id: number): number {
     return this.values[id]!;

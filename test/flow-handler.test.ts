@@ -8,6 +8,7 @@ import { buildPacket, type PacketSpec } from '../shared/packet/build.js';
 import { parseIPv4 } from '../shared/packet/parse.js';
 import { PacketMeta, ipv4ToInt, IPPROTO_TCP, IPPROTO_UDP, TCP_SYN, TCP_ACK, TCP_FIN, TCP_RST, TCP_PSH } from '../shared/packet/meta.js';
 import { Reject } from '../shared/packet/reject.js';
+import { flipped } from './helpers/bytes.js';
 
 const CLIENT = ipv4ToInt('192.0.2.10');
 const VIP = ipv4ToInt('198.51.100.1');
@@ -207,8 +208,7 @@ describe('FlowHandler (seed 003 flow-handling algorithm)', () => {
 
   it('malformed packets are counted drops with their reason, never exceptions', () => {
     const syn = tcp(TCP_SYN);
-    const bad = Uint8Array.from(syn);
-    bad[10] ^= 0xff; // IP header checksum
+    const bad = flipped(syn, 10, 0xff); // IP header checksum
     expect(h.handle(bad, 0, bad.length)).toBe(Verdict.DROP);
     expect(h.counters.snapshot()['drop_bad_ip_checksum']).toBe(1);
     expect(h.handle(syn, 0, 10)).toBe(Verdict.DROP);

@@ -17,6 +17,7 @@ import { ipv4ToInt, IPPROTO_TCP, TCP_SYN, TCP_ACK, TCP_FIN } from '../shared/pac
 import type { MigrationAck, MigrationChunk } from '../shared/control/messages.js';
 import { MIG } from '../migration-client/counters.js';
 import { MigrationReceiver, MigrationOp, MigrationRefusal, STAGING_HOLD_MS } from '../migration-client/migration-receiver.js';
+import { flipped } from './helpers/bytes.js';
 
 const VIP = ipv4ToInt('198.51.100.1');
 const B1 = ipv4ToInt('10.1.0.1');
@@ -273,8 +274,7 @@ describe('migration receiver', () => {
 
     it('a malformed chunk changes nothing and says so', () => {
       const c = exportOwned(a, SENDER);
-      const bad = Uint8Array.from(c.records);
-      bad[bad.length - 1] ^= 0xff;
+      const bad = flipped(c.records, -1, 0xff);
       const ack = ackOf(rx.handle(chunk({ records: bad, count: c.count })));
       expect(ack).toMatchObject({ imported: 0, errorCode: 'BATON_BAD_EXPORT_FORMAT' });
       expect(b.table.size).toBe(0);

@@ -9,6 +9,7 @@ import { decodeEncap, encodeEncap, EncapMeta, ENCAP_HEADER_LEN, Tier } from '../
 import { PacketMeta, ipv4ToInt, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../shared/packet/meta.js';
 import { Reject } from '../shared/packet/reject.js';
 import { isBatonError, ErrorCode } from '../shared/errors.js';
+import { flipped } from './helpers/bytes.js';
 
 const VNI = 0x00abcd;
 const SN_ID = 0x0123;
@@ -238,10 +239,8 @@ describe('ServiceNode malformed input is counted, never thrown', () => {
 
   it('bad IPv4 checksum, bad TCP checksum, unsupported protocol -> rx_bad_packet', () => {
     const r = rig();
-    const badIp = buildPacket(tcp({ tcpFlags: TCP_SYN }));
-    badIp[10] ^= 0x01;
-    const badTcp = buildPacket(tcp({ tcpFlags: TCP_ACK, payload: PAYLOAD }));
-    badTcp[badTcp.length - 1] ^= 0xff;
+    const badIp = flipped(buildPacket(tcp({ tcpFlags: TCP_SYN })), 10, 0x01);
+    const badTcp = flipped(buildPacket(tcp({ tcpFlags: TCP_ACK, payload: PAYLOAD })), -1, 0xff);
     const icmp = buildPacket(udp({ payload: PAYLOAD }));
     icmp[9] = 1; // protocol ICMP (header checksum now wrong too; either way a bad packet)
     send(r, datagram([{ pkt: badIp }, { pkt: badTcp }, { pkt: icmp }]));

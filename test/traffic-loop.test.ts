@@ -28,6 +28,7 @@ import { PacketMeta, ipv4ToInt, IPPROTO_TCP, TCP_FIN, TCP_SYN } from '../shared/
 import { Reject } from '../shared/packet/reject.js';
 import { mulberry32 } from '../shared/random.js';
 import { isBatonError, ErrorCode } from '../shared/errors.js';
+import { flipped } from './helpers/bytes.js';
 
 const VIP = ipv4ToInt('198.51.100.1');
 const SERVICE_IP = ipv4ToInt('10.1.0.3');
@@ -345,8 +346,7 @@ describe('generator <-> service node over MemoryNetwork (virtual time)', () => {
     let foreign = 0;
     r.relay!.mangle = (d, i) => {
       if (i === 5) {
-        const bad = Uint8Array.from(d);
-        bad[bad.length - 1] ^= 0x5a; // last byte of the last frame: its checksum no longer matches
+        const bad = flipped(d, -1, 0x5a); // last byte of the last frame: its checksum no longer matches
         corrupted = 1;
         // A second datagram: a valid reply (checksums patched), but to a client port no flow uses.
         const other = Uint8Array.from(d.subarray(0, inspect(d)[0]!.meta.frameLength));

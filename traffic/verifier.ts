@@ -231,7 +231,7 @@ export class Verifier {
     const bit = 1 << (seq & 31);
     if ((this.bits[i]! & bit) !== 0) return false;
     this.bits[i] = this.bits[i]! | bit;
-    this.fSent[flow]++;
+    this.fSent[flow]!++;
     this.totSent++;
     if (this.firstSend < 0) this.firstSend = nowMs;
     this.lastSend = nowMs;
@@ -252,32 +252,32 @@ export class Verifier {
    */
   recordEchoUs(flow: number, seq: number, latencyUs: number, nowMs: number): Echo {
     if (flow < 0 || flow >= this.n || seq < 0 || seq >= this.packetsPerFlow) {
-      this.malformed[Malformed.UNKNOWN_FLOW]++;
+      this.malformed[Malformed.UNKNOWN_FLOW]!++;
       return Echo.UNKNOWN;
     }
     const i = this.wordIndex(flow, seq);
     const bit = 1 << (seq & 31);
     if (i < 0 || (this.bits[i]! & bit) === 0) {
-      this.malformed[Malformed.UNKNOWN_FLOW]++;
+      this.malformed[Malformed.UNKNOWN_FLOW]!++;
       return Echo.UNKNOWN;
     }
     const r = i + this.pageWords; // the echoed bitmap of the same page
     if ((this.bits[r]! & bit) !== 0) {
-      this.fDup[flow]++;
+      this.fDup[flow]!++;
       this.totDup++;
       return Echo.DUPLICATE;
     }
     this.bits[r] = this.bits[r]! | bit;
-    this.fRecv[flow]++;
+    this.fRecv[flow]!++;
     this.totRecv++;
     if (seq < this.fHigh[flow]!) {
-      this.fReord[flow]++;
+      this.fReord[flow]!++;
       this.totReord++;
     } else {
       this.fHigh[flow] = seq;
     }
     this.hist.recordValue(latencyUs);
-    this.fLatSumUs[flow] += latencyUs;
+    this.fLatSumUs[flow]! += latencyUs;
     if (latencyUs > this.fLatMaxUs[flow]!) this.fLatMaxUs[flow] = latencyUs;
     if (this.firstRecv < 0) this.firstRecv = nowMs;
     this.lastRecv = nowMs;
@@ -297,14 +297,16 @@ export class Verifier {
   }
 
   recordMalformed(kind: Malformed): void {
-    this.malformed[kind]++;
+    this.malformed[kind]!++; // a Malformed value: one slot each
   }
 
+  /** A SYN sent again for `flow` (an unknown flow is ignored, as recordSent does). */
   synRetry(flow: number): void {
-    this.fSyn[flow]++;
+    if (flow >= 0 && flow < this.n) this.fSyn[flow]!++;
   }
+  /** A FIN sent again for `flow` (an unknown flow is ignored). */
   finRetry(flow: number): void {
-    this.fFin[flow]++;
+    if (flow >= 0 && flow < this.n) this.fFin[flow]!++;
   }
   /** Sets a FlowStatus bit on a flow. */
   markFlow(flow: number, status: number): void {

@@ -21,7 +21,7 @@ export class LinkRx {
   /** Frames decoded, by sender node id (uint16). */
   readonly frames = new Float64Array(65536);
   add(senderId: number, n = 1): void {
-    this.frames[senderId & 0xffff] += n;
+    this.frames[senderId & 0xffff]! += n; // a uint16 id into 65,536 slots: in range
   }
   /** Non-zero entries as [sender id, frames]. Off the hot path (scrape time). */
   entries(): [number, number][] {
@@ -54,7 +54,7 @@ export class LinkTx {
   }
   /** `n` frames the kernel accepted for the slot's destination. */
   add(slot: number, n: number): void {
-    this.counts[slot] += n;
+    this.counts[slot]! += n; // a slot slot() returned: counts grows with the slots
   }
   /** Every destination as [address "host:port", frames]. Off the hot path. */
   entries(): [string, number][] {
