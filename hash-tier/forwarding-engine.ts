@@ -38,6 +38,7 @@ import { hashFiveTupleI32, hashFiveTupleSymmetricI32 } from '../shared/hash/xxh3
 import type { HashScope } from '../shared/scope/hash-scope.js';
 import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../shared/packet/meta.js';
 import { Admission, AdmissionState, type AdmissionOptions } from './admission.js';
+import type { QueueProbe } from '../shared/dataplane/queue-probe.js';
 
 const HT_STATIC = ['to_fd', 'to_fd_by_hint', 'to_client', 'clients_learned', 'drop_bad_inner', 'drop_empty_scope', 'drop_unknown_client', 'drop_bad_tier',
   // Client locators (several tiers on the data path) and the bounded client tables.
@@ -47,7 +48,9 @@ const HT_STATIC = ['to_fd', 'to_fd_by_hint', 'to_client', 'clients_learned', 'dr
   'client_addrs_added', 'client_addrs_evicted_idle', 'client_addrs_evicted_full',
   'clients_evicted_idle', 'clients_evicted_full',
   // Admission control (hash-tier/admission.ts): frames refused at the edge, frames marked SHED, state entries.
-  'drop_admission_syn', 'drop_admission_overload', 'admission_shed_marked', 'admission_to_open', 'admission_to_shed_syn', 'admission_to_shed_new', 'admission_to_dropping'] as const;
+  'drop_admission_syn', 'drop_admission_overload', 'admission_shed_marked', 'admission_to_open', 'admission_to_shed_syn', 'admission_to_shed_new', 'admission_to_dropping',
+  // Per-FD admission (an FD whose receive path falls behind, seen by echo probes): entries into each state, summed over the FDs.
+  'admission_fd_to_open', 'admission_fd_to_shed_syn', 'admission_fd_to_shed_new', 'admission_fd_to_dropping'] as const;
 export const HT = defineCounters([...DP.names, ...HT_STATIC] as unknown as readonly [...typeof DP.names, ...typeof HT_STATIC]);
 
 export interface ForwardingEngineOptions extends DatapathOptions {
@@ -77,6 +80,15 @@ export interface Routing {
   scope: HashScope | null;
   laneOfMember: Int32Array;
   laneOfId: Int32Array;
+}
+
+export interface FdAdmission {
+  fd: string;
+  data: string;
+  state: AdmissionState;
+  /** Round trip of the FD's echo probe now (its receive path plus this tier's), and the largest seen. */
+  delayMs: number;
+  maxDelayMs: number;
 }
 
 export interface ScopeMember {
@@ -114,11 +126,22 @@ export class ForwardingEngine {
   /** Admission control, or null when off; `admit` is its state as of this batch. */
   readonly admission: Admission | null;
   private admit: AdmissionState = AdmissionState.OPEN;
+  private readonly admissionOpts: (AdmissionOptions & { probeMs: number }) | null;
+  /**
+   * Per scope member (index): admission on the FD's own receive path, measured
+   * by an echo probe (null: no data address). A client frame is admitted by
+   * the stricter of the hash tier's state and its FD's (`memberAdmit`), so an
+   * FD that falls behind sheds its new work here while the others take theirs.
+   */
+  private fdAdmission: (Admission | null)[] = [];
+  private memberAdmit = new Uint8Array(0);
+  private readonly admissionOfProbe = new Map<QueueProbe, { admission: Admission; fd: string }>();
 
   constructor(socket: DatagramSocket, scheduler: Scheduler, opts: ForwardingEngineOptions) {
     this.counters = new Counters(HT);
     this.dp = new Datapath(socket, scheduler, this.counters, opts.admission ? { ...opts, queueProbeMs: opts.admission.probeMs } : opts);
     this.admission = opts.admission && this.dp.probe ? new Admission(this.dp.probe, scheduler.clock, opts.admission) : null;
+    this.admissionOpts = this.admission ? opts.admission! : null;
     this.id = opts.id;
     this.seed = opts.hashSeed >>> 0;
     this.symmetric = opts.symmetricHash ?? false;
@@ -173,15 +196,56 @@ export class ForwardingEngine {
         byId[f.id] = lanes[i]!;
       });
     }
+    if (this.admissionOpts) this.probeMembers(scope, fds);
     this.routing = { scope, laneOfMember: lanes, laneOfId: byId };
+  }
+
+  /** One echo probe and admission state machine per scope member (kept across scopes for members that stay). */
+  private probeMembers(scope: HashScope | null, fds: readonly ScopeMember[]): void {
+    const o = this.admissionOpts!;
+    const byName = new Map(fds.map((f) => [f.name, f]));
+    const members = scope ? scope.members.map((n) => byName.get(n)) : [];
+    const probes = this.dp.probeTo(members.filter((f) => f !== undefined).map((f) => f.data), o.probeMs);
+    const live = new Set(probes);
+    for (const p of this.admissionOfProbe.keys()) if (!live.has(p)) this.admissionOfProbe.delete(p);
+    let k = 0;
+    this.fdAdmission = members.map((f) => {
+      if (f === undefined) return null;
+      const p = probes[k++]!;
+      let a = this.admissionOfProbe.get(p);
+      if (!a) this.admissionOfProbe.set(p, (a = { admission: new Admission(p, this.clock, o), fd: f.name }));
+      return a.admission;
+    });
+    this.memberAdmit = new Uint8Array(members.length).fill(this.admit);
+  }
+
+  /** Per-FD admission as of the last batch (FD name, data address "host:port"): for status and metrics. Off the hot path. */
+  fdAdmissionStates(): FdAdmission[] {
+    const out: FdAdmission[] = [];
+    for (const [p, a] of this.admissionOfProbe) out.push({ fd: a.fd, data: `${p.echo!.to.host}:${p.echo!.to.port}`, state: a.admission.state, delayMs: p.delayMs(), maxDelayMs: a.admission.maxDelayMs });
+    return out;
   }
 
   private readonly beforeBatch = (): void => {
     const before = this.admit;
     const now = this.admission!.update();
-    if (now === before) return;
-    this.admit = now;
-    this.counters.inc(HT.admission_to_open + now); // the four counters are in AdmissionState order
+    if (now !== before) {
+      this.admit = now;
+      this.counters.inc(HT.admission_to_open + now); // the four counters are in AdmissionState order
+    }
+    const fa = this.fdAdmission;
+    const ma = this.memberAdmit;
+    for (let i = 0; i < fa.length; i++) {
+      const a = fa[i]!;
+      let s: number = now;
+      if (a !== null) {
+        const was = a.state;
+        const fd = a.update();
+        if (fd !== was) this.counters.inc(HT.admission_fd_to_open + fd);
+        if (fd > s) s = fd;
+      }
+      ma[i] = s;
+    }
   };
 
   private frame(buf: Uint8Array, m: EncapMeta, from: Address | null): void {
@@ -208,9 +272,18 @@ export class ForwardingEngine {
     // Toward an FD: a service's reply keeps the locator it echoed; a client frame gets this datagram's source.
     o.locatorIp = m.locatorIp;
     o.locatorPort = m.locatorPort;
+    const rt = this.routing;
+    const scope = rt.scope;
     if (tier === Tier.CLIENT) {
-      // Offered more than the cluster carries: refuse new work here, counted (hash-tier/admission.ts).
-      const a = this.admit;
+      if (scope === null) {
+        c.inc(HT.drop_empty_scope);
+        return;
+      }
+      const h = this.hash(p);
+      const member = scope.pick(h);
+      // Offered more than the cluster carries: refuse new work here, counted (hash-tier/admission.ts):
+      // by the stricter of this tier's state and the FD's the flow hashes to.
+      const a = this.admission === null ? AdmissionState.OPEN : member < this.memberAdmit.length ? this.memberAdmit[member]! : this.admit;
       if (a === AdmissionState.DROPPING) {
         c.inc(HT.drop_admission_overload);
         return;
@@ -224,12 +297,13 @@ export class ForwardingEngine {
         c.inc(HT.admission_shed_marked);
       } else o.flags = m.flags & ~EncapFlag.SHED;
       this.stampLocator(p.srcIp | 0, from);
-    } else if (tier !== Tier.SERVICE) {
+      this.toMember(buf, m, rt, scope, member);
+      return;
+    }
+    if (tier !== Tier.SERVICE) {
       c.inc(HT.drop_bad_tier);
       return;
     }
-    const rt = this.routing;
-    const scope = rt.scope;
     if (scope === null) {
       c.inc(HT.drop_empty_scope);
       return;
@@ -242,17 +316,25 @@ export class ForwardingEngine {
         return;
       }
     }
-    // int32 in and out (the I32 forms): nothing is boxed whether or not V8 inlines the hash.
-    const h = this.symmetric
+    this.toMember(buf, m, rt, scope, scope.pick(this.hash(p)));
+  }
+
+  /** The 5-tuple hash the scope picks an FD by. int32 in and out (the I32 forms): nothing is boxed whether or not V8 inlines the hash. */
+  private hash(p: PacketMeta): number {
+    return this.symmetric
       ? hashFiveTupleSymmetricI32(p.srcIp | 0, p.dstIp | 0, p.srcPort, p.dstPort, p.proto, this.seed)
       : hashFiveTupleI32(p.srcIp | 0, p.dstIp | 0, p.srcPort, p.dstPort, p.proto, this.seed);
-    const lane = rt.laneOfMember[scope.pick(h)]!;
+  }
+
+  private toMember(buf: Uint8Array, m: EncapMeta, rt: Routing, scope: HashScope, member: number): void {
+    const lane = rt.laneOfMember[member]!;
     if (lane < 0) {
-      c.inc(DP.drop_no_route);
+      this.counters.inc(DP.drop_no_route);
       return;
     }
+    const o = this.out;
     o.scopeVersion = scope.version;
-    if (this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength)) c.inc(HT.to_fd);
+    if (this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength)) this.counters.inc(HT.to_fd);
   }
 
   /** Egress toward a client: to its locator, whichever tier it entered through; without one, to the address learned for `clientIp` (int32). */

@@ -5,7 +5,10 @@
  * work — counted — once the measured delay passes the bounds.
  */
 import { describe, expect, it } from 'vitest';
-import { QueueProbe, QUEUE_PROBE_LEN, isQueueProbe } from '../shared/dataplane/queue-probe.js';
+import { QueueProbe, QUEUE_PROBE_LEN, isQueueProbe, reflectQueueProbe } from '../shared/dataplane/queue-probe.js';
+import { Datapath } from '../shared/dataplane/datapath.js';
+import { Counters } from '../shared/counters.js';
+import { DP } from '../shared/dataplane/counters.js';
 import { Admission, AdmissionState } from '../hash-tier/admission.js';
 import { ForwardingEngine, HT } from '../hash-tier/forwarding-engine.js';
 import { RealScheduler, VirtualScheduler } from '../shared/runtime/scheduler.js';
@@ -222,6 +225,88 @@ describe('ForwardingEngine admission', () => {
     expect(s.eng.counters.get(HT.drop_admission_overload)).toBe(2);
     expect(sumDrops(s.eng.counters)).toBe(2);
     await s.close();
+  });
+});
+
+describe('echo probes: an FD that falls behind, seen from the hash tier', () => {
+  it("a peer's datapath sends an echo probe straight back; the round trip is the peer's queue", () => {
+    const sched = new VirtualScheduler();
+    const net = new MemoryNetwork(sched, 0);
+    const a = net.bindSync({ host: '10.0.0.1', port: 1 });
+    const b = net.bindSync({ host: '10.0.0.2', port: 2 });
+    const pa = new Datapath(a, sched, new Counters(DP), { vni: 1 });
+    const cb = new Counters(DP);
+    const pb = new Datapath(b, sched, cb, { vni: 1 });
+    pb.start(() => {});
+    pa.start(() => {});
+    const [probe] = pa.probeTo([b.address], 5);
+    expect(probe!.delayMs()).toBe(0); // never answered: no signal
+    sched.runFor(50);
+    expect(probe!.arrived).toBeGreaterThan(5);
+    expect(probe!.delayMs()).toBe(0); // no queue anywhere
+    expect(cb.get(DP.queue_probes_reflected)).toBe(probe!.arrived);
+    expect(cb.get(DP.drop_bad_encap)).toBe(0);
+    // A stopped probe's late answers are refused, not taken for another's.
+    pa.probeTo([], 5);
+    expect(pa.probeTo([b.address], 5)[0]).not.toBe(probe);
+  });
+
+  it('reflects only echo requests', () => {
+    const req = new Uint8Array(20);
+    req[1] = 0x80;
+    new DataView(req.buffer).setUint32(8, 0x42515051);
+    expect(reflectQueueProbe(req)).toBe(true);
+    expect(reflectQueueProbe(req)).toBe(false); // now an answer
+    expect(reflectQueueProbe(new Uint8Array(16))).toBe(false);
+  });
+
+  it('sheds new work only for the FD whose receive path waits, the other FD takes its flows', async () => {
+    const VNI = 7;
+    const sched = new VirtualScheduler();
+    const net = new MemoryNetwork(sched, 0);
+    const htSock = net.bindSync({ host: '10.0.0.1', port: 1 });
+    const cSock = net.bindSync({ host: '10.0.0.3', port: 3 });
+    const eng = new ForwardingEngine(htSock, sched, { id: 1, vni: VNI, hashSeed: 1, admission: { probeMs: 5, synAboveMs: 10, shedAboveMs: 20, dropAboveMs: 100, holdMs: 50, trendMs: 10 } });
+    // fd-1 answers probes at once, fd-2 after 30 ms (its queue): both count the SYNs that reach them.
+    const synsAt = [0, 0];
+    const fds = [0, 30].map((holdMs, i) => {
+      const sock = net.bindSync({ host: `10.0.1.${i + 1}`, port: 10 });
+      sock.onMessage((d, from) => {
+        if (reflectQueueProbe(d)) {
+          const copy = Uint8Array.from(d);
+          sched.after(holdMs, () => sock.send(copy, from));
+          return;
+        }
+        const m = new EncapMeta();
+        let off = 0;
+        while (off < d.length && decodeEncap(d, off, d.length - off, m) === Reject.OK) {
+          synsAt[i]!++;
+          off += m.frameLength;
+        }
+      });
+      return { name: `fd-${i + 1}`, id: 11 + i, data: sock.address };
+    });
+    eng.setScope(HashScope.build(1, ['fd-1', 'fd-2'], 251, 1), fds);
+    sched.runFor(200);
+    expect(eng.admission!.state).toBe(AdmissionState.OPEN); // the hash tier itself keeps up
+    const states = Object.fromEntries(eng.fdAdmissionStates().map((f) => [f.fd, f.state]));
+    expect(states).toEqual({ 'fd-1': AdmissionState.OPEN, 'fd-2': AdmissionState.SHED_NEW });
+    for (let port = 20000; port < 20200; port++) {
+      const inner = buildPacket({ srcIp: ipv4ToInt('192.0.2.10'), dstIp: ipv4ToInt('198.51.100.1'), srcPort: port, dstPort: 80, proto: IPPROTO_TCP, tcpFlags: TCP_SYN, payload: new Uint8Array(0) });
+      const meta = new EncapMeta();
+      meta.vni = VNI;
+      meta.tier = Tier.CLIENT;
+      const out = new Uint8Array(ENCAP_HEADER_LEN + inner.length);
+      encodeEncap(out, 0, meta, inner, 0, inner.length);
+      cSock.send(out, htSock.address);
+    }
+    sched.runFor(50);
+    // fd-2's SYNs refused at the edge, counted; fd-1's all delivered.
+    expect(synsAt[1]).toBe(0);
+    expect(synsAt[0]).toBeGreaterThan(50);
+    expect(eng.counters.get(HT.drop_admission_syn)).toBe(200 - synsAt[0]!);
+    expect(eng.counters.get(HT.admission_fd_to_shed_new)).toBe(1);
+    await eng.close();
   });
 });
 

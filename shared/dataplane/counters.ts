@@ -22,6 +22,7 @@ export const DP = defineCounters([
   'tx_too_big',
   'tx_send_errors', // datagrams
   'tx_send_error_frames', // the frames those datagrams carried
+  'queue_probes_reflected', // peers' echo probes sent back (shared/dataplane/queue-probe.ts): not frames
 ] as const);
 
 export function newDataplaneCounters(): Counters {

@@ -16,7 +16,7 @@ import { RxRing } from './rx-ring.js';
 import { TxLanes, type TxOptions } from './tx-lanes.js';
 import { DP } from './counters.js';
 import { LinkRx } from './link-counters.js';
-import { QueueProbe, isQueueProbe } from './queue-probe.js';
+import { QueueProbe, isQueueProbe, reflectQueueProbe, echoAnswerId } from './queue-probe.js';
 
 export interface DatapathOptions {
   vni: number;
@@ -91,7 +91,7 @@ export class Datapath {
       const d = this.rx.shift();
       if (d === null) break;
       if (isQueueProbe(d)) {
-        if (this.probe === null || !this.probe.onArrival(d)) c.inc(DP.drop_bad_encap);
+        this.onProbe(d);
         continue;
       }
       const from = this.rx.lastFrom;
@@ -117,6 +117,64 @@ export class Datapath {
       this.scheduler.defer(this.run);
     }
   };
+
+  /**
+   * A queue probe at dequeue: this node's own, an answer to one of its echo
+   * probes, or a peer's echo request — sent straight back to the peer, so the
+   * peer measures how long this node's receive path held it.
+   */
+  private onProbe(d: Uint8Array): void {
+    const c = this.counters;
+    if (reflectQueueProbe(d)) {
+      const from = this.rx.lastFrom;
+      if (from === null) c.inc(DP.drop_bad_encap);
+      else {
+        this.socket.send(d, from);
+        c.inc(DP.queue_probes_reflected);
+      }
+      return;
+    }
+    const id = echoAnswerId(d);
+    if (id >= 0) {
+      const p = this.echoById.get(id);
+      if (p === undefined || !p.onArrival(d)) c.inc(DP.drop_bad_encap);
+      return;
+    }
+    if (this.probe === null || !this.probe.onArrival(d)) c.inc(DP.drop_bad_encap);
+  }
+
+  /**
+   * Echo probes of other nodes' receive paths, every `intervalMs`: one per
+   * address in `to`, in that order; probes of addresses still listed are
+   * kept (their history too), the others stopped. Off the hot path (scope
+   * changes). Ids are never reused, so a late answer to a stopped probe is
+   * refused, not taken for a new one's.
+   */
+  probeTo(to: readonly Address[], intervalMs: number): readonly QueueProbe[] {
+    const keep = new Map<string, QueueProbe>();
+    for (const p of this.echoProbes) keep.set(`${p.echo!.to.host}:${p.echo!.to.port}`, p);
+    const next: QueueProbe[] = [];
+    for (const a of to) {
+      const k = `${a.host}:${a.port}`;
+      let p = keep.get(k);
+      if (p) keep.delete(k);
+      else {
+        p = new QueueProbe(this.socket, this.scheduler, intervalMs, this.vni, { to: a, id: this.nextEchoId++ });
+        this.echoById.set(p.echo!.id, p);
+        if (!this.closed) p.start();
+      }
+      next.push(p);
+    }
+    for (const p of keep.values()) {
+      p.stop();
+      this.echoById.delete(p.echo!.id);
+    }
+    this.echoProbes = next;
+    return next;
+  }
+  private echoProbes: QueueProbe[] = [];
+  private readonly echoById = new Map<number, QueueProbe>();
+  private nextEchoId = 1;
 
   /** The TX lane to `a`, created on first use. Off the hot path (route snapshots). */
   laneTo(a: Address): number {
@@ -179,6 +237,7 @@ export class Datapath {
     if (this.closed) return;
     this.closed = true;
     this.probe?.stop();
+    for (const p of this.echoProbes) p.stop();
     for (let d = this.rx.shift(); d !== null; d = this.rx.shift()) this.countDropped(d, DP.drop_at_close);
     this.tx.discardQueued();
     const end = this.scheduler.clock.now() + flushMs;
