@@ -127,9 +127,13 @@ export class Manager {
       this.powerdownTimer = this.o.scheduler.every(pd.everyMs, () => {
         this.workflows
           .powerdown({ ...pd, timeoutMs: this.o.operationTimeoutMs ?? 30_000 }, (msg) => this.log.info('scheduled power-down', { msg }))
-          .then((r) => {
-            if (!r.ok) this.log.warn('scheduled power-down failed', { err: r.errorMessage });
-          });
+          .then(
+            (r) => {
+              if (!r.ok) this.log.warn('scheduled power-down failed', { err: r.errorMessage });
+            },
+            // Refused before it began (an upgrade or another power-down holds the lock): try again next tick.
+            (e: unknown) => this.log.info('scheduled power-down not started', { err: String(e) }),
+          );
       });
     }
     this.log.info('manager listening', { control: this.listener.address });

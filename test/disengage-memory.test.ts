@@ -324,4 +324,27 @@ describe('scheduled power-down (config powerdown.enabled)', () => {
       await c.stop();
     }
   });
+
+  it('a check that finds a power-down already running is skipped until the next tick, not an unhandled rejection', async () => {
+    // Nothing is under 0 pps: the scheduled check only takes the workflow lock, every 100 ms.
+    // operations.quietMs: the disengage it waits for lasts several ticks.
+    const c = new InMemoryCluster({ powerdown: { enabled: true, everyMs: 100, thresholdPps: 0, sustainMs: 0, minActive: 1, stopProcesses: false }, operations: { quietMs: 1000 } });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await c.start();
+      // A power-down asked for by hand holds the lock for the disengage (longer than a tick).
+      const t0 = c.scheduler.clock.now();
+      const r = await c.drive(c.hashTier.manager.workflows.powerdown({ thresholdPps: 1e9, minActive: 2, sustainMs: 0, policy: 'least-flows', stopProcesses: false, timeoutMs: 10_000 }, () => undefined));
+      expect(r).toMatchObject({ ok: true, poweredDown: ['fd-1'] });
+      expect(c.scheduler.clock.now() - t0).toBeGreaterThan(3 * 100);
+      await c.runFor(300); // the checks after it run again
+      await new Promise((res) => setImmediate(res));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await c.stop();
+    }
+  });
 });
