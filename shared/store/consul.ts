@@ -17,6 +17,7 @@
  */
 import Consul from 'consul';
 import { BatonError, ErrorCode } from '../errors.js';
+import { getLogger } from '../observability/logger.js';
 import {
   DEFAULT_CLUSTER,
   DEFAULT_STORE_TIMEOUT_MS,
@@ -87,7 +88,7 @@ export class ConsulStore implements ClusterStore {
     this.cluster = checkCluster(opts.cluster ?? DEFAULT_CLUSTER);
     this.keys = new StoreKeys(this.cluster, false);
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
-    this.onError = opts.onError ?? ((e) => console.error('consul store:', e));
+    this.onError = opts.onError ?? ((e) => getLogger('store').error('consul store', { err: String(e) }));
     const i = hostPort.lastIndexOf(':');
     this.consul = new Consul({ host: hostPort.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hostPort.slice(i + 1)) });
   }

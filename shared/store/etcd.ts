@@ -23,6 +23,7 @@
  */
 import { Etcd3, type IKeyValue, type IOptions, type Lease, type Watcher } from 'etcd3';
 import { BatonError, ErrorCode } from '../errors.js';
+import { getLogger } from '../observability/logger.js';
 import {
   DEFAULT_CLUSTER,
   DEFAULT_STORE_TIMEOUT_MS,
@@ -131,7 +132,7 @@ export class EtcdStore implements ClusterStore {
     this.cluster = checkCluster(opts.cluster ?? DEFAULT_CLUSTER);
     this.keys = new StoreKeys(this.cluster);
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
-    this.onError = opts.onError ?? ((e) => console.error('etcd store:', e));
+    this.onError = opts.onError ?? ((e) => getLogger('store').error('etcd store', { err: String(e) }));
     const t = this.timeoutMs;
     this.client = new Etcd3({
       hosts: hosts.map((h) => `http://${h}`),

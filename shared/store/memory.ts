@@ -9,6 +9,7 @@
  * being delivered, so every watcher sees changes in store order.
  */
 import { BatonError, ErrorCode } from '../errors.js';
+import { getLogger } from '../observability/logger.js';
 import { RealScheduler, type Scheduler, type Timer } from '../runtime/scheduler.js';
 import {
   DEFAULT_CLUSTER,
@@ -202,7 +203,7 @@ export class MemoryStore implements ClusterStore {
     this.cluster = checkCluster(opts.cluster ?? DEFAULT_CLUSTER);
     this.backend = opts.backend ?? new MemoryBackend(opts.scheduler);
     this.c = this.backend.cluster(this.cluster);
-    this.onError = opts.onError ?? ((e) => console.error('memory store: listener error:', e));
+    this.onError = opts.onError ?? ((e) => getLogger('store').error('memory store: listener error', { err: String(e) }));
   }
 
   private live(what: string): void {
