@@ -7,7 +7,7 @@
  * per parsed packet, and checksums recomputed from scratch after a rewrite.
  */
 import type { BenchCase, BenchResult } from '../lib.js';
-import { consume, measureRate as measure, mulberry32, rateResult } from '../lib.js';
+import { consume, mulberry32, rateResult, sampleRate } from '../lib.js';
 import { buildPacket } from '../../shared/packet/build.js';
 import { parseIPv4 } from '../../shared/packet/parse.js';
 import { rewriteDst } from '../../shared/packet/rewrite.js';
@@ -99,7 +99,7 @@ const codec: BenchCase = {
     }
 
     progress('codec: parse+verify (Baton)');
-    const parseRate = measure((n) => {
+    const parseRate = sampleRate((n) => {
       let acc = 0;
       for (let i = 0; i < n; i++) {
         acc += parseIPv4(mem, (i & (SLOTS - 1)) * PKT, PKT, meta, true) + meta.dstPort;
@@ -107,7 +107,7 @@ const codec: BenchCase = {
       consume(acc);
     });
     progress('codec: parse+verify (naive Buffer + object)');
-    const naiveParseRate = measure((n) => {
+    const naiveParseRate = sampleRate((n) => {
       let acc = 0;
       for (let i = 0; i < n; i++) {
         const p = naiveParse(memBuf, (i & (SLOTS - 1)) * PKT, PKT);
@@ -117,7 +117,7 @@ const codec: BenchCase = {
     });
 
     progress('codec: rewriteDst (Baton, incremental checksum)');
-    const rewriteRate = measure((n) => {
+    const rewriteRate = sampleRate((n) => {
       for (let i = 0; i < n; i++) {
         const s = i & (SLOTS - 1);
         rewriteDst(mem, metas[s]!, 0x0a000000 + (i & 0xffff), i & 0xffff);
@@ -125,7 +125,7 @@ const codec: BenchCase = {
       consume(metas[0]!.dstPort);
     });
     progress('codec: rewriteDst (naive, full recompute)');
-    const naiveRewriteRate = measure((n) => {
+    const naiveRewriteRate = sampleRate((n) => {
       for (let i = 0; i < n; i++) naiveRewriteDst(memBuf, (i & (SLOTS - 1)) * PKT, 0x0a000000 + (i & 0xffff), i & 0xffff);
       consume(memBuf[17]!);
     });

@@ -9,7 +9,7 @@
  * encoding a fresh header Buffer concatenated with the inner packet.
  */
 import type { BenchCase, BenchResult } from '../lib.js';
-import { consume, measureRate as measure, mulberry32, rateResult } from '../lib.js';
+import { consume, mulberry32, rateResult, sampleRate } from '../lib.js';
 import { buildPacket } from '../../shared/packet/build.js';
 import { IPPROTO_TCP } from '../../shared/packet/meta.js';
 import { Reject } from '../../shared/packet/reject.js';
@@ -122,7 +122,7 @@ const encap: BenchCase = {
     };
 
     progress('encap: decode + redirect rewrite in place (Baton)');
-    const rewriteRate = measure((n) => {
+    const rewriteRate = sampleRate((n) => {
       let acc = 0;
       for (let i = 0; i < n; i++) {
         const off = (i & (SLOTS - 1)) * FRAME;
@@ -141,7 +141,7 @@ const encap: BenchCase = {
     });
     resetHops();
     progress('encap: decode + redirect rewrite (naive DataView + object)');
-    const naiveRewriteRate = measure((n) => {
+    const naiveRewriteRate = sampleRate((n) => {
       let acc = 0;
       for (let i = 0; i < n; i++) {
         const off = (i & (SLOTS - 1)) * FRAME;
@@ -167,7 +167,7 @@ const encap: BenchCase = {
 
     const out = new Uint8Array(FRAME * SLOTS);
     progress('encap: encode header + copy inner (Baton)');
-    const encodeRate = measure((n) => {
+    const encodeRate = sampleRate((n) => {
       let acc = 0;
       for (let i = 0; i < n; i++) {
         const s = i & (SLOTS - 1);
@@ -177,7 +177,7 @@ const encap: BenchCase = {
     });
     const naiveMeta = naiveDecode(mem, 0, FRAME)!;
     progress('encap: encode (naive Buffer.alloc + Buffer.concat)');
-    const naiveEncodeRate = measure((n) => {
+    const naiveEncodeRate = sampleRate((n) => {
       let acc = 0;
       for (let i = 0; i < n; i++) acc += naiveEncode(naiveMeta, inners[i & (SLOTS - 1)]!).length;
       consume(acc);

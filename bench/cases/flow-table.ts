@@ -5,12 +5,13 @@
  *
  * Lookups visit keys in a random order relative to insertion (pre-generated
  * key arrays, read sequentially), so every lookup lands on a random slot.
- * Keys are int32 as flow-table.ts asks of per-packet callers. Rates are
- * best-of-N rounds (noise only slows a round). To keep the case ~15 s the
- * Map is built once (1 M inserts, one round), its lookups are timed over
- * 250 k operations per round and its JSON export/import once; fewer rounds
- * can only make the baseline look worse by noise, so ratios involving
- * one-round baselines are slightly optimistic.
+ * Keys are int32 as flow-table.ts asks of per-packet callers. Each rate is
+ * the median of N timed passes (tinybench, bench/lib.ts repeatMs/passRate),
+ * with min and max beside it. To keep the case ~15 s the Map is built once
+ * (1 M inserts, one round), its lookups are timed over 250 k operations per
+ * round and its JSON export/import once; a one-round baseline is one
+ * sample (n = 1), which noise can only slow, so ratios against it are
+ * slightly optimistic.
  *
  * Bytes per flow: ours = bytesAllocated / flows (exact: all typed arrays);
  * Map = heapUsed delta across building the 1 M-entry Map, each side of it
@@ -21,7 +22,7 @@
  */
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { bestRate, bestTimeMs, consume, mulberry32, rateResult } from '../lib.js';
+import { consume, mulberry32, passRate, rateResult, ratesFromMs, repeatMs } from '../lib.js';
 import type { BenchCase, BenchResult } from '../lib.js';
 import { FlowTable, NetAction } from '../../distributor/flow-table.js';
 import { exportFlows, importFlows, exportedSize } from '../../distributor/flow-export.js';
@@ -46,25 +47,6 @@ const keyOf = (srcIp: number, dstIp: number, srcPort: number, dstPort: number, p
 function getGc(): () => void {
   v8.setFlagsFromString('--expose-gc');
   return vm.runInNewContext('gc') as () => void;
-}
-
-/** Best rate of `rounds` timed calls of `timed`, each after an untimed `setup`. */
-function bestRateWithSetup(setup: () => void, timed: () => void, ops: number, rounds: number): number {
-  let best = 0;
-  for (let r = 0; r < rounds; r++) {
-    setup();
-    const t0 = process.hrtime.bigint();
-    timed();
-    const rate = ops / (Number(process.hrtime.bigint() - t0) / 1e9);
-    if (rate > best) best = rate;
-  }
-  return best;
-}
-
-function timeOnceMs(fn: () => void): number {
-  const t0 = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
 const bench: BenchCase = {
@@ -128,11 +110,11 @@ const bench: BenchCase = {
     const insertAll = (): void => {
       for (let i = 0; i < N; i++) t.insert(S[i]!, D[i]!, SP[i]!, DP[i]!, PR[i]!, 1, NetAction.FORWARD, 0, 0, 0, 0, i);
     };
-    const oursIns = bestRateWithSetup(() => t.clear(), insertAll, N, 3);
+    const oursIns = ratesFromMs(repeatMs(insertAll, 3, { warmup: 0, beforeEach: () => t.clear() }), N);
     if (t.size !== N) throw new Error(`flow-table bench: table holds ${t.size} flows, expected ${N}`);
 
     progress('flow table: hit lookups (random order)');
-    const oursHit = bestRate((iters) => {
+    const oursHit = passRate((iters) => {
       let acc = 0;
       for (let k = 0; k < iters; k++) {
         const s = t.find(LS[k]!, LD[k]!, LSP[k]!, LDP[k]!, LPR[k]!);
@@ -143,7 +125,7 @@ const bench: BenchCase = {
     }, N, 7);
 
     progress('flow table: miss lookups');
-    const oursMiss = bestRate((iters) => {
+    const oursMiss = passRate((iters) => {
       let acc = 0;
       for (let k = 0; k < iters; k++) acc = (acc + t.find(MS[k]!, MD[k]!, LSP[k]!, LDP[k]!, LPR[k]!)) | 0;
       if (acc !== -iters) throw new Error('flow-table bench: a miss lookup hit');
@@ -153,36 +135,43 @@ const bench: BenchCase = {
     progress('flow table: export 1 M flows');
     const buf = new Uint8Array(exportedSize(N));
     let exported = 0;
-    const exportMs = bestTimeMs(() => {
+    const exportMs = repeatMs(() => {
       exported = exportFlows(t, 0, N, buf, 0, N).bytes;
     }, 5);
 
     progress('flow table: import 1 M flows');
     const t2 = new FlowTable(N, { seed: 0xbeef });
     let imported = 0;
-    const importRate = bestRateWithSetup(
-      () => t2.clear(),
-      () => {
-        imported = importFlows(t2, buf, 0, exported, { nowMs: N });
-      },
+    const importRate = ratesFromMs(
+      repeatMs(
+        () => {
+          imported = importFlows(t2, buf, 0, exported, { nowMs: N });
+        },
+        3,
+        { warmup: 0, beforeEach: () => t2.clear() },
+      ),
       N,
-      3,
     );
     if (imported !== N || t2.size !== N) throw new Error(`flow-table bench: imported ${imported}, table holds ${t2.size}`);
 
     progress('flow table: deletes (random order)');
-    const oursDel = bestRateWithSetup(
-      () => {
-        if (t.size !== N) {
-          t.clear();
-          insertAll();
-        }
-      },
-      () => {
-        for (let k = 0; k < N; k++) t.remove(LS[k]!, LD[k]!, LSP[k]!, LDP[k]!, LPR[k]!);
-      },
+    const oursDel = ratesFromMs(
+      repeatMs(
+        () => {
+          for (let k = 0; k < N; k++) t.remove(LS[k]!, LD[k]!, LSP[k]!, LDP[k]!, LPR[k]!);
+        },
+        3,
+        {
+          warmup: 0,
+          beforeEach: () => {
+            if (t.size !== N) {
+              t.clear();
+              insertAll();
+            }
+          },
+        },
+      ),
       N,
-      3,
     );
     const left: number = t.size;
     if (left !== 0) throw new Error(`flow-table bench: ${left} flows left after deleting all`);
@@ -196,31 +185,33 @@ const bench: BenchCase = {
     gc();
     const heap0 = process.memoryUsage().heapUsed;
     const map = new Map<string, FlowObj>();
-    const mapIns = bestRateWithSetup(
-      () => {},
-      () => {
-        for (let i = 0; i < N; i++) {
-          map.set(keyOf(S[i]!, D[i]!, SP[i]!, DP[i]!, PR[i]!), {
-            owner: 1,
-            netAction: NetAction.FORWARD,
-            appAction: 0,
-            rewriteIp: 0,
-            rewritePort: 0,
-            flags: 0,
-            packets: 0,
-            bytes: 0,
-            lastSeen: i,
-          });
-        }
-      },
+    const mapIns = ratesFromMs(
+      repeatMs(
+        () => {
+          for (let i = 0; i < N; i++) {
+            map.set(keyOf(S[i]!, D[i]!, SP[i]!, DP[i]!, PR[i]!), {
+              owner: 1,
+              netAction: NetAction.FORWARD,
+              appAction: 0,
+              rewriteIp: 0,
+              rewritePort: 0,
+              flags: 0,
+              packets: 0,
+              bytes: 0,
+              lastSeen: i,
+            });
+          }
+        },
+        1,
+        { warmup: 0 },
+      ),
       N,
-      1,
     );
     gc();
     const mapBytes = (process.memoryUsage().heapUsed - heap0) / N;
 
     progress('Map<string, object>: hit lookups');
-    const mapHit = bestRate((iters) => {
+    const mapHit = passRate((iters) => {
       let acc = 0;
       for (let k = 0; k < iters; k++) {
         const v = map.get(keyOf(LS[k]!, LD[k]!, LSP[k]!, LDP[k]!, LPR[k]!));
@@ -231,7 +222,7 @@ const bench: BenchCase = {
     }, SUB, 3);
 
     progress('Map<string, object>: miss lookups');
-    const mapMiss = bestRate((iters) => {
+    const mapMiss = passRate((iters) => {
       let acc = 0;
       for (let k = 0; k < iters; k++) if (map.get(keyOf(MS[k]!, MD[k]!, LSP[k]!, LDP[k]!, LPR[k]!)) === undefined) acc++;
       consume(acc);
@@ -239,25 +230,23 @@ const bench: BenchCase = {
 
     progress('Map<string, object>: JSON export / import of 1 M entries');
     let json = '';
-    const jsonMs = timeOnceMs(() => {
+    const jsonMs = repeatMs(() => {
       json = JSON.stringify(Array.from(map.entries()));
-    });
+    }, 1, { warmup: 0 });
     let parsedSize = 0;
-    const parseMs = timeOnceMs(() => {
+    const parseMs = repeatMs(() => {
       parsedSize = new Map(JSON.parse(json) as [string, FlowObj][]).size;
-    });
+    }, 1, { warmup: 0 });
     if (parsedSize !== N) throw new Error('flow-table bench: JSON round trip lost entries');
     const jsonBytes = json.length;
     json = '';
 
     progress('Map<string, object>: deletes');
-    const mapDel = bestRateWithSetup(
-      () => {},
-      () => {
+    const mapDel = ratesFromMs(
+      repeatMs(() => {
         for (let k = 0; k < SUB; k++) map.delete(keyOf(LS[k]!, LD[k]!, LSP[k]!, LDP[k]!, LPR[k]!));
-      },
+      }, 1, { warmup: 0 }),
       SUB,
-      1,
     );
     if (map.size !== N - SUB) throw new Error('flow-table bench: Map deletes missed');
 
@@ -276,9 +265,9 @@ const bench: BenchCase = {
       note: 'ours = bytesAllocated / maxFlows, load factor 0.8; target <= 48; ratio = Map / ours (> 1 = smaller)',
     });
     out.push(
-      rateResult('export 1 M flows (one chunk)', N / (exportMs / 1000), 'entries/s', N / (jsonMs / 1000), 'JSON.stringify(Array.from(map.entries()))', `${exportMs.toFixed(1)} ms, ${(exported / 1e6).toFixed(1)} MB vs ${jsonMs.toFixed(0)} ms, ${(jsonBytes / 1e6).toFixed(0)} MB; baseline one round`),
+      rateResult('export 1 M flows (one chunk)', ratesFromMs(exportMs, N), 'entries/s', ratesFromMs(jsonMs, N), 'JSON.stringify(Array.from(map.entries()))', `median ${exportMs.median.toFixed(1)} ms, ${(exported / 1e6).toFixed(1)} MB vs ${jsonMs.median.toFixed(0)} ms, ${(jsonBytes / 1e6).toFixed(0)} MB; baseline one round`),
     );
-    out.push(rateResult('import 1 M flows into an empty table', importRate, 'entries/s', N / (parseMs / 1000), 'new Map(JSON.parse(json))', 'ours includes validation and checksum; baseline one round'));
+    out.push(rateResult('import 1 M flows into an empty table', importRate, 'entries/s', ratesFromMs(parseMs, N), 'new Map(JSON.parse(json))', 'ours includes validation and checksum; baseline one round'));
     return out;
   },
 };

@@ -5,7 +5,7 @@
  * All three produce the same value (checked before timing).
  */
 import xxhash from 'xxhash-wasm';
-import { bestRate, consume, mulberry32, rateResult } from '../lib.js';
+import { consume, mulberry32, rateResult, sampleRate } from '../lib.js';
 import type { BenchCase, BenchResult } from '../lib.js';
 import {
   FIVE_TUPLE_KEY_LEN,
@@ -84,13 +84,13 @@ const bench: BenchCase = {
     };
 
     progress('hashFiveTuple (integer fields)');
-    const rFields = bestRate(fields, 20_000_000);
+    const rFields = sampleRate(fields);
     progress('hashFiveTupleSymmetric');
-    const rSym = bestRate(symmetric, 20_000_000);
+    const rSym = sampleRate(symmetric);
     progress('writeFiveTupleKey + generic JS xxh32');
-    const rJs = bestRate(jsBuffer, 5_000_000);
+    const rJs = sampleRate(jsBuffer);
     progress('writeFiveTupleKey + xxhash-wasm h32Raw');
-    const rWasm = bestRate(wasmBuffer, 2_000_000);
+    const rWasm = sampleRate(wasmBuffer);
 
     const out: BenchResult[] = [
       rateResult('hashFiveTuple vs JS xxh32 over 13-byte key', rFields, 'hashes/s', rJs, 'writeFiveTupleKey + xxh32 (generic JS)'),

@@ -9,7 +9,7 @@
  * one by one under the registry's rebalance rule, against Maglev rebuilds in
  * the same run.
  */
-import { bestTimeMs, timeResult } from '../lib.js';
+import { repeatMs, timeResult } from '../lib.js';
 import { shuffled } from '../../shared/random.js';
 import type { BenchCase, BenchResult } from '../lib.js';
 import {
@@ -107,8 +107,8 @@ const bench: BenchCase = {
         throw new Error(`maglev bench: naive and typed builds disagree for ${n} members`);
       }
       progress(`build ${n} members`);
-      const ours = bestTimeMs(() => void buildMaglevTable(members, M), 9);
-      const naive = bestTimeMs(() => void naiveMaglev(members, M), 5);
+      const ours = repeatMs(() => void buildMaglevTable(members, M), 9);
+      const naive = repeatMs(() => void naiveMaglev(members, M), 5);
       out.push(timeResult(`build ${n} members, M=${M}`, ours, naive, 'naive textbook (Array, % per probe)'));
     }
 
@@ -146,8 +146,8 @@ const bench: BenchCase = {
       progress(`anchored build, ${n} members with ${out16} out`);
       const all = names(n);
       const rest = all.slice(out16);
-      const anchoredMs = bestTimeMs(() => void HashScope.build(1, rest, M, 0, all), 5);
-      const plainMs = bestTimeMs(() => void HashScope.build(1, rest, M), 5);
+      const anchoredMs = repeatMs(() => void HashScope.build(1, rest, M, 0, all), 5);
+      const plainMs = repeatMs(() => void HashScope.build(1, rest, M), 5);
       out.push(timeResult(`anchored build, ${n} members with ${out16} out`, anchoredMs, plainMs, `Maglev build of the ${n - out16} in scope`));
     }
 
