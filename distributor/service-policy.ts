@@ -26,6 +26,7 @@ export interface ServicePolicy {
 
 export interface Backend {
   ip: number; // host-order uint32
+  /** 1..65535; 0 = keep the packet's destination port (a real server listens on the service's own port). */
   port: number;
 }
 
@@ -66,8 +67,8 @@ export class HashRewritePolicy implements ServicePolicy {
       if (!Number.isInteger(b.ip) || b.ip < 0 || b.ip > 0xffffffff) {
         throw new BatonError(ErrorCode.BAD_ARGUMENT, `backends[${i}].ip must be a uint32 address, got ${b.ip}`);
       }
-      if (!Number.isInteger(b.port) || b.port < 1 || b.port > 65535) {
-        throw new BatonError(ErrorCode.BAD_ARGUMENT, `backends[${i}].port must be 1..65535, got ${b.port}`);
+      if (!Number.isInteger(b.port) || b.port < 0 || b.port > 65535) {
+        throw new BatonError(ErrorCode.BAD_ARGUMENT, `backends[${i}].port must be 0 (keep) or 1..65535, got ${b.port}`);
       }
       ips[i] = b.ip;
       ports[i] = b.port;
@@ -81,30 +82,41 @@ export class HashRewritePolicy implements ServicePolicy {
   /**
    * Only flows to these service addresses (VIP, port, proto) are created; a
    * packet to anything else (e.g. a stray reply) is refused. Empty = any.
+   * `affinity: 'source'` picks the backend by the client address alone, so
+   * every connection of one client to that service reaches the same backend.
    */
-  setServices(services: readonly { ip: number; port: number; proto: number }[]): void {
+  setServices(services: readonly { ip: number; port: number; proto: number; affinity?: 'flow' | 'source' }[]): void {
     const keys = new Float64Array(services.length);
-    services.forEach((s, i) => (keys[i] = serviceKey(s.ip, s.port, s.proto)));
+    const bySource = new Uint8Array(services.length);
+    services.forEach((s, i) => {
+      keys[i] = serviceKey(s.ip, s.port, s.proto);
+      bySource[i] = s.affinity === 'source' ? 1 : 0;
+    });
     this.services = keys;
+    this.bySource = bySource;
   }
   private services = new Float64Array(0);
+  private bySource = new Uint8Array(0);
 
   choose(meta: PacketMeta, out: FlowAction): boolean {
     const n = this.ips.length;
     if (n === 0) return false;
     const sv = this.services;
+    let source = false;
     if (sv.length > 0) {
       const k = serviceKey(meta.dstIp, meta.dstPort, meta.proto);
-      let hit = false;
-      for (let i = 0; i < sv.length; i++) if (sv[i] === k) hit = true;
-      if (!hit) return false;
+      let hit = -1;
+      for (let i = 0; i < sv.length; i++) if (sv[i] === k) hit = i;
+      if (hit < 0) return false;
+      source = this.bySource[hit] === 1;
     }
-    const h = hashFiveTuple(meta.srcIp, meta.dstIp, meta.srcPort, meta.dstPort, meta.proto, this.seed);
+    const h = source ? hashFiveTuple(meta.srcIp, meta.dstIp, 0, meta.dstPort, meta.proto, this.seed) : hashFiveTuple(meta.srcIp, meta.dstIp, meta.srcPort, meta.dstPort, meta.proto, this.seed);
     const i = h % n;
     out.netAction = NetAction.REWRITE;
     out.appAction = this.appAction;
     out.rewriteIp = this.ips[i]!;
-    out.rewritePort = this.ports[i]!;
+    const p = this.ports[i]!;
+    out.rewritePort = p === 0 ? meta.dstPort : p;
     return true;
   }
 }

@@ -137,6 +137,7 @@ describe('golden vector', () => {
       ...GOLDEN_META,
       locatorIp: 0,
       locatorPort: 0,
+      locatorEncap: 0,
       locatorUnreadable: false,
       innerOffset: 24,
       innerLength: 28,
@@ -161,6 +162,7 @@ describe('golden vector', () => {
       version: 1,
       ...GOLDEN_META,
       ...GOLDEN_LOCATOR,
+      locatorEncap: 0,
       locatorUnreadable: false,
       innerOffset: 36,
       innerLength: 28,
@@ -192,6 +194,7 @@ const metaArb = fc.record({
   vni: fc.integer({ min: 0, max: 0xffffff }),
   locatorIp: fc.integer({ min: 0, max: 0xffffffff }),
   locatorPort: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 0xffff })),
+  locatorEncap: fc.integer({ min: 0, max: 2 }),
 });
 
 describe('round trip', () => {
@@ -215,6 +218,7 @@ describe('round trip', () => {
             version: ENCAP_VERSION,
             ...fields,
             locatorIp: fields.locatorPort !== 0 ? fields.locatorIp : 0, // no locator: nothing to report
+            locatorEncap: fields.locatorPort !== 0 ? fields.locatorEncap : 0,
             locatorUnreadable: false,
             innerOffset: off + hl,
             innerLength: innerLen,

@@ -44,11 +44,25 @@ const nodeBase = {
   metricsPort: port.default(0),
 };
 
-const HashTierSchema = z.strictObject({ ...nodeBase, controlPort: port.default(7400) });
+/**
+ * The underlay address a node uses toward real (unmodified) hosts: a hash
+ * tier listens there for their edge encapsulation (docs/edge-encapsulation.md),
+ * an FD sends to real servers from it. Absent: the node has no edge.
+ */
+const edgeHost = ipv4.optional();
+const HashTierSchema = z.strictObject({ ...nodeBase, controlPort: port.default(7400), edgeHost });
 /** The hash tier (aggregation switch) a node sends its egress and replies through; default the first. */
 const uplink = z.string().optional();
-const FdSchema = z.strictObject({ ...nodeBase, uplink });
+const FdSchema = z.strictObject({ ...nodeBase, uplink, edgeHost });
 const ServiceSchema = z.strictObject({ ...nodeBase, uplink, virtualIp: ipv4, virtualPort: z.number().int().min(1).max(65535).default(8080) });
+
+/** A client table's slots: a power of two from 32 (hash-tier/client-table.ts PROBE_LIMIT) to 2^24. */
+const clientTableCapacity = z
+  .number()
+  .int()
+  .min(32)
+  .max(1 << 24)
+  .refine((n) => (n & (n - 1)) === 0, { message: 'must be a power of two' });
 
 const defaultFds = [1, 2, 3].map((i) => ({ id: 10 + i, name: `fd-${i}` }));
 const defaultServices = [1, 2, 3, 4].map((i) => ({ id: 20 + i, name: `svc-${i}`, virtualIp: `10.1.0.${i}` }));
@@ -60,11 +74,22 @@ export const ConfigSchema = z
         vni: z.number().int().min(0).max(0xffffff).default(1),
         vip: ipv4.default('198.51.100.1'),
         services: z
-          .array(z.strictObject({ port: z.number().int().min(1).max(65535), proto: z.enum(['tcp', 'udp']) }))
+          .array(
+            z.strictObject({
+              port: z.number().int().min(1).max(65535),
+              proto: z.enum(['tcp', 'udp']),
+              /**
+               * What picks a new flow's backend: 'flow' (default) a hash of the 5-tuple; 'source' a hash of
+               * the client address alone, so all of a client's connections to this port reach one backend
+               * (iperf3's control and data connections must).
+               */
+              affinity: z.enum(['flow', 'source']).default('flow'),
+            }),
+          )
           .min(1)
           .default([
-            { port: 80, proto: 'tcp' },
-            { port: 53, proto: 'udp' },
+            { port: 80, proto: 'tcp', affinity: 'flow' },
+            { port: 53, proto: 'udp', affinity: 'flow' },
           ]),
       })
       .prefault({}),
@@ -93,7 +118,38 @@ export const ConfigSchema = z
       })
       .prefault({}),
     fds: z.array(FdSchema).min(1).prefault(defaultFds as never),
-    services: z.array(ServiceSchema).min(1).prefault(defaultServices as never),
+    services: z.array(ServiceSchema).prefault(defaultServices as never),
+    /** Edge encapsulation ports: what real hosts' tunnel devices listen on and send to. */
+    edge: z
+      .strictObject({
+        vxlanGpePort: port.min(1).default(4790),
+        /** Optionless Geneve from real hosts (kernels with Geneve); 0 = off. */
+        genevePort: port.default(0),
+      })
+      .prefault({}),
+    /**
+     * Real servers (running no Baton code) as the backends instead of Baton's
+     * service nodes: the FDs rewrite the VIP to an endpoint's address (the
+     * port kept) and send it in `encap` to the endpoint's tunnel port; only
+     * endpoints that pass the TCP health check get new flows.
+     */
+    realServers: z
+      .strictObject({
+        encap: z.enum(['vxlan-gpe', 'geneve']).default('vxlan-gpe'),
+        endpoints: z.array(z.strictObject({ host: ipv4, name: z.string().min(1).optional() })).min(1),
+        health: z
+          .strictObject({
+            /** TCP port a connect probe opens on each endpoint. */
+            port: port.min(1).default(80),
+            intervalMs: z.number().int().min(10).default(500),
+            timeoutMs: z.number().int().min(10).default(300),
+            /** Consecutive passes that make a failed endpoint healthy again, and failures that make a healthy one fail. */
+            rise: z.number().int().min(1).default(2),
+            fall: z.number().int().min(1).default(2),
+          })
+          .prefault({}),
+      })
+      .optional(),
     hash: z
       .strictObject({
         seed: z.number().int().min(0).max(0xffffffff).default(0x5eed),
@@ -131,6 +187,23 @@ export const ConfigSchema = z
           .min(0)
           .max(0xffffffff)
           .default(() => randomBytes(4).readUInt32LE(0)),
+      })
+      .prefault({}),
+    /**
+     * The hash tier's per-client state (hash-tier/client-table.ts), fixed-size
+     * tables with counted eviction: the client underlay addresses it sends to,
+     * each with its own TX lane (addrCapacity bounds those lanes: an evicted
+     * address's lane is reused), and the client virtual IPs it learned, for
+     * frames without a locator (capacity). An entry not seen for idleMs is
+     * evicted by a sweep of sweepBudget slots per batch; a full table evicts
+     * the least recently seen entry near the new one.
+     */
+    clientTable: z
+      .strictObject({
+        addrCapacity: clientTableCapacity.default(4096),
+        capacity: clientTableCapacity.default(65_536),
+        idleMs: z.number().int().min(1).default(300_000),
+        sweepBudget: z.number().int().min(1).max(65_536).default(64),
       })
       .prefault({}),
     dataplane: z
@@ -255,6 +328,11 @@ export const ConfigSchema = z
       list.forEach((n, i) => {
         if (n.uplink !== undefined && !tierNames.has(n.uplink)) ctx.addIssue({ code: 'custom', path: [key, i, 'uplink'], message: `${JSON.stringify(n.uplink)} is not a hash tier (have ${[...tierNames].join(', ')})` });
       });
+    }
+    if (c.services.length === 0 && !c.realServers) ctx.addIssue({ code: 'custom', path: ['services'], message: 'needs at least one service node, or realServers' });
+    if (c.realServers && !c.fds.every((f) => f.edgeHost)) {
+      const i = c.fds.findIndex((f) => !f.edgeHost);
+      ctx.addIssue({ code: 'custom', path: ['fds', i, 'edgeHost'], message: 'realServers are reached from each FD\'s edgeHost: set it (the FD\'s underlay address)' });
     }
     const vips = new Set<string>();
     c.services.forEach((s, i) => {

@@ -104,6 +104,12 @@ export class EncapMeta {
    */
   locatorIp = 0;
   locatorPort = 0;
+  /**
+   * How the client at the locator speaks (shared/encap/edge.ts EdgeEncap):
+   * 0 Baton's own encapsulation (a Baton client, batched), 1 VXLAN-GPE,
+   * 2 Geneve without options (a real host's kernel: one packet per datagram).
+   */
+  locatorEncap = 0;
   /** Decode: the frame carried a locator option this build cannot read (other version or family); it was skipped. */
   locatorUnreadable = false;
   innerOffset = 0; // where the inner IPv4 packet starts
@@ -122,6 +128,7 @@ export class EncapMeta {
     this.vni = o.vni;
     this.locatorIp = o.locatorIp;
     this.locatorPort = o.locatorPort;
+    this.locatorEncap = o.locatorEncap;
     this.locatorUnreadable = o.locatorUnreadable;
     this.innerOffset = o.innerOffset;
     this.innerLength = o.innerLength;
@@ -186,7 +193,7 @@ export function writeEncapHeader(buf: Uint8Array, off: number, meta: EncapMeta):
   buf[off + 26] = ENCAP_LOCATOR_TYPE;
   buf[off + 27] = LOCATOR_DATA_WORDS;
   buf[off + 28] = (ENCAP_LOCATOR_VERSION << 4) | LOCATOR_AF_IPV4;
-  buf[off + 29] = 0; // Reserved
+  buf[off + 29] = meta.locatorEncap & 0xff; // Encap (was Reserved: older builds write 0 and ignore it)
   buf[off + 30] = lport >>> 8;
   buf[off + 31] = lport & 0xff;
   buf[off + 32] = (lip >>> 24) & 0xff;
@@ -322,10 +329,12 @@ export function decodeEncap(buf: Uint8Array, off: number, len: number, out: Enca
   out.vni = (buf[off + 4]! << 16) | (buf[off + 5]! << 8) | buf[off + 6]!;
   if (loc >= 0) {
     out.locatorPort = (buf[loc + 2]! << 8) | buf[loc + 3]!;
+    out.locatorEncap = buf[loc + 1]!;
     out.locatorIp = ((buf[loc + 4]! << 24) | (buf[loc + 5]! << 16) | (buf[loc + 6]! << 8) | buf[loc + 7]!) >>> 0;
   } else {
     out.locatorPort = 0;
     out.locatorIp = 0;
+    out.locatorEncap = 0;
   }
   out.locatorUnreadable = locBad;
   out.innerOffset = innerOff;
