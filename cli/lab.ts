@@ -1,0 +1,628 @@
+/**
+ * The lab (docs/lab.md): network namespaces on one machine that stand for a
+ * real deployment — a bridge for the underlay, a namespace for Baton's nodes
+ * (or one per node), client namespaces whose kernel sends its traffic for the
+ * VIPs through a VXLAN-GPE device, and server namespaces with a real HTTP
+ * server, `iperf3 -s` and a UDP request/response service behind their own
+ * VXLAN-GPE device. Nothing of Baton runs here: this module builds the hosts;
+ * the cluster is started into them by whoever uses the lab.
+ *
+ * Process tooling (cli/): it may import shared/, no library imports it.
+ *
+ *   labPreflight()   null, or a message naming what this machine lacks
+ *   labUp(opts)      tears down leftovers, builds the lab, starts the servers,
+ *                    writes LAB_STATE_FILE, returns the description (Lab)
+ *   labDown()        idempotent: kills every process in every `btn-*`
+ *                    namespace, deletes the namespaces (their veths go with
+ *                    them), removes the state file — also after a crashed up
+ *   labStatus()      what is there now (state file, namespaces, processes)
+ *   inNs / runInNs   spawn / run a command inside a namespace (ip netns exec)
+ *
+ * Every name the lab makes starts with LAB_PREFIX, inside namespaces it
+ * made: nothing is created in the caller's namespace except LAB_RUN_DIR.
+ */
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, renameSync, existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { loadConfig } from '../shared/config/config.js';
+
+// ---------------------------------------------------------------- topology
+
+/** Every namespace the lab makes starts with this; `labDown` removes all of them. */
+export const LAB_PREFIX = 'btn-';
+/** The namespace holding the underlay bridge. */
+export const LAB_NS = 'btn-lab';
+export const LAB_BRIDGE = 'br0';
+/** Baton's nodes (all of them unless they get namespaces of their own). */
+export const BATON_NS = 'btn-baton';
+export const UNDERLAY_SUBNET = '10.99.0.0/24';
+export const UNDERLAY_PREFIX_LEN = 24;
+/** eth0 of BATON_NS; the default edge address clients and servers tunnel to. */
+export const BATON_ADDRESS = '10.99.0.1';
+/** The clients' inner (virtual) addresses, 172.16.0.i/32 on their lo; the servers route it through the tunnel. */
+export const CLIENT_INNER_SUBNET = '172.16.0.0/16';
+/** The kernel tunnel device in every client and server namespace. */
+export const TUNNEL_DEVICE = 'vx0';
+/** VXLAN-GPE's IANA port: the kernel devices listen on it and send to it. */
+export const TUNNEL_PORT = 4790;
+/** Outer IPv4 (20) + UDP (8) + VXLAN-GPE (8) bytes a tunnelled packet grows by. */
+export const TUNNEL_OVERHEAD = 36;
+export const DEFAULT_UNDERLAY_MTU = 1500;
+/** The servers' ports. */
+export const HTTP_PORT = 80;
+export const IPERF_PORT = 5201;
+export const UDP_PORT = 53;
+/** Where the state file and the servers' logs go (tmpfs: a reboot leaves no lab and no stale state). */
+export const LAB_RUN_DIR = '/run/baton-lab';
+export const LAB_STATE_FILE = join(LAB_RUN_DIR, 'state.json');
+export const LAB_LOG_DIR = join(LAB_RUN_DIR, 'logs');
+/** Address plan limits: clients .101-.199, servers .201-.254, node namespaces .11-.99. */
+export const MAX_CLIENTS = 99;
+export const MAX_SERVERS = 54;
+export const MAX_NODE_NAMESPACES = 89;
+
+export const clientNs = (i: number): string => `btn-c${i}`;
+export const clientAddress = (i: number): string => `10.99.0.${100 + i}`;
+export const clientInnerAddress = (i: number): string => `172.16.0.${i}`;
+export const serverNs = (j: number): string => `btn-s${j}`;
+export const serverAddress = (j: number): string => `10.99.0.${200 + j}`;
+export const nodeNs = (k: number): string => `btn-node-${k}`;
+export const nodeAddress = (k: number): string => `10.99.0.${10 + k}`;
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+/** The lab's server (HTTP + UDP) and probe scripts, run with tsx (labNodeArgs). */
+export const LAB_SERVER_SCRIPT = join(HERE, 'lab', 'server.ts');
+export const LAB_PROBE_SCRIPT = join(HERE, 'lab', 'probe.ts');
+const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+
+/** argv (after the executable, process.execPath) that runs a TypeScript script under tsx. */
+export function labNodeArgs(script: string, args: string[] = []): string[] {
+  return ['--import', TSX_LOADER, script, ...args];
+}
+
+// ---------------------------------------------------------------- description
+
+export interface LabHost {
+  ns: string;
+  /** eth0's underlay address. */
+  address: string;
+  /** The veth end on the bridge, inside LAB_NS. */
+  bridgePort: string;
+}
+export interface LabClient extends LabHost {
+  index: number;
+  /** 172.16.0.i, on lo: the source of the client's tunnelled traffic. */
+  innerAddress: string;
+  /** `ip route` lines of the tunnel routes, one per VIP. */
+  routes: string[];
+}
+export interface LabProcess {
+  name: 'server' | 'iperf3';
+  pid: number;
+  log: string;
+}
+export interface LabServer extends LabHost {
+  index: number;
+  /** host:port of the HTTP server, the UDP service, iperf3 -s. */
+  http: string;
+  udp: string;
+  iperf3: string;
+  routes: string[];
+  processes: LabProcess[];
+}
+export interface Lab {
+  version: 1;
+  /** 'building' while labUp runs (a crash leaves it so), 'up' once every server answers. */
+  phase: 'building' | 'up';
+  createdAt: string;
+  vni: number;
+  vips: string[];
+  /** Underlay address clients and servers tunnel to (Baton's edge). */
+  edge: string;
+  underlayMtu: number;
+  /** vx0's MTU: underlayMtu - TUNNEL_OVERHEAD, so no tunnelled packet fragments. */
+  tunnelMtu: number;
+  bridge: { ns: string; name: string; subnet: string };
+  baton: LabHost;
+  nodes: LabHost[];
+  clients: LabClient[];
+  servers: LabServer[];
+  /** Every namespace this lab made. */
+  namespaces: string[];
+  stateFile: string;
+  logDir: string;
+}
+
+export interface LabOptions {
+  /** Client namespaces btn-c1..N (default 2). */
+  clients?: number;
+  /** Server namespaces btn-s1..M (default 2). */
+  servers?: number;
+  /** Also btn-node-1..K, one per Baton node, as on separate hosts (default 0). */
+  nodeNamespaces?: number;
+  /** VIPs the clients route through the tunnel (default: the config's cluster.vip). */
+  vips?: string[];
+  /** VXLAN VNI of every tunnel route (default: the config's cluster.vni). */
+  vni?: number;
+  /** Underlay address the tunnels point at (default BATON_ADDRESS). */
+  edge?: string;
+  underlayMtu?: number;
+  /** Start the servers' processes (default true). */
+  services?: boolean;
+  /** Config file whose cluster.vni / cluster.vip are the defaults. */
+  config?: string;
+  stateFile?: string;
+  logDir?: string;
+  /** Aborting stops the build at the next step; labUp then tears down what it made and rejects. */
+  signal?: AbortSignal;
+  /** Progress lines. */
+  log?: (line: string) => void;
+}
+
+// ---------------------------------------------------------------- running commands
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+export interface RunOptions {
+  /** Resolve with the result instead of rejecting on a non-zero exit. */
+  allowFail?: boolean;
+  timeoutMs?: number;
+  input?: string;
+  signal?: AbortSignal;
+}
+
+/** Runs `cmd args` to completion (no shell); rejects with its stderr unless allowFail. */
+export function run(cmd: string, args: string[], o: RunOptions = {}): Promise<RunResult> {
+  o.signal?.throwIfAborted();
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, args, { stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    c.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    if (o.input !== undefined) c.stdin!.end(o.input);
+    const timer = o.timeoutMs === undefined ? undefined : setTimeout(() => c.kill('SIGKILL'), o.timeoutMs);
+    c.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`${cmd}: ${e.message}`));
+    });
+    c.on('close', (code, sig) => {
+      clearTimeout(timer);
+      const r = { code: code ?? (sig ? 128 : 1), stdout, stderr };
+      if (r.code === 0 || o.allowFail) resolve(r);
+      else reject(new Error(`${[cmd, ...args].join(' ')}: ${sig ? `killed by ${sig}` : `exit ${r.code}`}${stderr.trim() ? `: ${stderr.trim()}` : ''}`));
+    });
+  });
+}
+
+/** Spawns `cmd args` inside network namespace `ns` (ip netns exec: the process is `cmd` itself, same pid). */
+export function inNs(ns: string, cmd: string, args: string[] = [], opts: SpawnOptions = {}): ChildProcess {
+  return spawn('ip', ['netns', 'exec', ns, cmd, ...args], opts);
+}
+
+/** Runs `cmd args` inside `ns` to completion (see run). */
+export function runInNs(ns: string, cmd: string, args: string[] = [], o: RunOptions = {}): Promise<RunResult> {
+  return run('ip', ['netns', 'exec', ns, cmd, ...args], o);
+}
+
+/** Runs cli/lab/probe.ts (udp-query, send, listen, relay) inside `ns`. */
+export function runProbe(ns: string, args: string[], o: RunOptions = {}): Promise<RunResult> {
+  return runInNs(ns, process.execPath, labNodeArgs(LAB_PROBE_SCRIPT, args), o);
+}
+
+/** Spawns cli/lab/probe.ts inside `ns` (for the long-running listen and relay). */
+export function spawnProbe(ns: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+  return inNs(ns, process.execPath, labNodeArgs(LAB_PROBE_SCRIPT, args), opts);
+}
+
+/** Resolves once `child` printed a line starting with `READY` (its JSON, {} if none), rejects if it exits first. */
+export function readyLine(child: ChildProcess, what: string, timeoutMs = 20_000): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => finish(new Error(`${what}: no READY line within ${timeoutMs} ms`)), timeoutMs);
+    const onData = (d: Buffer): void => {
+      buf += d.toString('utf8');
+      const m = /^READY ?(.*)$/m.exec(buf);
+      if (m) {
+        let info: Record<string, unknown> = {};
+        try {
+          info = m[1] ? (JSON.parse(m[1]) as Record<string, unknown>) : {};
+        } catch {
+          /* a READY line without JSON is still ready */
+        }
+        finish(undefined, info);
+      }
+    };
+    const onExit = (code: number | null, sig: string | null): void => finish(new Error(`${what} exited (${sig ?? code}) before it was ready`));
+    const finish = (e?: Error, info?: Record<string, unknown>): void => {
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      child.off('exit', onExit);
+      if (e) reject(e);
+      else resolve(info!);
+    };
+    child.stdout!.on('data', onData);
+    child.on('exit', onExit);
+  });
+}
+
+const which = async (cmd: string): Promise<boolean> => (await run('sh', ['-c', `command -v ${cmd}`], { allowFail: true })).code === 0;
+
+// ---------------------------------------------------------------- preflight
+
+/**
+ * Can this machine build the lab? null if so, else one message naming
+ * everything missing (not root; no `ip netns`; no veth, bridge or VXLAN-GPE
+ * device — tried in a scratch namespace; ethtool or iperf3 not installed).
+ */
+export async function labPreflight(): Promise<string | null> {
+  if (process.platform !== 'linux') return `the lab needs Linux network namespaces (this is ${process.platform})`;
+  if (process.getuid?.() !== 0) return 'the lab needs root (network namespaces, veth and tunnel devices need CAP_NET_ADMIN); run it as root';
+  const missing: string[] = [];
+  if (!(await which('ip'))) return 'the lab needs iproute2 (`ip`): apt-get install iproute2';
+  const ethtool = await which('ethtool');
+  if (!ethtool) missing.push('ethtool is not installed (apt-get install ethtool): tunnel offloads must be turned off');
+  if (!(await which('iperf3'))) missing.push('iperf3 is not installed (apt-get install iperf3)');
+  const scratch = `${LAB_PREFIX}preflight-${process.pid}`;
+  const added = await run('ip', ['netns', 'add', scratch], { allowFail: true });
+  if (added.code !== 0) {
+    missing.push(`\`ip netns add\` fails: ${added.stderr.trim()}`);
+    return missing.join('; ');
+  }
+  try {
+    const tryLink = async (what: string, args: string[]): Promise<boolean> => {
+      const r = await run('ip', ['-n', scratch, 'link', 'add', ...args], { allowFail: true });
+      if (r.code !== 0) missing.push(`${what} cannot be created (${r.stderr.trim() || `exit ${r.code}`})`);
+      return r.code === 0;
+    };
+    await tryLink('a veth pair', ['pf0', 'type', 'veth', 'peer', 'name', 'pf1']);
+    await tryLink('a bridge', ['pfbr', 'type', 'bridge']);
+    const gpe = await tryLink('a VXLAN-GPE device (`ip link add vx0 type vxlan external gpe dstport 4790`; the kernel needs VXLAN with GPE)', [
+      TUNNEL_DEVICE,
+      'type',
+      'vxlan',
+      'external',
+      'gpe',
+      'dstport',
+      String(TUNNEL_PORT),
+    ]);
+    if (gpe && ethtool) {
+      const r = await runInNs(scratch, 'ethtool', ['-K', TUNNEL_DEVICE, 'tx', 'off', 'tso', 'off', 'gso', 'off'], { allowFail: true });
+      if (r.code !== 0) missing.push(`the tunnel's offloads cannot be turned off (ethtool -K ${TUNNEL_DEVICE} tx off tso off gso off: ${r.stderr.trim()})`);
+    }
+  } finally {
+    await run('ip', ['netns', 'del', scratch], { allowFail: true });
+  }
+  return missing.length === 0 ? null : `the lab cannot run here: ${missing.join('; ')}`;
+}
+
+// ---------------------------------------------------------------- down
+
+/** The lab's namespaces that exist now (every `btn-*`, whoever made them). */
+export async function labNamespaces(): Promise<string[]> {
+  const r = await run('ip', ['netns', 'list'], { allowFail: true });
+  if (r.code !== 0) return [];
+  return r.stdout
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter((n) => n.startsWith(LAB_PREFIX));
+}
+
+async function nsPids(ns: string): Promise<number[]> {
+  const r = await run('ip', ['netns', 'pids', ns], { allowFail: true });
+  return r.stdout
+    .split(/\s+/)
+    .filter((s) => /^\d+$/.test(s))
+    .map(Number);
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+async function waitGone(pids: number[], ms: number): Promise<number[]> {
+  const end = Date.now() + ms;
+  let left = pids.filter(alive);
+  while (left.length > 0 && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 25));
+    left = left.filter(alive);
+  }
+  return left;
+}
+
+export interface LabDownResult {
+  namespaces: string[];
+  /** Processes that were running in them. */
+  killed: number;
+  /** Of those, how many needed SIGKILL. */
+  forced: number;
+}
+
+/**
+ * Removes every `btn-*` namespace and what runs in it: SIGTERM to every
+ * process `ip netns pids` names (SIGKILL after `graceMs`), then
+ * `ip netns del` (the veths go with their namespaces), then the state file.
+ * Idempotent; needs no state file (a crashed up left none, or a partial one).
+ */
+export async function labDown(o: { stateFile?: string; graceMs?: number; log?: (line: string) => void } = {}): Promise<LabDownResult> {
+  const namespaces = await labNamespaces();
+  const pids = [...new Set((await Promise.all(namespaces.map(nsPids))).flat())].filter((p) => p !== process.pid);
+  for (const p of pids) {
+    try {
+      process.kill(p, 'SIGTERM');
+    } catch {
+      /* gone already */
+    }
+  }
+  let left = await waitGone(pids, o.graceMs ?? 3000);
+  const forced = left.length;
+  for (const p of left) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      /* gone already */
+    }
+  }
+  left = await waitGone(left, 2000);
+  if (left.length > 0) o.log?.(`lab down: processes ${left.join(', ')} survived SIGKILL`);
+  // The bridge's namespace last: the others' veth ends are on it until their namespace goes.
+  const order = [...namespaces.filter((n) => n !== LAB_NS), ...namespaces.filter((n) => n === LAB_NS)];
+  for (const ns of order) {
+    const r = await run('ip', ['netns', 'del', ns], { allowFail: true });
+    if (r.code !== 0 && (await labNamespaces()).includes(ns)) throw new Error(`lab down: ip netns del ${ns}: ${r.stderr.trim()}`);
+  }
+  rmSync(o.stateFile ?? LAB_STATE_FILE, { force: true });
+  if (namespaces.length > 0) o.log?.(`lab down: removed ${namespaces.length} namespaces (${namespaces.join(' ')}), stopped ${pids.length} processes${forced ? ` (${forced} with SIGKILL)` : ''}`);
+  return { namespaces, killed: pids.length, forced };
+}
+
+// ---------------------------------------------------------------- up
+
+function count(name: string, v: number | undefined, dflt: number, min: number, max: number): number {
+  const n = v ?? dflt;
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`lab: ${name} must be an integer in ${min}..${max} (got ${String(v)})`);
+  return n;
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+function writeState(lab: Lab): void {
+  mkdirSync(dirname(lab.stateFile), { recursive: true });
+  const tmp = `${lab.stateFile}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(lab, null, 2) + '\n');
+  renameSync(tmp, lab.stateFile);
+}
+
+/**
+ * Builds the lab (docs/lab.md) after removing any leftovers, starts the
+ * servers' processes and waits until each listens, writes the state file and
+ * returns the description. On any failure (or `signal` aborted) it removes
+ * everything it made and rejects.
+ */
+export async function labUp(opts: LabOptions = {}): Promise<Lab> {
+  const clients = count('clients', opts.clients, 2, 0, MAX_CLIENTS);
+  const servers = count('servers', opts.servers, 2, 0, MAX_SERVERS);
+  const nodes = count('nodeNamespaces', opts.nodeNamespaces, 0, 0, MAX_NODE_NAMESPACES);
+  const underlayMtu = count('underlayMtu', opts.underlayMtu, DEFAULT_UNDERLAY_MTU, 68 + TUNNEL_OVERHEAD, 65535);
+  const needCfg = opts.vni === undefined || opts.vips === undefined;
+  const cfg = needCfg ? loadConfig(opts.config) : undefined;
+  const vni = count('vni', opts.vni ?? cfg!.cluster.vni, 1, 0, 0xffffff);
+  const vips = opts.vips ?? [cfg!.cluster.vip];
+  const edge = opts.edge ?? BATON_ADDRESS;
+  for (const a of [...vips, edge]) if (!IPV4.test(a)) throw new Error(`lab: not an IPv4 address: ${JSON.stringify(a)}`);
+  if (vips.length === 0) throw new Error('lab: at least one VIP');
+  const log = opts.log ?? (() => {});
+  const signal = opts.signal;
+  const stateFile = opts.stateFile ?? LAB_STATE_FILE;
+  const logDir = opts.logDir ?? LAB_LOG_DIR;
+  const tunnelMtu = underlayMtu - TUNNEL_OVERHEAD;
+
+  await labDown({ stateFile, log });
+  signal?.throwIfAborted();
+
+  const host = (ns: string, address: string, bridgePort: string): LabHost => ({ ns, address, bridgePort });
+  const lab: Lab = {
+    version: 1,
+    phase: 'building',
+    createdAt: new Date().toISOString(),
+    vni,
+    vips: [...vips],
+    edge,
+    underlayMtu,
+    tunnelMtu,
+    bridge: { ns: LAB_NS, name: LAB_BRIDGE, subnet: UNDERLAY_SUBNET },
+    baton: host(BATON_NS, BATON_ADDRESS, 'v-baton'),
+    nodes: Array.from({ length: nodes }, (_, i) => host(nodeNs(i + 1), nodeAddress(i + 1), `v-n${i + 1}`)),
+    clients: Array.from({ length: clients }, (_, i) => ({
+      ...host(clientNs(i + 1), clientAddress(i + 1), `v-c${i + 1}`),
+      index: i + 1,
+      innerAddress: clientInnerAddress(i + 1),
+      routes: vips.map((v) => `${v} encap ip id ${vni} dst ${edge} dev ${TUNNEL_DEVICE} src ${clientInnerAddress(i + 1)}`),
+    })),
+    servers: Array.from({ length: servers }, (_, i) => ({
+      ...host(serverNs(i + 1), serverAddress(i + 1), `v-s${i + 1}`),
+      index: i + 1,
+      http: `${serverAddress(i + 1)}:${HTTP_PORT}`,
+      udp: `${serverAddress(i + 1)}:${UDP_PORT}`,
+      iperf3: `${serverAddress(i + 1)}:${IPERF_PORT}`,
+      routes: [`${CLIENT_INNER_SUBNET} encap ip id ${vni} dst ${edge} dev ${TUNNEL_DEVICE} src ${serverAddress(i + 1)}`],
+      processes: [],
+    })),
+    namespaces: [],
+    stateFile,
+    logDir,
+  };
+  const hosts: LabHost[] = [lab.baton, ...lab.nodes, ...lab.clients, ...lab.servers];
+  lab.namespaces = [LAB_NS, ...hosts.map((h) => h.ns)];
+  const ip = (args: string[]): Promise<RunResult> => run('ip', args, { signal });
+  const nsx = (ns: string, cmd: string, args: string[]): Promise<RunResult> => runInNs(ns, cmd, args, { signal });
+
+  try {
+    writeState(lab);
+    mkdirSync(logDir, { recursive: true });
+    log(`lab: bridge ${LAB_BRIDGE} in ${LAB_NS} (${UNDERLAY_SUBNET}, MTU ${underlayMtu})`);
+    await ip(['netns', 'add', LAB_NS]);
+    await ip(['-n', LAB_NS, 'link', 'set', 'lo', 'up']);
+    await ip(['-n', LAB_NS, 'link', 'add', LAB_BRIDGE, 'mtu', String(underlayMtu), 'type', 'bridge']);
+    await ip(['-n', LAB_NS, 'link', 'set', LAB_BRIDGE, 'up']);
+
+    // One host: its namespace, a veth pair (eth0 inside, bridgePort on br0), its address.
+    const plumb = async (h: LabHost): Promise<void> => {
+      await ip(['netns', 'add', h.ns]);
+      await ip(['link', 'add', 'eth0', 'netns', h.ns, 'mtu', String(underlayMtu), 'type', 'veth', 'peer', 'name', h.bridgePort, 'netns', LAB_NS, 'mtu', String(underlayMtu)]);
+      await ip(['-n', LAB_NS, 'link', 'set', h.bridgePort, 'master', LAB_BRIDGE, 'up']);
+      await ip(['-n', h.ns, 'link', 'set', 'lo', 'up']);
+      await ip(['-n', h.ns, 'addr', 'add', `${h.address}/${UNDERLAY_PREFIX_LEN}`, 'dev', 'eth0']);
+      await ip(['-n', h.ns, 'link', 'set', 'eth0', 'up']);
+    };
+    // The kernel tunnel: VXLAN-GPE in external (metadata) mode, offloads off so every inner packet
+    // leaves whole and with its checksums done, MTU leaving room for the 36 bytes of encapsulation.
+    const tunnel = async (ns: string, routes: string[]): Promise<void> => {
+      await ip(['-n', ns, 'link', 'add', TUNNEL_DEVICE, 'mtu', String(tunnelMtu), 'type', 'vxlan', 'external', 'gpe', 'dstport', String(TUNNEL_PORT)]);
+      await nsx(ns, 'ethtool', ['-K', TUNNEL_DEVICE, 'tx', 'off', 'tso', 'off', 'gso', 'off']);
+      await ip(['-n', ns, 'link', 'set', TUNNEL_DEVICE, 'up']);
+      for (const r of routes) await ip(['-n', ns, 'route', 'add', ...r.split(' ')]);
+    };
+    const settle = async (work: Promise<void>[]): Promise<void> => {
+      const rs = await Promise.allSettled(work);
+      const bad = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (bad) throw bad.reason;
+    };
+    log(`lab: ${hosts.length} hosts (baton${nodes ? `, ${nodes} node namespaces` : ''}, ${clients} clients, ${servers} servers)`);
+    await settle(hosts.map(plumb));
+    await settle([
+      ...lab.clients.map(async (c) => {
+        await ip(['-n', c.ns, 'addr', 'add', `${c.innerAddress}/32`, 'dev', 'lo']);
+        await tunnel(c.ns, c.routes);
+      }),
+      ...lab.servers.map((s) => tunnel(s.ns, s.routes)),
+    ]);
+    if (opts.services !== false && servers > 0) {
+      log(`lab: starting the HTTP/UDP server and iperf3 -s in ${servers} server namespaces`);
+      await settle(lab.servers.map((s) => startServer(s, logDir, signal)));
+    }
+    signal?.throwIfAborted();
+    lab.phase = 'up';
+    writeState(lab);
+    return lab;
+  } catch (e) {
+    log(`lab: ${signal?.aborted ? 'interrupted' : `failed: ${(e as Error).message}`}; removing what was made`);
+    await labDown({ stateFile, log });
+    throw e;
+  }
+}
+
+/** Spawns a long-lived process inside `ns`, detached from us (own process group, output to `log`). */
+function daemon(ns: string, cmd: string, args: string[], log: string, stdout: 'pipe' | 'log'): ChildProcess {
+  const fd = openSync(log, 'a');
+  try {
+    const c = inNs(ns, cmd, args, { detached: true, stdio: ['ignore', stdout === 'pipe' ? 'pipe' : fd, fd] });
+    return c;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const tail = (file: string): string => {
+  try {
+    return readFileSync(file, 'utf8').trim().split('\n').slice(-5).join(' | ');
+  } catch {
+    return '';
+  }
+};
+
+async function startServer(s: LabServer, logDir: string, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted();
+  const name = `s${s.index}`;
+  const appLog = join(logDir, `${name}-server.log`);
+  const iperfLog = join(logDir, `${name}-iperf3.log`);
+  const app = daemon(s.ns, process.execPath, labNodeArgs(LAB_SERVER_SCRIPT, ['--name', name, '--http', String(HTTP_PORT), '--udp', String(UDP_PORT)]), appLog, 'pipe');
+  s.processes.push({ name: 'server', pid: app.pid ?? -1, log: appLog });
+  const iperf = daemon(s.ns, 'iperf3', ['-s', '-p', String(IPERF_PORT)], iperfLog, 'log');
+  s.processes.push({ name: 'iperf3', pid: iperf.pid ?? -1, log: iperfLog });
+  let iperfExit: string | undefined;
+  iperf.once('exit', (code, sig) => (iperfExit = `${sig ?? code}`));
+  try {
+    await readyLine(app, `lab server in ${s.ns} (log ${appLog}: ${tail(appLog)})`).catch((e: Error) => {
+      throw new Error(`${e.message}; log: ${tail(appLog)}`);
+    });
+    // iperf3 says nothing when it listens: wait until the kernel shows the socket.
+    const end = Date.now() + 10_000;
+    for (;;) {
+      signal?.throwIfAborted();
+      if (iperfExit !== undefined) throw new Error(`iperf3 -s in ${s.ns} exited (${iperfExit}): ${tail(iperfLog)}`);
+      const r = await runInNs(s.ns, 'ss', ['-Hltn', `sport = :${IPERF_PORT}`], { allowFail: true });
+      if (r.stdout.trim() !== '') break;
+      if (Date.now() > end) throw new Error(`iperf3 -s in ${s.ns} does not listen on ${IPERF_PORT} after 10 s: ${tail(iperfLog)}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  } finally {
+    // They outlive us (labDown stops them): drop our ends.
+    app.stdout?.destroy();
+    app.unref();
+    iperf.unref();
+  }
+}
+
+// ---------------------------------------------------------------- status
+
+export interface LabStatus {
+  /** The state file, if any. */
+  lab: Lab | null;
+  /** `btn-*` namespaces that exist. */
+  namespaces: string[];
+  /** The lab's processes and whether each still runs. */
+  processes: (LabProcess & { ns: string; alive: boolean })[];
+  /** Namespaces expected by the state file that are gone, and `btn-*` ones it does not name. */
+  missing: string[];
+  unexpected: string[];
+}
+
+export function readLabState(stateFile = LAB_STATE_FILE): Lab | null {
+  if (!existsSync(stateFile)) return null;
+  try {
+    return JSON.parse(readFileSync(stateFile, 'utf8')) as Lab;
+  } catch {
+    return null;
+  }
+}
+
+export async function labStatus(stateFile = LAB_STATE_FILE): Promise<LabStatus> {
+  const lab = readLabState(stateFile);
+  const namespaces = await labNamespaces();
+  const expected = lab?.namespaces ?? [];
+  const processes = (lab?.servers ?? []).flatMap((s) => s.processes.map((p) => ({ ...p, ns: s.ns, alive: p.pid > 0 && alive(p.pid) })));
+  return {
+    lab,
+    namespaces,
+    processes,
+    missing: expected.filter((n) => !namespaces.includes(n)),
+    unexpected: namespaces.filter((n) => !expected.includes(n)),
+  };
+}
+
+/** A human summary of a lab (what `baton lab up` and `baton lab status` print). */
+export function formatLab(lab: Lab): string {
+  const rows: string[][] = [['NAMESPACE', 'ROLE', 'ADDRESS', 'INNER / SERVICES', 'TUNNEL ROUTES']];
+  rows.push([lab.bridge.ns, 'bridge', `${lab.bridge.name} ${lab.bridge.subnet}`, '', '']);
+  rows.push([lab.baton.ns, 'baton', lab.baton.address, '', '']);
+  for (const n of lab.nodes) rows.push([n.ns, 'baton node', n.address, '', '']);
+  for (const c of lab.clients) rows.push([c.ns, 'client', c.address, c.innerAddress, c.routes.join('; ')]);
+  for (const s of lab.servers) {
+    const pids = s.processes.map((p) => `${p.name} ${p.pid}`).join(', ');
+    rows.push([s.ns, 'server', s.address, `http :${HTTP_PORT}, udp :${UDP_PORT}, iperf3 :${IPERF_PORT}${pids ? ` (${pids})` : ''}`, s.routes.join('; ')]);
+  }
+  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const table = rows.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n');
+  return `${table}\nVNI ${lab.vni}, VIPs ${lab.vips.join(', ')}, edge ${lab.edge}:${TUNNEL_PORT}, underlay MTU ${lab.underlayMtu}, ${TUNNEL_DEVICE} MTU ${lab.tunnelMtu}; state ${lab.stateFile}, logs ${lab.logDir}`;
+}
