@@ -2,6 +2,8 @@
  * An FD's data plane: frames from the hash tier (or redirected by a peer FD)
  * go through the flow handler; the verdict picks the TX lane:
  *   FORWARD to a service node  → that node's lane (owner hint = this FD)
+ *   FORWARD to a real server   → the edge port (edge encapsulation, one
+ *                                packet per datagram, to the server's tunnel port)
  *   FORWARD to anything else   → the hash tier (egress toward the client)
  *   REDIRECT                   → the owner FD's lane (hop count + 1)
  * Every frame sent carries the client locator of the frame received (the
@@ -21,6 +23,7 @@ import { DP } from '../shared/dataplane/counters.js';
 import { EncapMeta, EncapFlag, Tier, ENCAP_DEFAULT_HOP_LIMIT } from '../shared/encap/geneve.js';
 import { FlowHandler, Verdict } from './flow-handler.js';
 import { OWNER_NONE } from './flow-table.js';
+import type { EdgePort } from '../shared/dataplane/edge-port.js';
 
 export const FDP = defineCounters([...DP.names, 'uplink_changes'] as unknown as readonly [...typeof DP.names, 'uplink_changes']);
 
@@ -32,6 +35,7 @@ interface Routes {
   hashTierLane: number; // -1 until known
   peerLane: Int32Array; // node id -> lane, -1 unknown
   serviceLane: Map<number, number>; // service virtual IP -> lane; -1: a service node that left (its flows' packets are drop_no_route)
+  realServer: Set<number>; // real-server endpoint addresses (reached through the edge port)
 }
 
 export class FdDataplane {
@@ -39,7 +43,9 @@ export class FdDataplane {
   readonly counters: Counters;
   private readonly out = new EncapMeta();
   private readonly hopLimit: number;
-  private routes: Routes = { hashTierLane: -1, peerLane: new Int32Array(65536).fill(-1), serviceLane: new Map() };
+  private routes: Routes = { hashTierLane: -1, peerLane: new Int32Array(65536).fill(-1), serviceLane: new Map(), realServer: new Set() };
+  /** Toward real servers (config realServers), or null. */
+  private edge: EdgePort | null = null;
 
   constructor(
     readonly handler: FlowHandler,
@@ -67,13 +73,14 @@ export class FdDataplane {
    * a flow still rewritten to one is a counted drop_no_route, not sent on
    * toward the hash tier as if it were egress to a client.
    */
-  setRoutes(r: { hashTier: Address | null; peers: { id: number; data: Address }[]; services: { virtualIp: number; data: Address }[]; goneServices?: number[] }): void {
+  setRoutes(r: { hashTier: Address | null; peers: { id: number; data: Address }[]; services: { virtualIp: number; data: Address }[]; goneServices?: number[]; realServers?: number[] }): void {
     const peerLane = new Int32Array(65536).fill(-1);
     for (const p of r.peers) if (p.id !== this.handler.selfId) peerLane[p.id] = this.dp.laneTo(p.data);
     const serviceLane = new Map<number, number>();
     for (const ip of r.goneServices ?? []) serviceLane.set(ip >>> 0, -1);
     for (const s of r.services) serviceLane.set(s.virtualIp >>> 0, this.dp.laneTo(s.data));
-    this.routes = { hashTierLane: r.hashTier ? this.dp.laneTo(r.hashTier) : -1, peerLane, serviceLane };
+    const realServer = new Set((r.realServers ?? []).map((ip) => ip >>> 0));
+    this.routes = { hashTierLane: r.hashTier ? this.dp.laneTo(r.hashTier) : -1, peerLane, serviceLane, realServer };
     this.noteUplink(r.hashTier);
   }
 
@@ -83,6 +90,11 @@ export class FdDataplane {
     if (lane === this.routes.hashTierLane) return;
     this.routes = { ...this.routes, hashTierLane: lane };
     this.noteUplink(hashTier);
+  }
+
+  /** Real servers are reached through `port` (its socket on this FD's edge address). */
+  attachEdge(port: EdgePort): void {
+    this.edge = port;
   }
 
   /** The hash tier egress goes to now. */
@@ -112,6 +124,7 @@ export class FdDataplane {
     o.tier = Tier.FD;
     o.locatorIp = m.locatorIp;
     o.locatorPort = m.locatorPort;
+    o.locatorEncap = m.locatorEncap;
     const rt = this.routes;
     let lane: number;
     if (v === Verdict.REDIRECT) {
@@ -124,7 +137,12 @@ export class FdDataplane {
       o.hopCount = m.hopCount + 1;
       o.ownerHint = h.redirectHint;
     } else {
-      const svc = rt.serviceLane.get(h.meta.dstIp);
+      const dst = h.meta.dstIp;
+      if (this.edge !== null && rt.realServer.has(dst)) {
+        this.edge.send(dst, buf, m.innerOffset, m.innerLength); // counted by the edge port (sent, or a named drop)
+        return;
+      }
+      const svc = rt.serviceLane.get(dst);
       lane = svc === undefined ? rt.hashTierLane : svc;
       if (lane < 0) {
         c.inc(DP.drop_no_route);

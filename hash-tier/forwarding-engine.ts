@@ -39,6 +39,8 @@ import type { HashScope } from '../shared/scope/hash-scope.js';
 import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../shared/packet/meta.js';
 import { Admission, AdmissionState, type AdmissionOptions } from './admission.js';
 import type { QueueProbe } from '../shared/dataplane/queue-probe.js';
+import { EdgeEncap } from '../shared/encap/edge.js';
+import type { EdgePort } from '../shared/dataplane/edge-port.js';
 
 const HT_STATIC = ['to_fd', 'to_fd_by_hint', 'to_client', 'clients_learned', 'drop_bad_inner', 'drop_empty_scope', 'drop_unknown_client', 'drop_bad_tier',
   // Client locators (several tiers on the data path) and the bounded client tables.
@@ -50,8 +52,13 @@ const HT_STATIC = ['to_fd', 'to_fd_by_hint', 'to_client', 'clients_learned', 'dr
   // Admission control (hash-tier/admission.ts): frames refused at the edge, frames marked SHED, state entries.
   'drop_admission_syn', 'drop_admission_overload', 'admission_shed_marked', 'admission_to_open', 'admission_to_shed_syn', 'admission_to_shed_new', 'admission_to_dropping',
   // Per-FD admission (an FD whose receive path falls behind, seen by echo probes): entries into each state, summed over the FDs.
-  'admission_fd_to_open', 'admission_fd_to_shed_syn', 'admission_fd_to_shed_new', 'admission_fd_to_dropping'] as const;
+  'admission_fd_to_open', 'admission_fd_to_shed_syn', 'admission_fd_to_shed_new', 'admission_fd_to_dropping',
+  // The edge (real hosts' kernels, docs/edge-encapsulation.md): clients' packets in, real servers' replies in, packets out to clients.
+  'edge_client_frames', 'edge_server_frames', 'drop_edge_unknown_source', 'to_client_edge', 'drop_edge_no_port'] as const;
 export const HT = defineCounters([...DP.names, ...HT_STATIC] as unknown as readonly [...typeof DP.names, ...typeof HT_STATIC]);
+
+/** The client tables' defaults; config clientTable.* has the same (test/client-table-config.test.ts). */
+export const CLIENT_TABLE_DEFAULTS = { addrCapacity: 4096, capacity: 65_536, idleMs: 300_000, sweepBudget: 64 } as const;
 
 export interface ForwardingEngineOptions extends DatapathOptions {
   id: number;
@@ -63,13 +70,13 @@ export interface ForwardingEngineOptions extends DatapathOptions {
    * takes when the hash picks another FD. Default true.
    */
   replyByOwnerHint?: boolean;
-  /** Client underlay addresses (locator -> TX lane) kept at most; a power of two (default 4096). */
+  /** Client underlay addresses (locator -> TX lane) kept at most, so client TX lanes too; a power of two (config clientTable.addrCapacity, default 4096). */
   clientAddrCapacity?: number;
-  /** Learned clients (virtual IP -> underlay address, the no-locator fallback) kept at most; a power of two (default 65536). */
+  /** Learned clients (virtual IP -> underlay address, the no-locator fallback) kept at most; a power of two (clientTable.capacity, default 65536). */
   clientCapacity?: number;
-  /** A client address or learned client not seen for this long is evicted (default 300 000 ms). */
+  /** A client address or learned client not seen for this long is evicted (clientTable.idleMs, default 300 000 ms). */
   clientIdleMs?: number;
-  /** Table slots the idle sweep examines per batch, per table (default 64). */
+  /** Table slots the idle sweep examines per batch, per table (clientTable.sweepBudget, default 64). */
   clientSweepBudget?: number;
   /** Admission control at ingress (absent: every client frame is admitted). */
   admission?: AdmissionOptions & { probeMs: number };
@@ -117,6 +124,16 @@ export class ForwardingEngine {
   private locFrom: Address | null = null;
   private locIp = 0;
   private locPort = 0;
+  // The edge: ports by EdgeEncap, the VIPs (a packet to one is a client's), the real servers (a packet from one is a reply).
+  private readonly edges: (EdgePort | null)[] = [null, null, null];
+  private edgeVips = new Set<number>();
+  private edgeServers = new Set<number>();
+  private readonly edgeMeta = new EncapMeta();
+  /** While an edge client frame is handled: how it speaks (EdgeEncap) and the port its host's tunnel listens on. */
+  private edgeKind = 0;
+  private edgePeerPort = 0;
+  private edgeFrom: Address | null = null;
+  private edgeFromIp = -1;
   private readonly out = new EncapMeta();
   private readonly pkt = new PacketMeta();
   private readonly id: number;
@@ -148,10 +165,11 @@ export class ForwardingEngine {
     this.byHint = opts.replyByOwnerHint ?? true;
     this.out.vni = opts.vni;
     this.clock = scheduler.clock;
-    this.clientIdleMs = opts.clientIdleMs ?? 300_000;
-    this.sweepBudget = opts.clientSweepBudget ?? 64;
-    this.clientAddrs = new ClientTable(opts.clientAddrCapacity ?? 4096, this.onAddrEvicted);
-    this.clients = new ClientTable(opts.clientCapacity ?? 65536, this.onClientEvicted);
+    const d = CLIENT_TABLE_DEFAULTS;
+    this.clientIdleMs = opts.clientIdleMs ?? d.idleMs;
+    this.sweepBudget = opts.clientSweepBudget ?? d.sweepBudget;
+    this.clientAddrs = new ClientTable(opts.clientAddrCapacity ?? d.addrCapacity, this.onAddrEvicted);
+    this.clients = new ClientTable(opts.clientCapacity ?? d.capacity, this.onClientEvicted);
     this.freeLanes = new Int32Array(this.clientAddrs.capacity);
     this.nowMs = Math.floor(this.clock.now());
     this.dp.start((buf, m, from) => this.frame(buf, m, from), this.tick);
@@ -272,6 +290,7 @@ export class ForwardingEngine {
     // Toward an FD: a service's reply keeps the locator it echoed; a client frame gets this datagram's source.
     o.locatorIp = m.locatorIp;
     o.locatorPort = m.locatorPort;
+    o.locatorEncap = m.locatorEncap;
     const rt = this.routing;
     const scope = rt.scope;
     if (tier === Tier.CLIENT) {
@@ -337,19 +356,84 @@ export class ForwardingEngine {
     if (this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength)) this.counters.inc(HT.to_fd);
   }
 
+  /**
+   * Real hosts' traffic on an edge port (docs/edge-encapsulation.md): a
+   * packet to one of `vips` is a client's (admitted, hashed and stamped with
+   * a locator that says how the client speaks, like a Baton client's); a
+   * packet from one of `servers` (underlay addresses) is a real server's
+   * reply, which carries no owner hint: hashed to an FD, which redirects it
+   * to the owner if it is not (at most one hop). Anything else is a counted
+   * drop. Off the hot path; the handler is not.
+   */
+  attachEdge(port: EdgePort, opts: { vips: readonly number[]; servers: readonly number[] }): void {
+    this.edges[port.kind] = port;
+    this.edgeVips = new Set(opts.vips.map((v) => v >>> 0));
+    this.edgeServers = new Set(opts.servers.map((v) => v >>> 0));
+    const m = this.edgeMeta;
+    m.vni = this.out.vni;
+    port.start(
+      (buf, off, len, from) => this.edgeFrame(port, buf, off, len, from),
+      this.tick,
+      () => this.dp.tx.flushAll(),
+    );
+  }
+
+  private edgeFrame(port: EdgePort, buf: Uint8Array, off: number, len: number, from: Address): void {
+    const m = this.edgeMeta;
+    m.flags = 0;
+    m.hopCount = 0;
+    m.ownerHint = 0xffff;
+    m.locatorPort = 0;
+    m.locatorIp = 0;
+    m.locatorEncap = 0;
+    m.innerOffset = off;
+    m.innerLength = len;
+    const dst = ((buf[off + 16]! << 24) | (buf[off + 17]! << 16) | (buf[off + 18]! << 8) | buf[off + 19]!) >>> 0;
+    if (this.edgeVips.has(dst)) {
+      m.tier = Tier.CLIENT;
+      this.counters.inc(HT.edge_client_frames);
+      this.edgeKind = port.kind;
+      this.edgePeerPort = port.peerPort;
+      this.frame(buf, m, from);
+      this.edgeKind = 0;
+      return;
+    }
+    if (from !== this.edgeFrom) {
+      this.edgeFrom = from;
+      this.edgeFromIp = parseIPv4Host(from.host);
+    }
+    if (this.edgeFromIp < 0 || !this.edgeServers.has(this.edgeFromIp >>> 0)) {
+      this.counters.inc(HT.drop_edge_unknown_source);
+      return;
+    }
+    m.tier = Tier.SERVICE;
+    this.counters.inc(HT.edge_server_frames);
+    this.frame(buf, m, from);
+  }
+
   /** Egress toward a client: to its locator, whichever tier it entered through; without one, to the address learned for `clientIp` (int32). */
   private toClient(buf: Uint8Array, m: EncapMeta, clientIp: number): void {
     const c = this.counters;
     let lane: number;
-    if (m.locatorPort !== 0) lane = this.laneOfAddr(m.locatorIp | 0, m.locatorPort);
-    else {
+    if (m.locatorPort !== 0) {
+      if (m.locatorEncap !== 0) {
+        this.toEdgeClient(m.locatorEncap, m.locatorIp, buf, m);
+        return;
+      }
+      lane = this.laneOfAddr(m.locatorIp | 0, m.locatorPort);
+    } else {
       const k = this.clients.find(clientIp, 1);
       if (k < 0) {
         c.inc(HT.drop_unknown_client);
         return;
       }
-      lane = this.laneOfAddr(this.clients.valA[k]!, this.clients.valB[k]!);
       c.inc(HT.to_client_learned);
+      const b = this.clients.valB[k]!; // port | encap << 16
+      if (b >>> 16 !== 0) {
+        this.toEdgeClient(b >>> 16, this.clients.valA[k]!, buf, m);
+        return;
+      }
+      lane = this.laneOfAddr(this.clients.valA[k]!, b);
     }
     const o = this.out;
     o.scopeVersion = m.scopeVersion;
@@ -363,6 +447,16 @@ export class ForwardingEngine {
    * no-locator fallback. IPv4 addresses travel as int32 (`| 0`) between
    * methods: a uint32 above 2^31 would be boxed.
    */
+  /** To a real client host: its kernel tunnel takes one packet per datagram, in the encapsulation it spoke. */
+  private toEdgeClient(kind: number, ip: number, buf: Uint8Array, m: EncapMeta): void {
+    const port = kind <= EdgeEncap.GENEVE ? this.edges[kind]! : null;
+    if (port === null) {
+      this.counters.inc(HT.drop_edge_no_port);
+      return;
+    }
+    if (port.send(ip, buf, m.innerOffset, m.innerLength)) this.counters.inc(HT.to_client_edge);
+  }
+
   private stampLocator(clientIp: number, from: Address | null): void {
     const o = this.out;
     if (from === null) {
@@ -381,20 +475,24 @@ export class ForwardingEngine {
       return;
     }
     o.locatorIp = this.locIp >>> 0;
-    o.locatorPort = this.locPort;
+    // An edge client's replies go to its host's tunnel port (the datagram's source port varies per connection).
+    const port = this.edgeKind !== 0 ? this.edgePeerPort : this.locPort;
+    const learned = port | (this.edgeKind << 16);
+    o.locatorPort = port;
+    o.locatorEncap = this.edgeKind;
     const t = this.clients;
     let k = t.find(clientIp, 1);
     if (k < 0) {
       k = t.insert(clientIp, 1, this.nowMs);
       this.counters.inc(HT.clients_learned);
-    } else if (t.valA[k] !== this.locIp || t.valB[k] !== this.locPort) {
+    } else if (t.valA[k] !== this.locIp || t.valB[k] !== learned) {
       this.counters.inc(HT.clients_learned); // the client moved (a new underlay address)
     } else {
       t.touch(k, this.nowMs);
       return;
     }
     t.valA[k] = this.locIp;
-    t.valB[k] = this.locPort;
+    t.valB[k] = learned;
     t.touch(k, this.nowMs);
   }
 

@@ -243,6 +243,7 @@ export class ServiceNode {
       tm.ownerHint = rm.ownerHint;
       tm.locatorIp = rm.locatorIp;
       tm.locatorPort = rm.locatorPort;
+      tm.locatorEncap = rm.locatorEncap;
       const hl = encapHeaderLen(tm);
       if (w + hl === ip) writeEncapHeader(buf, w, tm); // the usual case: no move
       else encodeEncap(buf, w, tm, buf, ip, innerLen); // moves the inner packet down (overlap-safe)

@@ -78,6 +78,8 @@ export class EdgePort {
   private scheduled = false;
   private closed = false;
   private handler: EdgeHandler = () => {};
+  private before: () => void = () => {};
+  private after: () => void = () => {};
   private readonly bufs: Uint8Array[] = [];
   private readonly sentCbs: ((err: Error | null) => void)[] = [];
   private readonly free: Int32Array;
@@ -130,14 +132,18 @@ export class EdgePort {
     return this.rx.depth + this.inFlight;
   }
 
-  start(handler: EdgeHandler): void {
+  /** `handler` once per accepted packet; `before` / `after` once per batch (the node's tick; flushing what the batch queued on its other lanes). */
+  start(handler: EdgeHandler, before?: () => void, after?: () => void): void {
     this.handler = handler;
+    if (before) this.before = before;
+    if (after) this.after = after;
   }
 
   private readonly run = (): void => {
     this.scheduled = false;
     if (this.closed) return;
     const c = this.counters;
+    this.before();
     for (let n = 0; n < this.batch; n++) {
       const d = this.rx.shift();
       if (d === null) break;
@@ -150,6 +156,7 @@ export class EdgePort {
       this.links.add(EDGE_SENDER_ID);
       this.handler(d, EDGE_HEADER_LEN, d.length - EDGE_HEADER_LEN, this.rx.lastFrom!);
     }
+    this.after();
     if (this.rx.depth > 0 && !this.scheduled) {
       this.scheduled = true;
       this.scheduler.defer(this.run);
