@@ -6,6 +6,19 @@
  * dropped and counted (tx_dropped_full): the ring is bounded by design.
  *
  * Depth (frames queued in lanes + datagrams in flight) is observable.
+ *
+ * A lane is one destination address (host:port): a datagram goes to one
+ * address, so frames for two ports of one host cannot share a datagram.
+ * Lanes are never removed; the owner bounds them (the hash tier reuses the
+ * lane of an evicted client address, hash-tier/forwarding-engine.ts). The
+ * flush at the end of a batch walks only the lanes that queued a frame in
+ * it (a stack of lane indices), so a node with thousands of lanes pays per
+ * batch for the lanes it used. Memory is bounded by the pool
+ * (poolBuffers x maxDatagramBytes, allocated once) plus one small Lane per
+ * lane; since a lane holds one buffer while it has queued frames and a
+ * buffer comes back only when the socket reports the send (after the batch),
+ * one batch reaches at most poolBuffers distinct destinations: frames past
+ * that are tx_dropped_full.
  */
 import type { Counters } from '../counters.js';
 import type { DatagramSocket } from '../io/datagram.js';
@@ -36,6 +49,8 @@ class Lane {
   buf: Uint8Array | null = null;
   fill = 0;
   frames = 0;
+  /** On the dirty stack (took a buffer since the last flushAll). */
+  dirty = false;
   constructor(
     public to: Address,
     /** This lane's destination in the link counters (changes with setLaneAddress). */
@@ -47,6 +62,9 @@ export class TxLanes {
   readonly maxDatagramBytes: number;
   private readonly pool: Uint8Array[] = [];
   private readonly lanes: Lane[] = [];
+  /** Lanes that took a buffer since the last flushAll (each once): what flushAll walks. */
+  private dirty = new Int32Array(16);
+  private dirtyCount = 0;
   private readonly poolSize: number;
   private queuedFrames = 0;
   private inFlight = 0;
@@ -69,12 +87,20 @@ export class TxLanes {
     for (let i = 0; i < this.poolSize; i++) this.pool.push(new Uint8Array(this.maxDatagramBytes));
   }
 
+  /** A new lane to `to`; its index. Off the hot path (the dirty stack grows here, never in reserve). */
   addLane(to: Address): number {
     this.lanes.push(new Lane(to, this.links.slot(to)));
+    if (this.lanes.length > this.dirty.length) {
+      const grown = new Int32Array(this.dirty.length * 2);
+      grown.set(this.dirty);
+      this.dirty = grown;
+    }
     return this.lanes.length - 1;
   }
+  /** Points `lane` at another address; frames it still holds leave first, to the old one. Off the hot path. */
   setLaneAddress(lane: number, to: Address): void {
     const l = this.lanes[lane]!;
+    if (l.buf !== null) this.flushLane(l);
     l.to = to;
     l.link = this.links.slot(to);
   }
@@ -94,6 +120,10 @@ export class TxLanes {
   }
   get freeBuffers(): number {
     return this.pool.length;
+  }
+  /** Lanes that queued a frame since the last flushAll (what it will walk). */
+  get dirtyLanes(): number {
+    return this.dirtyCount;
   }
 
   /**
@@ -117,6 +147,10 @@ export class TxLanes {
       l.buf = b;
       l.fill = 0;
       l.frames = 0;
+      if (!l.dirty) {
+        l.dirty = true;
+        this.dirty[this.dirtyCount++] = lane;
+      }
     }
     this.writeOffset = l.fill;
     l.fill += len;
@@ -125,11 +159,16 @@ export class TxLanes {
     return l.buf;
   }
 
+  /** Sends every lane's queued frames: walks only the lanes that queued one since the last call. */
   flushAll(): void {
-    for (let i = 0; i < this.lanes.length; i++) {
-      const l = this.lanes[i]!;
-      if (l.buf !== null && l.frames > 0) this.flushLane(l);
+    const d = this.dirty;
+    const lanes = this.lanes;
+    for (let i = 0; i < this.dirtyCount; i++) {
+      const l = lanes[d[i]!]!;
+      l.dirty = false;
+      if (l.buf !== null) this.flushLane(l); // null: flushed when it filled and not used since
     }
+    this.dirtyCount = 0;
   }
 
   private flushLane(l: Lane): void {
@@ -162,7 +201,9 @@ export class TxLanes {
    */
   discardQueued(): number {
     let n = 0;
-    for (const l of this.lanes) {
+    for (let i = 0; i < this.dirtyCount; i++) {
+      const l = this.lanes[this.dirty[i]!]!;
+      l.dirty = false;
       if (l.buf === null) continue;
       n += l.frames;
       this.queuedFrames -= l.frames;
@@ -171,6 +212,7 @@ export class TxLanes {
       l.fill = 0;
       l.frames = 0;
     }
+    this.dirtyCount = 0;
     if (n > 0) this.counters.inc(this.ids.drop_at_close, n);
     return n;
   }
