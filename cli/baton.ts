@@ -6,6 +6,7 @@
  *   baton upgrade   rolling upgrade of every FD to the current sources, a bundle or a command
  *   baton build     bundle the current sources (a build `upgrade --bundle` can name)
  *   baton version   this build's id
+ *   baton lab       network namespaces with real clients and servers around Baton (docs/lab.md)
  */
 import { bookedTraffic, settledBooks } from './loss-report.js';
 import { formatLossBooks } from '../traffic/loss-books.js';
@@ -25,6 +26,7 @@ import { operation, progressBar, formatDisengage, formatEngage, body, disengageR
 import { attachOrchestrator } from './orchestrator.js';
 import { buildInfo } from '../shared/build-info.js';
 import { buildNodeBundle, describeEntry, probeEntry, upgradeEntry } from './node-bundle.js';
+import { addLabCommands } from './lab-cmd.js';
 
 function num(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
@@ -278,6 +280,8 @@ program
     if (!['hash', 'fd', 'service'].includes(o.role)) throw new InvalidArgumentError(`--role must be hash, fd or service, got ${o.role}`);
     await runNode(loadConfig(o.config), o.role as Role, o.name, o.manager);
   });
+
+addLabCommands(program);
 
 function printNodes(nodes: LaunchedNode[]): void {
   const rows = nodes

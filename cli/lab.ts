@@ -75,11 +75,12 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 /** The lab's server (HTTP + UDP) and probe scripts, run with tsx (labNodeArgs). */
 export const LAB_SERVER_SCRIPT = join(HERE, 'lab', 'server.ts');
 export const LAB_PROBE_SCRIPT = join(HERE, 'lab', 'probe.ts');
-const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+let tsxLoader: string | undefined;
 
-/** argv (after the executable, process.execPath) that runs a TypeScript script under tsx. */
+/** argv (after the executable, process.execPath) that runs a TypeScript script under tsx (resolved when first asked: a node bundle that never runs the lab needs no tsx). */
 export function labNodeArgs(script: string, args: string[] = []): string[] {
-  return ['--import', TSX_LOADER, script, ...args];
+  tsxLoader ??= pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+  return ['--import', tsxLoader, script, ...args];
 }
 
 // ---------------------------------------------------------------- description
