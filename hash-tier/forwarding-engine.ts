@@ -14,11 +14,21 @@
  * a locator (from a node of an older build) falls back to what this tier
  * learned itself (client virtual IP -> underlay address).
  *
- * Per-client state is bounded (hash-tier/client-table.ts): the locator ->
- * TX lane table and the learned-client table have fixed capacities; idle
- * entries are evicted by a budgeted sweep once per batch, a full probe
- * window evicts its least recently used entry; every eviction is counted,
- * and an evicted locator's lane is reused for the next new one.
+ * Per-client state is bounded (hash-tier/client-table.ts; config
+ * clientTable.*): the locator -> TX lane table and the learned-client table
+ * have fixed capacities; idle entries are evicted by a budgeted sweep once
+ * per batch, a full probe window evicts its least recently used entry; every
+ * eviction is counted, and an evicted locator's lane is reused for the next
+ * new one (frames it still holds leave to the old address first).
+ *
+ * A lane is per underlay address (ip:port), not per client: a datagram goes
+ * to one address, and every client behind one address (a NAT, a generator's
+ * socket) shares its lane. So TX lanes <= clientAddrCapacity + the FD lanes
+ * (one per FD data address routed to); TX memory is the pool
+ * (dataplane.txPoolBuffers x maxDatagramBytes). The flush at the end of a
+ * batch walks only the lanes used in it. Not bounded: the per-destination
+ * link counters of the loss books (TxLanes.links), one entry per address
+ * ever sent to.
  *
  * The routing snapshot (scope + lanes) is built off the hot path and
  * swapped whole.
@@ -186,7 +196,7 @@ export class ForwardingEngine {
 
   private readonly onAddrEvicted = (lane: number, _unused: number, idle: boolean): void => {
     this.counters.inc(idle ? HT.client_addrs_evicted_idle : HT.client_addrs_evicted_full);
-    if (!idle) this.dp.tx.flushAll(); // mid-batch: frames queued for the old address leave before its lane is reused
+    // Frames the lane still holds (a full eviction mid-batch) leave to the old address when it is reused (TxLanes.setLaneAddress).
     this.freeLanes[this.freeLaneCount++] = lane;
   };
 
@@ -516,9 +526,12 @@ export class ForwardingEngine {
     return lane;
   }
 
-  /** Client addresses with a lane, learned clients (gauges). */
+  /** Client addresses with a lane, learned clients, TX lanes in use (FDs + client addresses) (gauges). */
   get clientAddrCount(): number {
     return this.clientAddrs.size;
+  }
+  get lanesInUse(): number {
+    return this.dp.tx.laneCount - this.freeLaneCount;
   }
   get clientCount(): number {
     return this.clients.size;

@@ -185,6 +185,28 @@ describe('bounded client tables', () => {
     expect(evicted).toBeGreaterThan(0);
     expect(r.engine.counters.get(HT.client_addrs_added) - evicted).toBe(r.engine.clientAddrCount);
   });
+
+  it('a full eviction mid-batch sends early only what the evicted address\'s lane holds: the other lanes keep packing', async () => {
+    const r = await rig({ clientAddrCapacity: 32 });
+    const a = r.client(40500);
+    for (let i = 0; i < 100; i++) r.client(51000 + i);
+    // One batch: a client frame, one FD datagram with 100 egress frames to 100 addresses (a table of 32: evictions), another client frame.
+    const egress = Array.from({ length: 100 }, (_, i) => frame(Tier.FD, VIP, ipv4ToInt('192.0.2.1'), { ip: 0x7f000001, port: 51000 + i }, 11));
+    const packed = new Uint8Array(egress.reduce((n, f) => n + f.length, 0));
+    egress.reduce((off, f) => (packed.set(f, off), off + f.length), 0);
+    a.send(frame(Tier.CLIENT, ipv4ToInt('192.0.2.50'), VIP), r.tier);
+    r.fd.send(packed, r.tier);
+    a.send(frame(Tier.CLIENT, ipv4ToInt('192.0.2.50'), VIP), r.tier);
+    r.run();
+    const c = r.engine.counters;
+    expect(c.get(HT.client_addrs_evicted_full)).toBe(100 - 32);
+    for (let i = 0; i < 100; i++) expect(r.got.get(`127.0.0.1:${51000 + i}`), `port ${51000 + i}`).toHaveLength(1);
+    expect(r.got.get('127.0.0.1:7000')).toHaveLength(2);
+    // One datagram per client address and ONE to the FD (both client frames in it): an eviction no longer flushes every lane.
+    expect(c.get(HT.tx_datagrams)).toBe(100 + 1);
+    expect(r.engine.lanesInUse).toBe(32 + 1);
+    expect(r.engine.dp.tx.laneCount).toBe(32 + 1);
+  });
 });
 
 describe('ClientTable', () => {

@@ -211,6 +211,13 @@ export const ConfigSchema = z
         rxCapacity: z.number().int().min(16).default(4096),
         batchDatagrams: z.number().int().min(1).default(64),
         maxDatagramBytes: z.number().int().min(1500).max(65507).default(32768),
+        /**
+         * Datagram buffers of maxDatagramBytes each, allocated at start: all a
+         * node's TX memory. A lane holds one while it has frames queued and a
+         * buffer returns when its send completes (after the batch), so one
+         * batch reaches at most txPoolBuffers destinations (past that:
+         * tx_dropped_full) — with many clients, the hash tier's egress bound.
+         */
         txPoolBuffers: z.number().int().min(8).default(512),
         hopLimit: z.number().int().min(1).max(255).default(4),
         socketBufferBytes: z.number().int().min(65536).default(8 * 1024 * 1024),
