@@ -71,6 +71,85 @@ export const serverAddress = (j: number): string => `10.99.0.${200 + j}`;
 export const nodeNs = (k: number): string => `btn-node-${k}`;
 export const nodeAddress = (k: number): string => `10.99.0.${10 + k}`;
 
+// ---------------------------------------------------------------- per-host commands
+
+/**
+ * The commands that set up one host's kernel tunnel: what labUp runs in each
+ * client and server namespace, and what docs/lab.md ("On your own hosts")
+ * tells a user to run on real machines (test/lab.test.ts runs them both ways).
+ */
+export interface TunnelSpec {
+  /**
+   * Source address of the host's tunnelled packets: for a client, its address
+   * as the servers will see it; for a server, its own address (the one the
+   * FDs rewrite the VIP to).
+   */
+  source: string;
+  /** Baton's edge: the underlay address the tunnel sends to. */
+  edge: string;
+  vni: number;
+  /** The underlay's MTU (default DEFAULT_UNDERLAY_MTU); vx0 gets TUNNEL_OVERHEAD less. */
+  underlayMtu?: number;
+}
+
+/** A server's policy routing for "reply through Baton to any client" (serverHostCommands with clients 'any'). */
+export const RETURN_MARK = 0x4790;
+export const RETURN_TABLE = 4790;
+export const RETURN_NFT_TABLE = 'baton_return';
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+function tunnelDeviceCommands(o: TunnelSpec): string[] {
+  const mtu = (o.underlayMtu ?? DEFAULT_UNDERLAY_MTU) - TUNNEL_OVERHEAD;
+  return [
+    `ip link add ${TUNNEL_DEVICE} mtu ${mtu} type vxlan external gpe dstport ${TUNNEL_PORT}`,
+    `ethtool -K ${TUNNEL_DEVICE} tx off tso off gso off`,
+    `ip link set ${TUNNEL_DEVICE} up`,
+  ];
+}
+
+/** A client host: vx0, and a route per VIP through it to the edge. */
+export function clientHostCommands(o: TunnelSpec & { vips: string[] }): string[] {
+  return [...tunnelDeviceCommands(o), ...o.vips.map((v) => `ip route add ${v}/32 encap ip id ${o.vni} dst ${o.edge} dev ${TUNNEL_DEVICE} src ${o.source}`)];
+}
+
+/**
+ * A server host: vx0, and replies to clients back through it to the edge.
+ * `clients` a list of prefixes: a route each (what the lab does, with
+ * CLIENT_INNER_SUBNET). 'any': connections that arrive through vx0 are marked
+ * (nftables conntrack mark), and marked packets look up RETURN_TABLE, whose
+ * default route is the tunnel — so the replies of every tunnelled connection,
+ * whatever the client's address, go back through Baton while the host's own
+ * traffic keeps its routes. The mark is also what the reverse-path filter sees
+ * (src_valid_mark), so a strict rp_filter passes; the edge is thrown back to
+ * the main table so the tunnel's own outer packets do not loop into vx0.
+ */
+export function serverHostCommands(o: TunnelSpec & { clients: string[] | 'any' }): string[] {
+  const dev = TUNNEL_DEVICE;
+  if (o.clients !== 'any') return [...tunnelDeviceCommands(o), ...o.clients.map((c) => `ip route add ${c} encap ip id ${o.vni} dst ${o.edge} dev ${dev} src ${o.source}`)];
+  const t = RETURN_NFT_TABLE;
+  return [
+    ...tunnelDeviceCommands(o),
+    `sysctl -qw net.ipv4.conf.${dev}.src_valid_mark=1`,
+    `nft add table inet ${t}`,
+    `nft add chain inet ${t} pre '{ type filter hook prerouting priority mangle; }'`,
+    `nft add rule inet ${t} pre iifname ${dev} meta mark set ${hex(RETURN_MARK)} ct mark set meta mark`,
+    `nft add chain inet ${t} out '{ type route hook output priority mangle; }'`,
+    `nft add rule inet ${t} out ct mark ${hex(RETURN_MARK)} meta mark set ct mark`,
+    `ip rule add fwmark ${hex(RETURN_MARK)} lookup ${RETURN_TABLE}`,
+    `ip route add throw ${o.edge}/32 table ${RETURN_TABLE}`,
+    `ip route add default encap ip id ${o.vni} dst ${o.edge} dev ${dev} src ${o.source} table ${RETURN_TABLE}`,
+  ];
+}
+
+/** Undoes clientHostCommands / serverHostCommands (the routes through vx0 go with it). */
+export function hostTeardownCommands(o: { returnAny?: boolean } = {}): string[] {
+  const any = o.returnAny
+    ? [`nft delete table inet ${RETURN_NFT_TABLE}`, `ip rule del fwmark ${hex(RETURN_MARK)} lookup ${RETURN_TABLE}`, `ip route flush table ${RETURN_TABLE}`]
+    : [];
+  return [`ip link del ${TUNNEL_DEVICE}`, ...any];
+}
+
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** The lab's server (HTTP + UDP) and probe scripts, run with tsx (labNodeArgs). */
 export const LAB_SERVER_SCRIPT = join(HERE, 'lab', 'server.ts');
@@ -98,6 +177,8 @@ export interface LabClient extends LabHost {
   innerAddress: string;
   /** `ip route` lines of the tunnel routes, one per VIP. */
   routes: string[];
+  /** The shell commands labUp ran in the namespace after plumbing eth0 (clientHostCommands). */
+  setup: string[];
 }
 export interface LabProcess {
   name: 'server' | 'iperf3';
@@ -111,6 +192,8 @@ export interface LabServer extends LabHost {
   udp: string;
   iperf3: string;
   routes: string[];
+  /** The shell commands labUp ran in the namespace after plumbing eth0 (serverHostCommands). */
+  setup: string[];
   processes: LabProcess[];
 }
 export interface Lab {
@@ -449,6 +532,7 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
       index: i + 1,
       innerAddress: clientInnerAddress(i + 1),
       routes: vips.map((v) => `${v} encap ip id ${vni} dst ${edge} dev ${TUNNEL_DEVICE} src ${clientInnerAddress(i + 1)}`),
+      setup: [`ip addr add ${clientInnerAddress(i + 1)}/32 dev lo`, ...clientHostCommands({ source: clientInnerAddress(i + 1), edge, vni, underlayMtu, vips })],
     })),
     servers: Array.from({ length: servers }, (_, i) => ({
       ...host(serverNs(i + 1), serverAddress(i + 1), `v-s${i + 1}`),
@@ -457,6 +541,7 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
       udp: `${serverAddress(i + 1)}:${UDP_PORT}`,
       iperf3: `${serverAddress(i + 1)}:${IPERF_PORT}`,
       routes: [`${CLIENT_INNER_SUBNET} encap ip id ${vni} dst ${edge} dev ${TUNNEL_DEVICE} src ${serverAddress(i + 1)}`],
+      setup: serverHostCommands({ source: serverAddress(i + 1), edge, vni, underlayMtu, clients: [CLIENT_INNER_SUBNET] }),
       processes: [],
     })),
     namespaces: [],
@@ -486,14 +571,10 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
       await ip(['-n', h.ns, 'addr', 'add', `${h.address}/${UNDERLAY_PREFIX_LEN}`, 'dev', 'eth0']);
       await ip(['-n', h.ns, 'link', 'set', 'eth0', 'up']);
     };
-    // The kernel tunnel: VXLAN-GPE in external (metadata) mode, offloads off so every inner packet
-    // leaves whole and with its checksums done, MTU leaving room for the 36 bytes of encapsulation.
-    const tunnel = async (ns: string, routes: string[]): Promise<void> => {
-      await ip(['-n', ns, 'link', 'add', TUNNEL_DEVICE, 'mtu', String(tunnelMtu), 'type', 'vxlan', 'external', 'gpe', 'dstport', String(TUNNEL_PORT)]);
-      await nsx(ns, 'ethtool', ['-K', TUNNEL_DEVICE, 'tx', 'off', 'tso', 'off', 'gso', 'off']);
-      await ip(['-n', ns, 'link', 'set', TUNNEL_DEVICE, 'up']);
-      for (const r of routes) await ip(['-n', ns, 'route', 'add', ...r.split(' ')]);
-    };
+    // The kernel tunnel (clientHostCommands / serverHostCommands): VXLAN-GPE in external (metadata) mode,
+    // offloads off so every inner packet leaves whole with its checksums done, MTU leaving room for the
+    // 36 bytes of encapsulation, the routes through it. One shell per namespace, stopping at the first error.
+    const setup = (ns: string, commands: string[]): Promise<unknown> => nsx(ns, 'sh', ['-e', '-c', commands.join('\n')]);
     const settle = async (work: Promise<void>[]): Promise<void> => {
       const rs = await Promise.allSettled(work);
       const bad = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -501,13 +582,7 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
     };
     log(`lab: ${hosts.length} hosts (baton${nodes ? `, ${nodes} node namespaces` : ''}, ${clients} clients, ${servers} servers)`);
     await settle(hosts.map(plumb));
-    await settle([
-      ...lab.clients.map(async (c) => {
-        await ip(['-n', c.ns, 'addr', 'add', `${c.innerAddress}/32`, 'dev', 'lo']);
-        await tunnel(c.ns, c.routes);
-      }),
-      ...lab.servers.map((s) => tunnel(s.ns, s.routes)),
-    ]);
+    await settle([...lab.clients, ...lab.servers].map(async (h) => void (await setup(h.ns, h.setup))));
     if (opts.services !== false && servers > 0) {
       log(`lab: starting the HTTP/UDP server and iperf3 -s in ${servers} server namespaces`);
       await settle(lab.servers.map((s) => startServer(s, logDir, signal)));

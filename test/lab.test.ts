@@ -9,7 +9,7 @@
  * labPreflight() refuses (not root, no namespaces or VXLAN-GPE, no iperf3 or
  * ethtool) or curl/ping are missing.
  */
-import { existsSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -24,8 +24,13 @@ import {
   TUNNEL_DEVICE,
   TUNNEL_PORT,
   UDP_PORT,
+  RETURN_NFT_TABLE,
+  RETURN_TABLE,
+  clientAddress,
+  clientHostCommands,
   clientInnerAddress,
   clientNs,
+  hostTeardownCommands,
   inNs,
   labDown,
   labNamespaces,
@@ -38,6 +43,7 @@ import {
   runInNs,
   runProbe,
   serverAddress,
+  serverHostCommands,
   serverNs,
   spawnProbe,
   type Lab,
@@ -104,6 +110,31 @@ function innerOf(d: Datagram): Uint8Array {
   expect(stored).toBe(l4Checksum(inner, 0));
   return inner;
 }
+
+/** Runs a relay (probe.ts relay) in btn-baton from the edge address to `server` while `body` runs; returns its final counters. */
+async function throughRelay(server: string, body: () => Promise<void>): Promise<Record<string, unknown>> {
+  const relay = spawnProbe(BATON_NS, ['relay', '--listen', `${BATON_ADDRESS}:${TUNNEL_PORT}`, '--vip', VIP, '--server', server, '--vni', String(VNI)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await readyLine(relay, 'relay');
+  let out = '';
+  relay.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise((r) => relay.on('exit', r));
+  try {
+    await body();
+  } finally {
+    relay.kill('SIGTERM');
+    await exited;
+  }
+  const counts = JSON.parse(out.trim().split('\n').pop()!) as Record<string, unknown>;
+  console.log(`lab: relay to ${server}: ${JSON.stringify(counts)}`);
+  // Every inner packet the kernels sent parsed with good IPv4 and TCP/UDP checksums.
+  expect(counts).toMatchObject({ badEncap: 0, wrongVni: 0, unknown: 0, rejects: {} });
+  expect(counts.toServer).toBeGreaterThan(0);
+  expect(counts.toClient).toBeGreaterThan(0);
+  return counts;
+}
+
+const strictRpFilter = (ns: string) => runInNs(ns, 'sh', ['-c', 'for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 1 > $f; done']);
+const sh = (ns: string, commands: string[]) => runInNs(ns, 'sh', ['-e', '-c', commands.join('\n')]);
 
 describe.skipIf(reason !== null)('the lab', () => {
   let lab: Lab;
@@ -211,16 +242,9 @@ describe.skipIf(reason !== null)('the lab', () => {
 
   it('the whole path works through a relay where Baton goes (VIP → s1 and back), with strict rp_filter', async () => {
     // Strict reverse-path filtering on both ends: the tunnel routes make vx0 the reverse path, so it passes.
-    for (const ns of [clientNs(1), serverNs(1)]) {
-      await runInNs(ns, 'sh', ['-c', 'for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 1 > $f; done']);
-    }
-    const relay = spawnProbe(BATON_NS, ['relay', '--listen', `${BATON_ADDRESS}:${TUNNEL_PORT}`, '--vip', VIP, '--server', serverAddress(1), '--vni', String(VNI)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await readyLine(relay, 'relay');
-    let out = '';
-    relay.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise((r) => relay.on('exit', r));
-    try {
-      await runInNs(BATON_NS, 'curl', ['-sf', `http://${serverAddress(1)}/reset`]);
+    for (const ns of [clientNs(1), serverNs(1)]) await strictRpFilter(ns);
+    await runInNs(BATON_NS, 'curl', ['-sf', `http://${serverAddress(1)}/reset`]);
+    await throughRelay(serverAddress(1), async () => {
       const size = 2 * 1024 * 1024;
       const c = await runInNs(clientNs(1), 'curl', ['-sf', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', '--max-time', '30', `http://${VIP}/bytes/${size}`]);
       expect(c.stdout).toBe(`200 ${size}`);
@@ -233,16 +257,39 @@ describe.skipIf(reason !== null)('the lab', () => {
       expect(stats.perConnection).toEqual([{ remote: expect.stringMatching(/^172\.16\.0\.1:\d+$/), requests: 1, open: false }]);
       const nstat = (await runInNs(clientNs(1), 'nstat', ['-az', 'TcpRetransSegs'])).stdout.trim().split('\n').pop();
       console.log(`lab: through the relay: ${c.stdout} B by curl, 10/10 UDP, iperf3 ${ip.end.sum_received.bytes} B; client ${nstat}`);
-    } finally {
-      relay.kill('SIGTERM');
-      await exited;
-    }
-    const counts = JSON.parse(out.trim().split('\n').pop()!);
-    console.log(`lab: relay counters ${JSON.stringify(counts)}`);
-    // Every inner packet the kernels sent parsed with good IPv4 and TCP/UDP checksums.
-    expect(counts).toMatchObject({ badEncap: 0, wrongVni: 0, unknown: 0, rejects: {} });
-    expect(counts.toServer).toBeGreaterThan(0);
-    expect(counts.toClient).toBeGreaterThan(0);
+    });
+  });
+
+  it("the per-host commands for real machines work: a client by its own address, a server replying to any client through Baton", async () => {
+    // c2 and s2 set up as docs/lab.md tells a user to set up real hosts: the client tunnels with its
+    // underlay address as source; the server has a default route of its own (as every real host does)
+    // and sends only the replies of tunnelled connections back through vx0. Strict rp_filter on both.
+    const client = clientAddress(2);
+    const server = serverAddress(2);
+    await sh(clientNs(2), [...hostTeardownCommands(), ...clientHostCommands({ source: client, edge: BATON_ADDRESS, vni: VNI, vips: [VIP] })]);
+    await sh(serverNs(2), [...hostTeardownCommands(), 'ip route add default dev eth0', ...serverHostCommands({ source: server, edge: BATON_ADDRESS, vni: VNI, clients: 'any' })]);
+    for (const ns of [clientNs(2), serverNs(2)]) await strictRpFilter(ns);
+    await runInNs(BATON_NS, 'curl', ['-sf', `http://${server}/reset`]);
+    await throughRelay(server, async () => {
+      const size = 2 * 1024 * 1024;
+      const c = await runInNs(clientNs(2), 'curl', ['-sf', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', '--max-time', '30', `http://${VIP}/bytes/${size}`]);
+      expect(c.stdout).toBe(`200 ${size}`);
+      const q = JSON.parse((await runProbe(clientNs(2), ['udp-query', '--host', VIP, '--port', String(UDP_PORT), '--count', '10'])).stdout);
+      expect(q).toMatchObject({ sent: 10, received: 10, servers: { s2: 10 } });
+    });
+    const stats = JSON.parse((await runInNs(BATON_NS, 'curl', ['-sf', `http://${server}/stats`])).stdout);
+    expect(stats.perConnection).toEqual([{ remote: expect.stringMatching(new RegExp(`^${client.replace(/\./g, '\\.')}:\\d+$`)), requests: 1, open: false }]);
+    // The server's own traffic keeps its routes: the same client address, not tunnelled, goes out eth0,
+    // and the /stats request just made from btn-baton was answered directly.
+    expect((await run('ip', ['-n', serverNs(2), 'route', 'get', client])).stdout).toMatch(/dev eth0/);
+    expect((await runInNs(serverNs(2), 'ping', ['-c', '1', '-W', '5', client])).stdout).toMatch(/1 received/);
+    // And the teardown commands leave nothing of it.
+    await sh(serverNs(2), hostTeardownCommands({ returnAny: true }));
+    await sh(clientNs(2), hostTeardownCommands());
+    for (const ns of [clientNs(2), serverNs(2)]) expect((await run('ip', ['-n', ns, 'link', 'show', TUNNEL_DEVICE], { allowFail: true })).code).not.toBe(0);
+    expect((await run('ip', ['-n', serverNs(2), 'rule'])).stdout).not.toMatch(/fwmark/);
+    expect((await run('ip', ['-n', serverNs(2), 'route', 'show', 'table', String(RETURN_TABLE)])).stdout.trim()).toBe('');
+    expect((await runInNs(serverNs(2), 'nft', ['list', 'tables'])).stdout).not.toMatch(new RegExp(RETURN_NFT_TABLE));
   });
 });
 
@@ -275,5 +322,19 @@ describe.skipIf(reason !== null)('lab down', () => {
     await expect(labUp({ clients: 100 })).rejects.toThrow(/clients must be an integer in 0\.\.99/);
     await expect(labUp({ vips: ['300.1.1.1'] })).rejects.toThrow(/not an IPv4 address/);
     expect(await labNamespaces()).toEqual([]);
+  });
+});
+
+describe('docs/lab.md', () => {
+  it('gives the per-host commands exactly as the code runs them', () => {
+    const doc = readFileSync(new URL('../docs/lab.md', import.meta.url), 'utf8');
+    const example = { edge: '10.0.1.1', vni: 1 };
+    const lines = [
+      ...clientHostCommands({ ...example, source: '10.0.4.20', vips: ['198.51.100.1'] }),
+      ...serverHostCommands({ ...example, source: '10.0.3.10', clients: 'any' }),
+      ...serverHostCommands({ ...example, source: '10.0.3.10', clients: ['10.0.4.0/24'] }),
+      ...hostTeardownCommands({ returnAny: true }),
+    ];
+    for (const l of lines) expect(doc, l).toContain(l);
   });
 });
