@@ -20,6 +20,9 @@ import { MetricsRegistry } from '../shared/observability/metrics.js';
 import { configureLogging, getLogger } from '../shared/observability/logger.js';
 import type { LinkRx, LinkTx } from '../shared/dataplane/link-counters.js';
 import { buildVersion } from '../shared/build-info.js';
+import type { EdgePort } from '../shared/dataplane/edge-port.js';
+import { EDGE_ENCAP_NAMES } from '../shared/encap/edge.js';
+import { EndpointState } from '../distributor/endpoint-health.js';
 
 export type Role = 'hash' | 'fd' | 'service';
 
@@ -51,6 +54,8 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
   let metricsPort = 0;
   let metricsHost = '127.0.0.1';
   let links: { rx: LinkRx; tx: LinkTx };
+  /** Edge ports (real hosts): their frames in and out belong in the books' node lines too. */
+  let edges: EdgePort[] = [];
 
   if (role === 'hash') {
     const n = new HashTierNode(cfg, io, name);
@@ -77,6 +82,8 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addGauge('frames_per_second', 'Frames received per second', () => n.stats().pps);
     stop = () => n.stop();
     links = { rx: n.engine.dp.links, tx: n.engine.dp.tx.links };
+    edges = n.edges;
+    for (const e of n.edges) metrics.addCounters(`edge_${EDGE_ENCAP_NAMES[e.kind]!.replace('-', '_')}`, `Edge port (${EDGE_ENCAP_NAMES[e.kind]}, real hosts): datagrams, refusals by reason, packets out`, () => e.counters);
     const tier = cfg.hashTiers.find((t) => t.name === name)!;
     ready = { role, name, id: tier.id, pid: process.pid, data: formatAddress(data), control: formatAddress(control) };
     metricsPort = tier.metricsPort;
@@ -97,6 +104,16 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addGauge('socket_send_queue_bytes', 'Bytes in the UDP socket send queue', () => n.dataplane.dp.socket.sendQueueBytes());
     stop = () => n.stop();
     links = { rx: n.dataplane.dp.links, tx: n.dataplane.dp.tx.links };
+    if (n.edge) {
+      const e = n.edge;
+      edges = [e];
+      metrics.addCounters('edge', 'Edge port toward real servers: packets out, drops by reason', () => e.counters);
+    }
+    if (n.health) {
+      const h = n.health;
+      metrics.addCounters('real_server_health', 'Real-server health checks: checks, passes, failures, transitions', () => h.counters);
+      metrics.addLabelledGauge('real_server_up', 'Real-server endpoint health as this FD sees it: 1 up (gets new flows), 0 down or unknown', 'endpoint', () => h.status().map((e) => [e.name, e.state === EndpointState.UP ? 1 : 0] as [string, number]));
+    }
     ready = { role, name, id: me.id, pid: process.pid, data: formatAddress(n.dataAddress), control: formatAddress(n.controlAddress) };
     metricsPort = me.metricsPort;
     metricsHost = me.host;
@@ -120,8 +137,9 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
   }
 
   // The loss books' raw counts (docs/loss-accounting.md): frames per link.
-  metrics.addLabelledGauge('link_rx_frames', 'Frames decoded from each sender node id', 'from_id', () => links.rx.entries().map(([id, n]) => [String(id), n] as [string, number]));
-  metrics.addLabelledGauge('link_tx_frames', 'Frames the kernel accepted toward each destination address', 'to', () => links.tx.entries());
+  // Edge frames count under the sender id EDGE_SENDER_ID (in) and the destination "edge" (out).
+  metrics.addLabelledGauge('link_rx_frames', 'Frames decoded from each sender node id', 'from_id', () => [...links.rx.entries(), ...edges.flatMap((e) => e.links.entries())].map(([id, n]) => [String(id), n] as [string, number]));
+  metrics.addLabelledGauge('link_tx_frames', 'Frames the kernel accepted toward each destination address', 'to', () => [...links.tx.entries(), ...(edges.length ? [['edge', edges.reduce((n, e) => n + e.txAccepted, 0)] as [string, number]] : [])]);
 
   // Which build this process runs: one series, value 1 (the Prometheus *_info convention).
   const version = buildVersion();

@@ -15,7 +15,8 @@ const STATIC = [
   'redirected_by_hint', // no entry yet, sent to the owner named by the encapsulation's owner hint
   'redirected_leaving', // this FD is disengaging: no entry, sent where the shrunken scope points
   'flows_created', // forward+reverse pair created (counts pairs)
-  'flows_closing', // FIN/RST seen, linger started
+  'flows_closing', // RST, or FIN both ways: linger started
+  'flows_half_closed', // a FIN one way only: the flow carries on (the other side may still send)
   'flows_closed', // removed after the linger
   'flows_expired', // removed by idle expiry
   'flows_learned', // ownership learned from a peer

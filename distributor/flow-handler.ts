@@ -5,8 +5,11 @@
  *     the action the service policy picks, report ownership, apply action;
  *   - entry owned by a peer: redirect to the owner;
  *   - entry owned here: apply its action (forward | rewrite);
- *   - FIN/RST: mark the flow closing; it is removed after `lingerMs` so the
- *     closing handshake still passes;
+ *   - RST, or a FIN in each direction: mark the flow closing; it is removed
+ *     after `lingerMs` so the closing handshake still passes. A FIN one way
+ *     only is a half-close (the other side may go on sending for as long as
+ *     it likes, as real TCP stacks do): the direction is marked FIN_SEEN and
+ *     the flow carries on;
  *   - TCP non-SYN with no entry and no known owner: counted drop.
  *
  * Hot path: `handle()` allocates nothing, throws nothing, reads no clock —
@@ -183,9 +186,7 @@ export class FlowHandler {
     }
 
     t.touch(slot, len, this.nowMs);
-    if (isTcp && (flags & (TCP_FIN | TCP_RST)) !== 0 && (t.flags(slot) & FlowFlag.CLOSING) === 0) {
-      this.startLinger(slot);
-    }
+    if (isTcp && (flags & (TCP_FIN | TCP_RST)) !== 0 && (t.flags(slot) & FlowFlag.CLOSING) === 0) this.onClose(slot, (flags & TCP_RST) !== 0);
     if (t.netAction(slot) === NetAction.REWRITE) {
       if ((t.flags(slot) & FlowFlag.REWRITE_SRC) !== 0) rewriteSrc(buf, m, t.rewriteIp(slot), t.rewritePort(slot));
       else rewriteDst(buf, m, t.rewriteIp(slot), t.rewritePort(slot));
@@ -411,6 +412,22 @@ export class FlowHandler {
     this.sink.flowCreated(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, self);
     this.sink.flowCreated(rSrcIp, m.srcIp, rSrcPort, m.srcPort, m.proto, self);
     return fwd;
+  }
+
+  /** RST: closing now. FIN: this direction is done; closing once the other direction's FIN was seen too. */
+  private onClose(slot: number, rst: boolean): void {
+    const t = this.table;
+    if (!rst) {
+      t.setFlags(slot, t.flags(slot) | FlowFlag.FIN_SEEN);
+      const pk = this.p;
+      partnerKey(t, slot, pk);
+      const p = t.find(pk.srcIp, pk.dstIp, pk.srcPort, pk.dstPort, pk.proto);
+      if (p >= 0 && (t.flags(p) & FlowFlag.FIN_SEEN) === 0) {
+        this.counters.inc(FD.flows_half_closed);
+        return;
+      }
+    }
+    this.startLinger(slot);
   }
 
   private startLinger(slot: number): void {

@@ -57,13 +57,14 @@ export type NetAction = (typeof NetAction)[keyof typeof NetAction];
  * Per-flow flags (8 bits).
  * REVERSE: this is the reverse flow of a connection. REWRITE_SRC: the rewrite
  * applies to the source (reverse NAT) rather than the destination. CLOSING:
- * FIN/RST seen, lingering. STAGED: imported by a staged migration copy and
- * not yet committed (owned by its sender until then; migration-receiver.ts
- * sets it on import and clears it at the commit, abort or expiry, so an
- * entry this FD owns, the only kind it exports, never carries it). Bits 4-7
- * are free.
+ * RST, or a FIN each way, seen: lingering. STAGED: imported by a staged
+ * migration copy and not yet committed (owned by its sender until then;
+ * migration-receiver.ts sets it on import and clears it at the commit, abort
+ * or expiry, so an entry this FD owns, the only kind it exports, never
+ * carries it). FIN_SEEN: this direction sent a FIN (half-closed until the
+ * other direction's FIN). Bits 5-7 are free.
  */
-export const FlowFlag = { REVERSE: 1, REWRITE_SRC: 2, CLOSING: 4, STAGED: 8 } as const;
+export const FlowFlag = { REVERSE: 1, REWRITE_SRC: 2, CLOSING: 4, STAGED: 8, FIN_SEEN: 16 } as const;
 /** FlowFlag.STAGED in the meta word. */
 const STAGED_BIT = 8 << 8;
 

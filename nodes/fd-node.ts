@@ -31,6 +31,10 @@ import { ipv4ToInt, IPPROTO_TCP, IPPROTO_UDP } from '../shared/packet/meta.js';
 import type { BatonConfig, NodeConfig } from '../shared/config/config.js';
 import { PpsMeter } from '../shared/observability/pps.js';
 import { getLogger } from '../shared/observability/logger.js';
+import { EdgePort } from '../shared/dataplane/edge-port.js';
+import { EdgeEncap, VXLAN_GPE_PORT, GENEVE_EDGE_PORT } from '../shared/encap/edge.js';
+import { EndpointHealth, ENDPOINT_STATE_NAMES, type Prober } from '../distributor/endpoint-health.js';
+import { TcpConnectProber } from '../shared/io/tcp-probe.js';
 
 export class FdNode {
   readonly table: FlowTable;
@@ -42,6 +46,9 @@ export class FdNode {
   migration!: MigrationClient;
   /** Where peers (and later the migration manager) reach this FD's control plane. */
   controlAddress!: Address;
+  /** Toward real servers (config realServers): the edge port and the endpoints' health. */
+  edge: EdgePort | null = null;
+  health: EndpointHealth | null = null;
   private readonly pps: PpsMeter;
   private readonly log;
 
@@ -55,7 +62,7 @@ export class FdNode {
     this.table = new FlowTable(cfg.flowTable.maxFlows, { seed: cfg.flowTable.seed });
     this.policy = new HashRewritePolicy([], 0, cfg.hash.seed ^ 0x9e3779b9);
     const vip = ipv4ToInt(cfg.cluster.vip);
-    this.policy.setServices(cfg.cluster.services.map((s) => ({ ip: vip, port: s.port, proto: s.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP })));
+    this.policy.setServices(cfg.cluster.services.map((s) => ({ ip: vip, port: s.port, proto: s.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, affinity: s.affinity })));
     this.handler = new FlowHandler({
       selfId: me.id,
       table: this.table,
@@ -73,7 +80,7 @@ export class FdNode {
    * member agent (no manager): benches and tests that drive the migration
    * client directly use it.
    */
-  async start(opts: { register?: boolean } = {}): Promise<void> {
+  async start(opts: { register?: boolean; prober?: Prober } = {}): Promise<void> {
     const { cfg, me, io } = this;
     const sock = await io.datagrams.bind({ host: me.host, port: me.dataPort });
     this.dataplane = new FdDataplane(this.handler, sock, io.scheduler, {
@@ -83,6 +90,21 @@ export class FdNode {
       hopLimit: cfg.dataplane.hopLimit,
       tx: { maxDatagramBytes: cfg.dataplane.maxDatagramBytes, poolBuffers: cfg.dataplane.txPoolBuffers },
     });
+    const rs = cfg.realServers;
+    if (rs && me.edgeHost) {
+      // Real servers: their tunnel endpoints take our packets from this FD's underlay address.
+      const kind = rs.encap === 'geneve' ? EdgeEncap.GENEVE : EdgeEncap.VXLAN_GPE;
+      const peerPort = kind === EdgeEncap.GENEVE ? cfg.edge.genevePort || GENEVE_EDGE_PORT : cfg.edge.vxlanGpePort || VXLAN_GPE_PORT;
+      this.edge = new EdgePort(await io.datagrams.bind({ host: me.edgeHost, port: 0 }), io.scheduler, { kind, vni: cfg.cluster.vni, peerPort });
+      this.edge.start(() => {}); // nothing is expected back here (servers reply through the hash tier's edge)
+      this.dataplane.attachEdge(this.edge);
+      const endpoints = rs.endpoints.map((e, i) => ({ host: e.host, name: e.name ?? `server-${i + 1}` }));
+      this.health = new EndpointHealth(endpoints, rs.health, opts.prober ?? new TcpConnectProber(), io.scheduler, (healthy, changed) => {
+        this.log.info('real server health', { endpoint: changed.name, host: changed.host, state: ENDPOINT_STATE_NAMES[changed.state], healthy: healthy.map((e) => e.name) });
+        this.policy.setBackends(healthy.map((e) => ({ ip: ipv4ToInt(e.host), port: 0 })));
+      });
+      this.health.start();
+    }
     this.mesh = new OwnershipMesh(me.id, this.handler, io.messages, io.scheduler, cfg.control.ownershipFlushMs);
     this.handler.setOwnershipSink(this.mesh);
     this.migration = new MigrationClient({
@@ -158,9 +180,11 @@ export class FdNode {
     const up = uplinkOf(u, this.cfg, this.me.uplink, this.tierLink);
     if (up) hashTier = parseAddress(up.dataAddr);
     services.sort((a, b) => a.id - b.id); // every FD picks backends from the same ordered list
-    this.dataplane.setRoutes({ hashTier, peers, services, goneServices });
+    const realServers = this.cfg.realServers ? this.cfg.realServers.endpoints.map((e) => ipv4ToInt(e.host)) : undefined;
+    this.dataplane.setRoutes({ hashTier, peers, services, goneServices, realServers });
     const backends = services.filter((s) => !s.draining);
-    this.policy.setBackends(backends.map((s) => ({ ip: s.virtualIp, port: s.port })));
+    // With real servers the backends are the healthy endpoints (EndpointHealth sets them); else the service nodes.
+    if (!this.health) this.policy.setBackends(backends.map((s) => ({ ip: s.virtualIp, port: s.port })));
     this.mesh.setPeers(meshPeers);
     // Engaged again after a disengage: back to an ordinary member once the
     // scope holds this FD again (until then, redirecting by the scope without
@@ -236,7 +260,9 @@ export class FdNode {
 
   async stop(): Promise<void> {
     this.agent?.stop();
+    this.health?.stop();
     await this.mesh?.stop();
     await this.dataplane?.close();
+    await this.edge?.close();
   }
 }

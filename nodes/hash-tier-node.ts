@@ -16,12 +16,17 @@ import { BatonError, ErrorCode } from '../shared/errors.js';
 import { checkSharedStore } from '../shared/config/config.js';
 import type { ClusterStore } from '../shared/store/store.js';
 import { openStore } from '../shared/store/open.js';
+import { EdgePort } from '../shared/dataplane/edge-port.js';
+import { EdgeEncap } from '../shared/encap/edge.js';
+import { ipv4ToInt } from '../shared/packet/meta.js';
 
 export class HashTierNode {
   engine!: ForwardingEngine;
   manager!: Manager;
   private pps!: PpsMeter;
   store!: ClusterStore;
+  /** Edge ports real hosts talk to (VXLAN-GPE, Geneve), when this tier has an edgeHost. */
+  readonly edges: EdgePort[] = [];
 
   constructor(
     readonly cfg: BatonConfig,
@@ -48,6 +53,17 @@ export class HashTierNode {
       batchDatagrams: cfg.dataplane.batchDatagrams,
       tx: { maxDatagramBytes: cfg.dataplane.maxDatagramBytes, poolBuffers: cfg.dataplane.txPoolBuffers },
     });
+    if (me.edgeHost) {
+      const vips = [ipv4ToInt(cfg.cluster.vip)];
+      const servers = (cfg.realServers?.endpoints ?? []).map((e) => ipv4ToInt(e.host));
+      const ports: [EdgeEncap, number][] = [[EdgeEncap.VXLAN_GPE, cfg.edge.vxlanGpePort]];
+      if (cfg.edge.genevePort) ports.push([EdgeEncap.GENEVE, cfg.edge.genevePort]);
+      for (const [kind, port] of ports) {
+        const edge = new EdgePort(await io.datagrams.bind({ host: me.edgeHost, port }), io.scheduler, { kind, vni: cfg.cluster.vni, peerPort: port, rxCapacity: cfg.dataplane.rxCapacity, batchDatagrams: cfg.dataplane.batchDatagrams });
+        this.engine.attachEdge(edge, { vips, servers });
+        this.edges.push(edge);
+      }
+    }
     if (!this.injectedStore) checkSharedStore(cfg);
     this.store = this.injectedStore ?? await openStore(cfg.store.url, { scheduler: io.scheduler, timeoutMs: cfg.store.timeoutMs, onError: (e) => getLogger('store').warn('store error', { err: String(e) }) });
     this.pps = new PpsMeter(io.scheduler.clock, () => this.engine.counters.get(HT.rx_frames));
@@ -105,11 +121,13 @@ export class HashTierNode {
     await this.store?.close(); // keep-alives stop, leases are left to expire
     await this.manager?.stop();
     await this.engine?.close();
+    for (const e of this.edges) await e.close();
   }
 
   async stop(): Promise<void> {
     await this.manager?.stop();
     await this.engine?.close();
+    for (const e of this.edges) await e.close();
     await this.store?.close();
   }
 }

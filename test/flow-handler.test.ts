@@ -159,16 +159,35 @@ describe('FlowHandler (seed 003 flow-handling algorithm)', () => {
     expect(b.fd.counters.get(FD.ownership_conflicts_yielded)).toBe(2);
   });
 
-  it('FIN lingers: closing packets still pass, then both directions are removed', () => {
+  it('a FIN one way is a half-close: the other side goes on sending, for longer than the linger', () => {
     const syn = tcp(TCP_SYN);
     h.handle(syn, 0, syn.length);
     const fin = tcp(TCP_FIN | TCP_ACK);
     expect(h.handle(fin, 0, fin.length)).toBe(Verdict.FORWARD);
+    expect(h.lingering).toBe(0);
+    expect(h.counters.get(FD.flows_half_closed)).toBe(1);
+    // The server keeps sending data long after the client's FIN (e.g. the rest of a download).
+    for (let i = 0; i < 5; i++) {
+      clock.advance(1000);
+      h.tick();
+      const data = buildPacket({ srcIp: B1, dstIp: CLIENT, srcPort: 8080, dstPort: 40000, proto: IPPROTO_TCP, tcpFlags: TCP_ACK | TCP_PSH, payload: new Uint8Array(100) });
+      expect(h.handle(data, 0, data.length)).toBe(Verdict.FORWARD);
+      const ack = tcp(TCP_ACK);
+      expect(h.handle(ack, 0, ack.length)).toBe(Verdict.FORWARD);
+    }
+    expect(table.size).toBe(2);
+  });
+
+  it('FIN both ways lingers: closing packets still pass, then both directions are removed', () => {
+    const syn = tcp(TCP_SYN);
+    h.handle(syn, 0, syn.length);
+    const fin = tcp(TCP_FIN | TCP_ACK);
+    expect(h.handle(fin, 0, fin.length)).toBe(Verdict.FORWARD);
+    const finBack = buildPacket({ srcIp: B1, dstIp: CLIENT, srcPort: 8080, dstPort: 40000, proto: IPPROTO_TCP, tcpFlags: TCP_FIN | TCP_ACK });
+    expect(h.handle(finBack, 0, finBack.length)).toBe(Verdict.FORWARD);
     expect(h.lingering).toBe(1);
     clock.advance(499);
     h.tick();
-    const finBack = buildPacket({ srcIp: B1, dstIp: CLIENT, srcPort: 8080, dstPort: 40000, proto: IPPROTO_TCP, tcpFlags: TCP_FIN | TCP_ACK });
-    expect(h.handle(finBack, 0, finBack.length)).toBe(Verdict.FORWARD);
     const lastAck = tcp(TCP_ACK);
     expect(h.handle(lastAck, 0, lastAck.length)).toBe(Verdict.FORWARD);
     expect(table.size).toBe(2);

@@ -13,7 +13,7 @@ import { exportFlowSlots, exportedSize } from '../distributor/flow-export.js';
 import { ManualClock } from '../shared/clock.js';
 import { Counters } from '../shared/counters.js';
 import { buildPacket, type PacketSpec } from '../shared/packet/build.js';
-import { ipv4ToInt, IPPROTO_TCP, TCP_SYN, TCP_ACK, TCP_FIN } from '../shared/packet/meta.js';
+import { ipv4ToInt, IPPROTO_TCP, TCP_SYN, TCP_ACK, TCP_FIN, TCP_RST } from '../shared/packet/meta.js';
 import type { MigrationAck, MigrationChunk } from '../shared/control/messages.js';
 import { MIG } from '../migration-client/counters.js';
 import { MigrationReceiver, MigrationOp, MigrationRefusal, STAGING_HOLD_MS } from '../migration-client/migration-receiver.js';
@@ -106,10 +106,12 @@ describe('migration receiver', () => {
     b = fd(INHERITOR);
     mig = new Counters(MIG);
     rx = new MigrationReceiver(b.table, b.h, mig);
-    // Connections 0..3 at the sender; 0 and 1 closing (FIN seen, lingering there).
+    // Connections 0..3 at the sender; 0 and 1 closing, lingering there (0: a FIN each way; 1: a RST from the server).
     for (let i = 0; i < 4; i++) expect(send(a, tcp(i, TCP_SYN))).toBe(Verdict.FORWARD);
     expect(send(a, tcp(0, TCP_FIN | TCP_ACK))).toBe(Verdict.FORWARD);
-    expect(send(a, reply(1, TCP_FIN | TCP_ACK))).toBe(Verdict.FORWARD);
+    expect(a.h.lingering).toBe(0); // half-closed: the server may still send
+    expect(send(a, reply(0, TCP_FIN | TCP_ACK))).toBe(Verdict.FORWARD);
+    expect(send(a, reply(1, TCP_RST | TCP_ACK))).toBe(Verdict.FORWARD);
     expect(a.h.lingering).toBe(2);
   });
 

@@ -20,6 +20,7 @@
  * counter, and `explain()` says where the counts disagree.
  */
 import { isFrameDrop } from '../shared/counters.js';
+import { EDGE_SENDER_ID } from '../shared/dataplane/edge-port.js';
 
 export type BookRole = 'hash' | 'fd' | 'service';
 
@@ -188,6 +189,9 @@ export function closeLossBooks(nodes: readonly BookNode[], clients: readonly Boo
   const links: LinkLine[] = [];
   for (const k of new Set([...sent.keys(), ...received.keys()])) {
     const [fromId, to] = k.split('>') as [string, string];
+    // Real hosts at the edge (shared/dataplane/edge-port.ts) keep no books of their own: their frames count in
+    // the nodes' in and out, and what real clients saw is theirs to report (curl, iperf3), not a link here.
+    if (Number(fromId) === EDGE_SENDER_ID || to === 'edge') continue;
     const s = sent.get(k) ?? 0;
     const r = received.get(k) ?? 0;
     links.push({ fromId: Number(fromId), from: nameOfId.get(Number(fromId)) ?? `id ${fromId}`, to, toName: nameOfAddr.get(to) ?? to, sent: s, received: r, lost: s - r });
