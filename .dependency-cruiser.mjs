@@ -41,7 +41,7 @@ const layerRules = Object.entries(ARROWS).map(([from, to]) => ({
   comment: `${from}/ may import only ${to.map((f) => `${f}/`).join(', ')} (docs/architecture.md, "Layers and allowed imports")`,
   from: { path: `^${from}/` },
   // Another folder of this repository that is not in the row (npm packages and Node's built-ins are not ours).
-  to: { path: '^[^/]+/', pathNot: [anyOf(to), '^node_modules/'], dependencyTypesNot: ['core'] },
+  to: { path: '^[^/]+/', pathNot: [anyOf(to), '(^|/)node_modules/'], dependencyTypesNot: ['core'] },
 }));
 
 /** @type {import('dependency-cruiser').IConfiguration} */
