@@ -37,6 +37,8 @@ export const LAB_NS = 'btn-lab';
 export const LAB_BRIDGE = 'br0';
 /** Baton's nodes (all of them unless they get namespaces of their own). */
 export const BATON_NS = 'btn-baton';
+/** With batonInRoot: the veth end in this machine's own namespace that holds BATON_ADDRESS. */
+export const ROOT_LINK = 'btn-host';
 export const UNDERLAY_SUBNET = '10.99.0.0/24';
 export const UNDERLAY_PREFIX_LEN = 24;
 /** eth0 of BATON_NS; the default edge address clients and servers tunnel to. */
@@ -232,6 +234,14 @@ export interface LabOptions {
   vni?: number;
   /** Underlay address the tunnels point at (default BATON_ADDRESS). */
   edge?: string;
+  /**
+   * Baton's address on this machine's own (root) namespace instead of in
+   * btn-baton: a veth `btn-host` (BATON_ADDRESS) on the bridge, so Baton's
+   * nodes run as ordinary processes here — their control and metrics on
+   * loopback, their edge on BATON_ADDRESS — and tests and `npm start` reach
+   * them as they do without the lab. Default false.
+   */
+  batonInRoot?: boolean;
   underlayMtu?: number;
   /** Start the servers' processes (default true). */
   services?: boolean;
@@ -465,6 +475,7 @@ export async function labDown(o: { stateFile?: string; graceMs?: number; log?: (
     const r = await run('ip', ['netns', 'del', ns], { allowFail: true });
     if (r.code !== 0 && (await labNamespaces()).includes(ns)) throw new Error(`lab down: ip netns del ${ns}: ${r.stderr.trim()}`);
   }
+  await run('ip', ['link', 'del', ROOT_LINK], { allowFail: true }); // gone with btn-lab already, unless that failed
   rmSync(o.stateFile ?? LAB_STATE_FILE, { force: true });
   if (namespaces.length > 0) o.log?.(`lab down: removed ${namespaces.length} namespaces (${namespaces.join(' ')}), stopped ${pids.length} processes${forced ? ` (${forced} with SIGKILL)` : ''}`);
   return { namespaces, killed: pids.length, forced };
@@ -525,7 +536,7 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
     underlayMtu,
     tunnelMtu,
     bridge: { ns: LAB_NS, name: LAB_BRIDGE, subnet: UNDERLAY_SUBNET },
-    baton: host(BATON_NS, BATON_ADDRESS, 'v-baton'),
+    baton: opts.batonInRoot ? host('', BATON_ADDRESS, 'v-host') : host(BATON_NS, BATON_ADDRESS, 'v-baton'),
     nodes: Array.from({ length: nodes }, (_, i) => host(nodeNs(i + 1), nodeAddress(i + 1), `v-n${i + 1}`)),
     clients: Array.from({ length: clients }, (_, i) => ({
       ...host(clientNs(i + 1), clientAddress(i + 1), `v-c${i + 1}`),
@@ -548,7 +559,7 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
     stateFile,
     logDir,
   };
-  const hosts: LabHost[] = [lab.baton, ...lab.nodes, ...lab.clients, ...lab.servers];
+  const hosts: LabHost[] = [...(opts.batonInRoot ? [] : [lab.baton]), ...lab.nodes, ...lab.clients, ...lab.servers];
   lab.namespaces = [LAB_NS, ...hosts.map((h) => h.ns)];
   const ip = (args: string[]): Promise<RunResult> => run('ip', args, { signal });
   const nsx = (ns: string, cmd: string, args: string[]): Promise<RunResult> => runInNs(ns, cmd, args, { signal });
@@ -580,7 +591,15 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
       const bad = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (bad) throw bad.reason;
     };
-    log(`lab: ${hosts.length} hosts (baton${nodes ? `, ${nodes} node namespaces` : ''}, ${clients} clients, ${servers} servers)`);
+    log(`lab: ${hosts.length} hosts (baton${opts.batonInRoot ? ' on this host' : ''}${nodes ? `, ${nodes} node namespaces` : ''}, ${clients} clients, ${servers} servers)`);
+    if (opts.batonInRoot) {
+      // This namespace's end is named with the prefix; it goes with its peer when btn-lab is deleted.
+      await run('ip', ['link', 'del', ROOT_LINK], { allowFail: true });
+      await ip(['link', 'add', ROOT_LINK, 'mtu', String(underlayMtu), 'type', 'veth', 'peer', 'name', lab.baton.bridgePort, 'netns', LAB_NS, 'mtu', String(underlayMtu)]);
+      await ip(['-n', LAB_NS, 'link', 'set', lab.baton.bridgePort, 'master', LAB_BRIDGE, 'up']);
+      await ip(['addr', 'add', `${BATON_ADDRESS}/${UNDERLAY_PREFIX_LEN}`, 'dev', ROOT_LINK]);
+      await ip(['link', 'set', ROOT_LINK, 'up']);
+    }
     await settle(hosts.map(plumb));
     await settle([...lab.clients, ...lab.servers].map(async (h) => void (await setup(h.ns, h.setup))));
     if (opts.services !== false && servers > 0) {
@@ -691,7 +710,7 @@ export async function labStatus(stateFile = LAB_STATE_FILE): Promise<LabStatus> 
 export function formatLab(lab: Lab): string {
   const rows: string[][] = [['NAMESPACE', 'ROLE', 'ADDRESS', 'INNER / SERVICES', 'TUNNEL ROUTES']];
   rows.push([lab.bridge.ns, 'bridge', `${lab.bridge.name} ${lab.bridge.subnet}`, '', '']);
-  rows.push([lab.baton.ns, 'baton', lab.baton.address, '', '']);
+  rows.push([lab.baton.ns || '(this host)', 'baton', lab.baton.address, '', '']);
   for (const n of lab.nodes) rows.push([n.ns, 'baton node', n.address, '', '']);
   for (const c of lab.clients) rows.push([c.ns, 'client', c.address, c.innerAddress, c.routes.join('; ')]);
   for (const s of lab.servers) {

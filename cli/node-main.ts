@@ -68,6 +68,9 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.engine.dp.rx.depth);
     metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.engine.dp.tx.depth);
     metrics.addGauge('scope_version', 'Hash-scope version in use', () => n.engine.scope?.version ?? 0);
+    metrics.addGauge('client_addrs', 'Client addresses with a TX lane (<= clientTable.addrCapacity)', () => n.engine.clientAddrCount);
+    metrics.addGauge('clients_learned', 'Learned client IPs (<= clientTable.capacity)', () => n.engine.clientCount);
+    metrics.addGauge('tx_lanes_in_use', 'TX lanes in use (FDs + client addresses)', () => n.engine.lanesInUse);
     metrics.addGauge('queue_delay_ms', 'Receive-path queueing delay measured by the self-probe (admission control)', () => n.engine.dp.probe?.delayMs() ?? 0);
     metrics.addGauge('queue_delay_max_ms', 'Largest receive-path queueing delay seen', () => n.engine.admission?.maxDelayMs ?? 0);
     metrics.addGauge('admission_state', 'Admission control: 0 open, 1 refusing SYNs, 2 refusing new flows, 3 dropping client frames at the head', () => n.engine.admission?.state ?? 0);

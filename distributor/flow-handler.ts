@@ -64,6 +64,13 @@ export interface FlowHandlerOptions {
   lingerCapacity?: number;
   /** Verify L4 checksums on ingress (default true). */
   verifyL4Checksum?: boolean;
+  /**
+   * The hash tier picks FDs by the client's end of a flow (hash.key client;
+   * hash-tier/forwarding-engine.ts clientKeyHash): a packet to `vip` is a
+   * client's (its source is the client), any other a reply (its destination
+   * is). A leaving FD redirects by the same rule. Absent: the 5-tuple.
+   */
+  clientKeyVip?: number;
 }
 
 const NOOP_SINK: OwnershipSink = { flowCreated() {} };
@@ -111,6 +118,7 @@ export class FlowHandler {
     this.sink = o.ownership ?? NOOP_SINK;
     this.counters = o.counters ?? newFdCounters();
     this.lingerMs = positive('lingerMs', o.lingerMs ?? 2000);
+    this.clientKeyVip = o.clientKeyVip === undefined ? -1 : o.clientKeyVip >>> 0;
     this.idleMs = positive('idleMs', o.idleMs ?? 120_000);
     this.expiryBudget = positive('expiryBudget', o.expiryBudget ?? 1024);
     const cap = positive('lingerCapacity', o.lingerCapacity ?? 65536);
@@ -165,7 +173,13 @@ export class FlowHandler {
         // no entry for goes where the shrunken scope will send it; that FD owns
         // the flow, knows its owner from the (acknowledged) broadcasts, or, for
         // a SYN, creates it.
-        const h = hashFiveTuple(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, this.nextSeed);
+        const ck = this.clientKeyVip;
+        const h =
+          ck < 0
+            ? hashFiveTuple(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, this.nextSeed)
+            : m.dstIp === ck
+              ? hashFiveTuple(m.srcIp, 0, m.srcPort, 0, m.proto, this.nextSeed)
+              : hashFiveTuple(m.dstIp, 0, m.dstPort, 0, m.proto, this.nextSeed);
         this.redirectOwner = this.nextIds[next.pick(h)]!;
         this.redirectHint = OWNER_NONE;
         c.inc(FD.redirected_leaving);
@@ -312,6 +326,8 @@ export class FlowHandler {
   private nextScope: HashScope | null = null;
   private nextIds: Uint16Array = new Uint16Array(0);
   private nextSeed = 0;
+  /** The VIP when the scope hashes the client's end of a flow (clientKeyVip), else -1. */
+  private readonly clientKeyVip: number;
 
   /** Where ownership changes are reported (set once the broadcast mesh exists). */
   setOwnershipSink(sink: OwnershipSink): void {

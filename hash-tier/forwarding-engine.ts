@@ -75,6 +75,15 @@ export interface ForwardingEngineOptions extends DatapathOptions {
   hashSeed: number;
   symmetricHash?: boolean;
   /**
+   * Pick the FD by the client's end of the flow alone (address, port, protocol):
+   * a client's packets by their source, a server's reply by its destination,
+   * so a real server's reply — which carries no owner hint and whose source
+   * is the rewritten backend, not the VIP — lands on the FD that owns the
+   * flow, even before that FD's ownership broadcast reaches its peers.
+   * `hash.key: client` (the default with realServers).
+   */
+  clientKeyHash?: boolean;
+  /**
    * Send a service node's reply straight to the FD its owner hint names (when
    * that FD is in scope) instead of hashing it: saves the redirect hop a reply
    * takes when the hash picks another FD. Default true.
@@ -149,6 +158,7 @@ export class ForwardingEngine {
   private readonly id: number;
   private readonly seed: number;
   private readonly symmetric: boolean;
+  private readonly clientKey: boolean;
   private readonly byHint: boolean;
   /** Admission control, or null when off; `admit` is its state as of this batch. */
   readonly admission: Admission | null;
@@ -159,6 +169,7 @@ export class ForwardingEngine {
    * by an echo probe (null: no data address). A client frame is admitted by
    * the stricter of the hash tier's state and its FD's (`memberAdmit`), so an
    * FD that falls behind sheds its new work here while the others take theirs.
+   * The FD's state counts from SHED_NEW up (its SHED_SYN is scheduling jitter).
    */
   private fdAdmission: (Admission | null)[] = [];
   private memberAdmit = new Uint8Array(0);
@@ -172,6 +183,7 @@ export class ForwardingEngine {
     this.id = opts.id;
     this.seed = opts.hashSeed >>> 0;
     this.symmetric = opts.symmetricHash ?? false;
+    this.clientKey = opts.clientKeyHash ?? false;
     this.byHint = opts.replyByOwnerHint ?? true;
     this.out.vni = opts.vni;
     this.clock = scheduler.clock;
@@ -270,7 +282,9 @@ export class ForwardingEngine {
         const was = a.state;
         const fd = a.update();
         if (fd !== was) this.counters.inc(HT.admission_fd_to_open + fd);
-        if (fd > s) s = fd;
+        // From SHED_NEW up only: an FD's round trip includes its process getting the CPU, and on a busy
+        // machine that alone passes synAboveMs (measured: SYNs refused in planned events at half load).
+        if (fd >= AdmissionState.SHED_NEW && fd > s) s = fd;
       }
       ma[i] = s;
     }
@@ -338,18 +352,19 @@ export class ForwardingEngine {
       return;
     }
     if (tier === Tier.SERVICE && this.byHint) {
-      const hinted = rt.laneOfId[m.ownerHint]!; // -1 for NO_OWNER (0xFFFF) and FDs out of scope
+      const hinted = rt.laneOfId[m.ownerHint]!; // -1 for OWNER_NONE (0xFFFF) and FDs out of scope
       if (hinted >= 0) {
         o.scopeVersion = scope.version;
         if (this.dp.emit(hinted, o, buf, m.innerOffset, m.innerLength)) c.inc(HT.to_fd_by_hint);
         return;
       }
     }
-    this.toMember(buf, m, rt, scope, scope.pick(this.hash(p)));
+    this.toMember(buf, m, rt, scope, scope.pick(this.clientKey ? hashFiveTupleI32(p.dstIp | 0, 0, p.dstPort, 0, p.proto, this.seed) : this.hash(p)));
   }
 
-  /** The 5-tuple hash the scope picks an FD by. int32 in and out (the I32 forms): nothing is boxed whether or not V8 inlines the hash. */
+  /** The hash the scope picks a client frame's FD by. int32 in and out (the I32 forms): nothing is boxed whether or not V8 inlines the hash. */
   private hash(p: PacketMeta): number {
+    if (this.clientKey) return hashFiveTupleI32(p.srcIp | 0, 0, p.srcPort, 0, p.proto, this.seed);
     return this.symmetric
       ? hashFiveTupleSymmetricI32(p.srcIp | 0, p.dstIp | 0, p.srcPort, p.dstPort, p.proto, this.seed)
       : hashFiveTupleI32(p.srcIp | 0, p.dstIp | 0, p.srcPort, p.dstPort, p.proto, this.seed);

@@ -71,6 +71,7 @@ export class FdNode {
       lingerMs: cfg.flowTable.lingerMs,
       idleMs: cfg.flowTable.idleMs,
       verifyL4Checksum: cfg.dataplane.verifyL4Checksum,
+      clientKeyVip: cfg.hash.key === 'client' ? ipv4ToInt(cfg.cluster.vip) : undefined,
     });
     this.pps = new PpsMeter(io.scheduler.clock, () => this.handler.counters.get(FD.rx_packets));
   }

@@ -18,8 +18,19 @@
  *       TCP/UDP checksums are verified on the way (kernel endpoints with
  *       offloads off send complete ones). SIGTERM prints one JSON line of
  *       counters and exits.
+ *   http-keepalive --url U --connections N --rate R [--duration ms]
+ *       N keep-alive connections (one socket each, never more), R requests
+ *       per second in all, for --duration; prints `READY {}` once every
+ *       connection has answered once, then at the end (or on SIGTERM) one
+ *       JSON line: { connections, sockets (opened, > connections means a
+ *       reconnect), requests, ok, statuses, errors, bytes }.
+ *   http-short --url U --count N [--concurrency C]
+ *       N requests, each on a new connection (Connection: close); prints one
+ *       JSON line { requests, ok, statuses, errors, connectMs: {p50, p99, max} }.
  */
 import { createSocket, type RemoteInfo } from 'node:dgram';
+import { Agent, request } from 'node:http';
+import type { Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 import { PacketMeta, ipv4ToInt, intToIpv4 } from '../../shared/packet/meta.js';
 import { parseIPv4 } from '../../shared/packet/parse.js';
@@ -45,6 +56,11 @@ function opts(argv: string[]) {
       vip: { type: 'string' },
       server: { type: 'string' },
       vni: { type: 'string' },
+      url: { type: 'string' },
+      connections: { type: 'string', default: '1' },
+      rate: { type: 'string', default: '10' },
+      duration: { type: 'string', default: '10000' },
+      concurrency: { type: 'string', default: '16' },
     },
   }).values;
 }
@@ -167,6 +183,99 @@ function relay(o: Opts): void {
   });
 }
 
+/** One GET on `agent` (or a fresh connection); resolves with the status (0 on error) and the bytes read. */
+function get(url: string, agent: Agent | false, onSocket?: (s: Socket) => void, timeoutMs = 10_000): Promise<{ status: number; bytes: number; error?: string }> {
+  return new Promise((resolve) => {
+    const req = request(url, { agent, headers: agent === false ? { connection: 'close' } : {} }, (res) => {
+      let bytes = 0;
+      res.on('data', (d: Buffer) => (bytes += d.length));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes }));
+      res.on('error', (e) => resolve({ status: 0, bytes, error: e.message }));
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error('timeout')));
+    req.on('error', (e) => resolve({ status: 0, bytes: 0, error: e.message }));
+    if (onSocket) req.on('socket', onSocket);
+    req.end();
+  });
+}
+
+function tally(statuses: Record<string, number>, errors: Record<string, number>, r: { status: number; error?: string }): void {
+  statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+  if (r.error) errors[r.error] = (errors[r.error] ?? 0) + 1;
+}
+
+async function httpKeepalive(o: Opts): Promise<void> {
+  const url = need(o, 'url');
+  const n = Number(o.connections);
+  const rate = Number(o.rate);
+  const duration = Number(o.duration);
+  const agents = Array.from({ length: n }, () => new Agent({ keepAlive: true, maxSockets: 1, keepAliveMsecs: 1000 }));
+  const sockets = new Set<Socket>();
+  const out = { connections: n, sockets: 0, requests: 0, ok: 0, statuses: {} as Record<string, number>, errors: {} as Record<string, number>, bytes: 0 };
+  const track = (s: Socket) => {
+    if (!sockets.has(s)) {
+      sockets.add(s);
+      out.sockets++;
+    }
+  };
+  const one = async (i: number) => {
+    out.requests++;
+    const r = await get(url, agents[i]!, track);
+    tally(out.statuses, out.errors, r);
+    if (r.status === 200) out.ok++;
+    out.bytes += r.bytes;
+  };
+  let stopped = false;
+  const finish = () => {
+    if (stopped) return;
+    stopped = true;
+    for (const a of agents) a.destroy();
+    process.stdout.write(JSON.stringify(out) + '\n', () => process.exit(0));
+  };
+  process.on('SIGTERM', finish);
+  await Promise.all(agents.map((_, i) => one(i)));
+  process.stdout.write('READY {}\n');
+  const end = Date.now() + duration;
+  const gap = (1000 * n) / rate; // each connection's period
+  await Promise.all(
+    agents.map(async (_, i) => {
+      await new Promise((r) => setTimeout(r, (gap * i) / n));
+      while (!stopped && Date.now() < end) {
+        const t = Date.now();
+        await one(i);
+        const wait = gap - (Date.now() - t);
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      }
+    }),
+  );
+  finish();
+}
+
+async function httpShort(o: Opts): Promise<void> {
+  const url = need(o, 'url');
+  const count = Number(o.count);
+  const conc = Number(o.concurrency);
+  const out = { requests: 0, ok: 0, statuses: {} as Record<string, number>, errors: {} as Record<string, number>, connectMs: { p50: 0, p99: 0, max: 0 } };
+  const connect: number[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      next++;
+      const t0 = performance.now();
+      out.requests++;
+      const r = await get(url, false, (s) => s.once('connect', () => connect.push(performance.now() - t0)));
+      tally(out.statuses, out.errors, r);
+      if (r.status === 200) out.ok++;
+    }
+  };
+  await Promise.all(Array.from({ length: conc }, worker));
+  connect.sort((a, b) => a - b);
+  const q = (p: number) => Math.round((connect[Math.min(connect.length - 1, Math.floor(p * connect.length))] ?? 0) * 100) / 100;
+  out.connectMs = { p50: q(0.5), p99: q(0.99), max: q(1) };
+  process.stdout.write(JSON.stringify(out) + '\n');
+  process.exitCode = out.ok === count ? 0 : 1;
+}
+
 const [cmd, ...rest] = process.argv.slice(2);
 const o = opts(rest);
 process.stdout.on('error', () => {});
@@ -183,7 +292,13 @@ switch (cmd) {
   case 'relay':
     relay(o);
     break;
+  case 'http-keepalive':
+    void httpKeepalive(o);
+    break;
+  case 'http-short':
+    void httpShort(o);
+    break;
   default:
-    console.error('usage: probe.ts udp-query|send|listen|relay [options] (see the header of cli/lab/probe.ts)');
+    console.error('usage: probe.ts udp-query|send|listen|relay|http-keepalive|http-short [options] (see the header of cli/lab/probe.ts)');
     process.exit(2);
 }

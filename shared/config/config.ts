@@ -156,6 +156,13 @@ export const ConfigSchema = z
         tableSize: z.number().int().min(3).max(1_000_003).refine(isPrime, 'must be a prime number').default(65537),
         symmetric: z.boolean().default(false),
         /**
+         * What the hash tier picks an FD by: 'five-tuple', or 'client' — the client's end of the flow
+         * alone (address, port, protocol), so that a real server's reply, which names no owner,
+         * reaches the FD that owns its flow (docs/edge-encapsulation.md). Default: 'client' with
+         * realServers, else 'five-tuple'.
+         */
+        key: z.enum(['five-tuple', 'client']).optional(),
+        /**
          * The hash scope keeps the FDs that left in its anchor, so a removal moves
          * only the leaver's buckets; once a member's share would be more than this
          * percentage off the mean, the anchor is reset (docs/hashing.md). 0: always
@@ -305,7 +312,8 @@ export const ConfigSchema = z
   })
   .transform((c) => {
     const hashTiers = c.hashTiers ?? [c.hashTier];
-    return { ...c, hashTiers, hashTier: hashTiers[0]! };
+    const hash = { ...c.hash, key: c.hash.key ?? (c.realServers ? 'client' : 'five-tuple') } as const;
+    return { ...c, hashTiers, hashTier: hashTiers[0]!, hash };
   })
   .superRefine((c, ctx) => {
     const seen = new Map<number, string>();

@@ -23,6 +23,7 @@ export const DP = defineCounters([
   'tx_send_errors', // datagrams
   'tx_send_error_frames', // the frames those datagrams carried
   'queue_probes_reflected', // peers' echo probes sent back (shared/dataplane/queue-probe.ts): not frames
+  'queue_probes_late', // answers to echo probes already given up or stopped: not frames
 ] as const);
 
 export function newDataplaneCounters(): Counters {

@@ -136,8 +136,9 @@ export class Datapath {
     }
     const id = echoAnswerId(d);
     if (id >= 0) {
+      // An answer to a probe stopped since (its peer left the scope), or overtaken by a later one: not traffic, not a drop.
       const p = this.echoById.get(id);
-      if (p === undefined || !p.onArrival(d)) c.inc(DP.drop_bad_encap);
+      if (p === undefined || !p.onArrival(d)) c.inc(DP.queue_probes_late);
       return;
     }
     if (this.probe === null || !this.probe.onArrival(d)) c.inc(DP.drop_bad_encap);
