@@ -23,6 +23,8 @@ import { operation, body, disengageRequest } from '../cli/operations-cmd.js';
 import { parseMetrics } from '../traffic/loss-books.js';
 import { labPreflight, labUp, labDown, clientNs, serverNs, serverAddress, runInNs, inNs, spawnProbe, readyLine, BATON_ADDRESS, type Lab } from '../cli/lab.js';
 import { waitFor } from './helpers/wait.js';
+import { attachOrchestrator } from '../cli/orchestrator.js';
+import type { ControlChannel } from '../shared/control/channel.js';
 import type { ChildProcess } from 'node:child_process';
 
 const VIP = '198.51.100.1';
@@ -60,12 +62,23 @@ let lab: Lab | undefined;
 let launcher: Launcher | undefined;
 let manager: Address;
 let runDir = '';
+let orchestrator: ControlChannel | undefined;
 
 async function fdMetric(name: string, label: string): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   for (const n of launcher!.nodes.values()) {
     if (!n.name.startsWith('fd-')) continue;
     for (const m of parseMetrics(await (await fetch(n.metrics)).text())) if (m.name === name) out.set(`${n.name}/${m.labels[label]}`, m.value);
+  }
+  return out;
+}
+
+/** Flow-table entries per FD. */
+async function fdFlows(): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const n of launcher!.nodes.values()) {
+    if (!n.name.startsWith('fd-')) continue;
+    out[n.name] = parseMetrics(await (await fetch(n.metrics)).text()).find((m) => m.name === 'baton_flows')?.value ?? 0;
   }
   return out;
 }
@@ -125,10 +138,12 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     manager = parseAddress(hash.control!);
     await Promise.all(cfg.fds.map((f) => launcher!.startNode('fd', f.name)));
     await waitFor('3 FDs in scope', async () => statusRows(await fetchStatus(manager)).filter((r) => r.role === 'fd' && r.status === 'ACTIVE' && r.inScope).length === 3);
+    orchestrator = await attachOrchestrator(launcher, manager); // restarts FDs for the rolling upgrade
     await waitFor('both real servers healthy at every FD', async () => [...(await fdMetric('baton_real_server_up', 'endpoint')).values()].filter((v) => v === 1).length === 6);
   }, 120_000);
 
   afterAll(async () => {
+    orchestrator?.close();
     await launcher?.down();
     if (runDir) rmSync(runDir, { recursive: true, force: true });
     if (lab) await labDown();
@@ -193,18 +208,19 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     iperf.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
     const exited = new Promise<number>((r) => iperf.once('exit', (code) => r(code ?? -1)));
     await new Promise((r) => setTimeout(r, 4000));
-    const owners = await fdMetric('baton_flows', 'x');
+    const owners = await fdFlows();
     const d = await ask(disengageRequest('fd-3', { policy: 'least-flows', timeoutMs: 60_000 }));
     expect(d.case).toBe('disengageReply');
     const e = await ask(body('engageRequest', { target: 'fd-3', timeoutMs: 30_000 }));
     expect(e.case).toBe('engageReply');
     const up = await ask(body('upgradeRequest', { batch: 1, policy: 'least-flows', timeoutMs: 90_000 }));
     expect(up.case).toBe('upgradeReply');
+    expect((up.value as unknown as { ok: boolean }).ok).toBe(true);
     const code = await exited;
     const j = JSON.parse(out) as { end: { sum_sent: { bytes: number }; sum_received: { bytes: number } }; intervals: { sum: { bits_per_second: number } }[]; error?: string };
     const zero = j.intervals.filter((i) => i.sum.bits_per_second === 0).length;
     const grown = (await timeouts()) - before;
-    console.log(`real traffic: iperf3 (flows per FD at 4 s: ${JSON.stringify(Object.fromEntries(owners))}; upgrade ${JSON.stringify(up.value).slice(0, 200)}): exit ${code}, sent ${j.end.sum_sent.bytes} B, received ${j.end.sum_received.bytes} B, ${j.intervals.length} intervals, ${zero} empty; TCP timeouts +${grown}; Baton's drops so far: ${await nodeDrops()}`);
+    console.log(`real traffic: iperf3 (flow entries per FD at 4 s: ${JSON.stringify(owners)}; upgrade ${JSON.stringify(up.value).slice(0, 200)}): exit ${code}, sent ${j.end.sum_sent.bytes} B, received ${j.end.sum_received.bytes} B, ${j.intervals.length} intervals, ${zero} empty; TCP timeouts +${grown}; Baton's drops so far: ${await nodeDrops()}`);
     expect(code).toBe(0);
     expect(j.error).toBeUndefined();
     expect(j.end.sum_received.bytes).toBe(j.end.sum_sent.bytes);
