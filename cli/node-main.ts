@@ -74,8 +74,9 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addGauge('queue_delay_ms', 'Receive-path queueing delay measured by the self-probe (admission control)', () => n.engine.dp.probe?.delayMs() ?? 0);
     metrics.addGauge('queue_delay_max_ms', 'Largest receive-path queueing delay seen', () => n.engine.admission?.maxDelayMs ?? 0);
     metrics.addGauge('admission_state', 'Admission control: 0 open, 1 refusing SYNs, 2 refusing new flows, 3 dropping client frames at the head', () => n.engine.admission?.state ?? 0);
-    metrics.addLabelledGauge('fd_queue_delay_ms', "Round trip of the echo probe to each FD in scope: the FD's receive-path delay plus this tier's (per-FD admission)", 'fd', () => n.engine.fdAdmissionStates().map((f) => [f.fd, f.delayMs] as [string, number]));
-    metrics.addLabelledGauge('fd_admission_state', "Per-FD admission (the FD's probe round trip against the same bounds): 0 open … 3 dropping", 'fd', () => n.engine.fdAdmissionStates().map((f) => [f.fd, f.state] as [string, number]));
+    metrics.addLabelledGauge('peer_queue_delay_ms', "Round trip of the echo probe to each FD in scope and each service node: its receive-path delay plus this tier's (admission control)", 'peer', () => n.engine.fdAdmissionStates().map((f) => [f.fd, f.delayMs] as [string, number]));
+    metrics.addLabelledGauge('peer_queue_delay_max_ms', 'Largest echo-probe round trip seen to each FD in scope and each service node', 'peer', () => n.engine.fdAdmissionStates().map((f) => [f.fd, f.maxDelayMs] as [string, number]));
+    metrics.addLabelledGauge('peer_admission_state', "Admission by each FD's and service node's probe round trip (the same bounds; acts from 2 up): 0 open … 3 dropping", 'peer', () => n.engine.fdAdmissionStates().map((f) => [f.fd, f.state] as [string, number]));
     metrics.addLabelledGauge(
       'member_status',
       'Member status by name: 1 JOINING, 2 ACTIVE, 3 DISENGAGING, 4 DISENGAGED, 5 FAILED',

@@ -63,6 +63,8 @@ const HT_STATIC = ['to_fd', 'to_fd_by_hint', 'to_client', 'clients_learned', 'dr
   'drop_admission_syn', 'drop_admission_overload', 'admission_shed_marked', 'admission_to_open', 'admission_to_shed_syn', 'admission_to_shed_new', 'admission_to_dropping',
   // Per-FD admission (an FD whose receive path falls behind, seen by echo probes): entries into each state, summed over the FDs.
   'admission_fd_to_open', 'admission_fd_to_shed_syn', 'admission_fd_to_shed_new', 'admission_fd_to_dropping',
+  // Service nodes' admission (their receive paths, by echo probes): entries into each state, summed over the services.
+  'admission_service_to_open', 'admission_service_to_shed_syn', 'admission_service_to_shed_new', 'admission_service_to_dropping',
   // The edge (real hosts' kernels, docs/edge-encapsulation.md): clients' packets in, real servers' replies in, packets out to clients.
   'edge_client_frames', 'edge_server_frames', 'drop_edge_unknown_source', 'to_client_edge', 'drop_edge_no_port'] as const;
 export const HT = defineCounters([...DP.names, ...HT_STATIC] as unknown as readonly [...typeof DP.names, ...typeof HT_STATIC]);
@@ -109,6 +111,7 @@ export interface Routing {
 }
 
 export interface FdAdmission {
+  /** The FD's or service node's name. */
   fd: string;
   data: string;
   state: AdmissionState;
@@ -172,6 +175,8 @@ export class ForwardingEngine {
    * The FD's state counts from SHED_NEW up (its SHED_SYN is scheduling jitter).
    */
   private fdAdmission: (Admission | null)[] = [];
+  /** The service nodes' (any flow may be sent to any of them): the worst, from SHED_NEW up, applies to every client frame. */
+  private serviceAdmission: Admission[] = [];
   private memberAdmit = new Uint8Array(0);
   private readonly admissionOfProbe = new Map<QueueProbe, { admission: Admission; fd: string }>();
 
@@ -224,7 +229,7 @@ export class ForwardingEngine {
   }
 
   /** Installs a new scope; `fds` gives every FD's id and data address. Built off the hot path, swapped whole. */
-  setScope(scope: HashScope | null, fds: readonly ScopeMember[]): void {
+  setScope(scope: HashScope | null, fds: readonly ScopeMember[], services: readonly ScopeMember[] = []): void {
     const lanes = new Int32Array(scope ? scope.members.length : 0).fill(-1);
     const byId = new Int32Array(65536).fill(-1);
     if (scope) {
@@ -236,16 +241,17 @@ export class ForwardingEngine {
         byId[f.id] = lanes[i]!;
       });
     }
-    if (this.admissionOpts) this.probeMembers(scope, fds);
+    if (this.admissionOpts) this.probeMembers(scope, fds, services);
     this.routing = { scope, laneOfMember: lanes, laneOfId: byId };
   }
 
   /** One echo probe and admission state machine per scope member (kept across scopes for members that stay). */
-  private probeMembers(scope: HashScope | null, fds: readonly ScopeMember[]): void {
+  private probeMembers(scope: HashScope | null, fds: readonly ScopeMember[], services: readonly ScopeMember[]): void {
     const o = this.admissionOpts!;
     const byName = new Map(fds.map((f) => [f.name, f]));
     const members = scope ? scope.members.map((n) => byName.get(n)) : [];
-    const probes = this.dp.probeTo(members.filter((f) => f !== undefined).map((f) => f.data), o.probeMs);
+    const probed = members.filter((f) => f !== undefined);
+    const probes = this.dp.probeTo([...probed.map((f) => f.data), ...services.map((s) => s.data)], o.probeMs);
     const live = new Set(probes);
     for (const p of this.admissionOfProbe.keys()) if (!live.has(p)) this.admissionOfProbe.delete(p);
     let k = 0;
@@ -254,6 +260,12 @@ export class ForwardingEngine {
       const p = probes[k++]!;
       let a = this.admissionOfProbe.get(p);
       if (!a) this.admissionOfProbe.set(p, (a = { admission: new Admission(p, this.clock, o), fd: f.name }));
+      return a.admission;
+    });
+    this.serviceAdmission = services.map((svc, i) => {
+      const p = probes[probed.length + i]!;
+      let a = this.admissionOfProbe.get(p);
+      if (!a) this.admissionOfProbe.set(p, (a = { admission: new Admission(p, this.clock, o), fd: svc.name }));
       return a.admission;
     });
     this.memberAdmit = new Uint8Array(members.length).fill(this.admit);
@@ -273,11 +285,19 @@ export class ForwardingEngine {
       this.admit = now;
       this.counters.inc(HT.admission_to_open + now); // the four counters are in AdmissionState order
     }
+    // The service tier: its worst queue, from SHED_NEW up (as an FD's), refuses new work for every FD.
+    let all: number = now;
+    for (const a of this.serviceAdmission) {
+      const was = a.state;
+      const sv = a.update();
+      if (sv !== was) this.counters.inc(HT.admission_service_to_open + sv);
+      if (sv >= AdmissionState.SHED_NEW && sv > all) all = sv;
+    }
     const fa = this.fdAdmission;
     const ma = this.memberAdmit;
     for (let i = 0; i < fa.length; i++) {
       const a = fa[i]!;
-      let s: number = now;
+      let s: number = all;
       if (a !== null) {
         const was = a.state;
         const fd = a.update();

@@ -532,7 +532,12 @@ export class Manager {
       .all()
       .filter((m) => m.info.role === Role.FD && m.info.dataAddr)
       .map((m) => ({ name: m.info.name, id: m.info.id, data: parseAddress(m.info.dataAddr) }));
-    this.o.engine.setScope(reg.currentScope, fds);
+    // Service nodes that take flows: the engine's admission control probes their queues too.
+    const services = reg
+      .all()
+      .filter((m) => m.info.role === Role.SERVICE && m.info.dataAddr && (m.machine.status === MemberStatus.ACTIVE || m.machine.status === MemberStatus.DISENGAGING))
+      .map((m) => ({ name: m.info.name, id: m.info.id, data: parseAddress(m.info.dataAddr) }));
+    this.o.engine.setScope(reg.currentScope, fds, services);
     this.counters.inc(MGR.scope_updates);
   }
 

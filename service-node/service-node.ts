@@ -43,11 +43,13 @@ import { csumReplace16, csumReplace32 } from '../shared/packet/checksum.js';
 import { PacketMeta, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../shared/packet/meta.js';
 import { Reject } from '../shared/packet/reject.js';
 import { LinkRx, LinkTx } from '../shared/dataplane/link-counters.js';
+import { isQueueProbe, reflectQueueProbe } from '../shared/dataplane/queue-probe.js';
 
 export const SN = defineCounters([
   'rx_datagrams',
   'rx_frames',
   'rx_bad_encap', // decodeEncap rejected a frame; the rest of that datagram is skipped
+  'queue_probes_reflected', // a hash tier's echo probes sent straight back (its admission control measures this node's queue): not frames
   'rx_wrong_vni', // frame for another cluster
   'rx_bad_packet', // inner IPv4/TCP/UDP failed parsing or checksum verification
   'rx_no_reply', // TCP RST or pure ACK: valid, deliberately not answered
@@ -168,8 +170,13 @@ export class ServiceNode {
     } else this.links.tx.add(this.txLink, frames);
   };
 
-  private readonly onDatagram = (data: Uint8Array): void => {
+  private readonly onDatagram = (data: Uint8Array, from: Address | null): void => {
     if (this.stopped) return this.onDatagramStopped(data);
+    if (from !== null && isQueueProbe(data) && reflectQueueProbe(data)) {
+      this.socket.send(data, from);
+      this.counters.inc(SN.queue_probes_reflected);
+      return;
+    }
     const before = this.counters.get(SN.tx_frames);
     const w = this.process(data, data.length);
     if (w > 0) {

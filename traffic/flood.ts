@@ -18,8 +18,8 @@
  * Tuples: `ips` source addresses from `srcBase` + 1, every source port
  * 1024..65535 of each, in order; the run refuses a rate × duration that would
  * reuse one. Frames are written into pooled buffers; an empty pool is
- * backpressure (the tick sends what it can and carries the rest of its tokens
- * no further than one tick's worth).
+ * backpressure (frames not sent for want of a buffer are reported, never
+ * built, so not in the books).
  */
 import type { Address } from '../shared/io/address.js';
 import type { DatagramSocket } from '../shared/io/datagram.js';
@@ -62,6 +62,7 @@ export interface FloodReport {
 }
 
 const PORT_LO = 1024;
+const MAX_CATCH_UP_MS = 50;
 const PORTS = 65536 - PORT_LO;
 
 export class FloodClient {
@@ -134,7 +135,8 @@ export class FloodClient {
         const now = clock.now();
         const elapsed = now - t0;
         const until = Math.min(now, t0 + this.duration);
-        this.tokens = Math.min(this.tokens + ((until - last) * this.rate) / 1000, ((this.tickMs * 4 * this.rate) / 1000) + this.perDgram);
+        // A late tick (a busy event loop) sends what it missed, up to MAX_CATCH_UP_MS of it: the rate is kept, bursts stay bounded.
+        this.tokens = Math.min(this.tokens + ((until - last) * this.rate) / 1000, (MAX_CATCH_UP_MS * this.rate) / 1000 + this.perDgram);
         last = until;
         this.pump();
         if (elapsed >= this.duration) {
