@@ -20,13 +20,14 @@ import control from './cases/control.js';
 import e2e from './cases/e2e.js';
 import encap from './cases/encap.js';
 import flowTable from './cases/flow-table.js';
+import flowVerdicts from './cases/flow-verdicts.js';
 import hash from './cases/hash.js';
 import hashClients from './cases/hash-clients.js';
 import maglev from './cases/maglev.js';
 import migration from './cases/migration.js';
 
 /** Every case, in the order they run. A new case file is registered here. */
-const CASES: readonly BenchCase[] = [codec, control, e2e, encap, flowTable, hash, hashClients, maglev, migration];
+const CASES: readonly BenchCase[] = [codec, control, e2e, encap, flowTable, flowVerdicts, hash, hashClients, maglev, migration];
 
 // In-process nodes log through winston: keep the bench output to its table.
 configureLogging({ silent: process.env.BATON_LOG_LEVEL === undefined });
