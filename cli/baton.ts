@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { loadConfig, withTopology, INHERITOR_POLICIES, type BatonConfig } from '../shared/config/config.js';
 import { parseAddress, type Address } from '../shared/io/address.js';
-import { isBatonError } from '../shared/errors.js';
+import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
 import { Launcher, type LaunchedNode } from './launcher.js';
 import { fetchStatus, formatStatus, statusRows } from './status.js';
 import { trafficAgainst, progressLine } from './traffic-cmd.js';
@@ -168,7 +168,7 @@ program
       else console.log(last);
     });
     if (tty && last) process.stdout.write('\n');
-    if (r.case !== 'disengageReply') throw new Error(`manager answered ${r.case}`);
+    if (r.case !== 'disengageReply') throw new BatonError(ErrorCode.REMOTE_ERROR, `manager answered ${r.case}`);
     console.log(o.json ? JSON.stringify(r.value, null, 2) : formatDisengage(r.value));
     process.exitCode = r.value.ok ? 0 : 1;
   });
@@ -182,7 +182,7 @@ program
   .action(async (fd: string, o) => {
     const cfg = loadConfig(o.config);
     const r = await operation(managerOf(cfg, o.manager), body('engageRequest', { target: fd, timeoutMs: Math.round(o.timeout * 1000) }), o.timeout * 1000 + 5000, () => {});
-    if (r.case !== 'engageReply') throw new Error(`manager answered ${r.case}`);
+    if (r.case !== 'engageReply') throw new BatonError(ErrorCode.REMOTE_ERROR, `manager answered ${r.case}`);
     console.log(formatEngage(fd, r.value));
     process.exitCode = r.value.ok ? 0 : 1;
   });
@@ -210,7 +210,7 @@ program
       if (p) console.log(p.message);
       else if (migration && migration.phase === 'done') console.log(progressBar(migration));
     });
-    if (r.case !== 'upgradeReply') throw new Error(`manager answered ${r.case}`);
+    if (r.case !== 'upgradeReply') throw new BatonError(ErrorCode.REMOTE_ERROR, `manager answered ${r.case}`);
     const v = r.value;
     if (o.json) console.log(JSON.stringify(v, null, 2));
     else {
@@ -257,7 +257,7 @@ program
     const r = await operation(managerOf(cfg, o.manager), req, 24 * 3600 * 1000, ({ operation: p }) => {
       if (p && !o.json) console.log(p.message);
     });
-    if (r.case !== 'powerdownReply') throw new Error(`manager answered ${r.case}`);
+    if (r.case !== 'powerdownReply') throw new BatonError(ErrorCode.REMOTE_ERROR, `manager answered ${r.case}`);
     const v = r.value;
     if (o.json) console.log(JSON.stringify(v, null, 2));
     else {

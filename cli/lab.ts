@@ -27,6 +27,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { loadConfig } from '../shared/config/config.js';
+import { BatonError, ErrorCode } from '../shared/errors.js';
 
 // ---------------------------------------------------------------- topology
 
@@ -283,7 +284,7 @@ export function run(cmd: string, args: string[], o: RunOptions = {}): Promise<Ru
     const timer = o.timeoutMs === undefined ? undefined : setTimeout(() => c.kill('SIGKILL'), o.timeoutMs);
     c.on('error', (e) => {
       clearTimeout(timer);
-      reject(new Error(`${cmd}: ${e.message}`));
+      reject(new Error(`${cmd}: ${e.message}`, { cause: e }));
     });
     c.on('close', (code, sig) => {
       clearTimeout(timer);
@@ -485,7 +486,7 @@ export async function labDown(o: { stateFile?: string; graceMs?: number; log?: (
 
 function count(name: string, v: number | undefined, dflt: number, min: number, max: number): number {
   const n = v ?? dflt;
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`lab: ${name} must be an integer in ${min}..${max} (got ${String(v)})`);
+  if (!Number.isInteger(n) || n < min || n > max) throw new BatonError(ErrorCode.BAD_ARGUMENT, `lab: ${name} must be an integer in ${min}..${max} (got ${String(v)})`);
   return n;
 }
 
@@ -514,8 +515,8 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
   const vni = count('vni', opts.vni ?? cfg!.cluster.vni, 1, 0, 0xffffff);
   const vips = opts.vips ?? [cfg!.cluster.vip];
   const edge = opts.edge ?? BATON_ADDRESS;
-  for (const a of [...vips, edge]) if (!IPV4.test(a)) throw new Error(`lab: not an IPv4 address: ${JSON.stringify(a)}`);
-  if (vips.length === 0) throw new Error('lab: at least one VIP');
+  for (const a of [...vips, edge]) if (!IPV4.test(a)) throw new BatonError(ErrorCode.BAD_ARGUMENT, `lab: not an IPv4 address: ${JSON.stringify(a)}`);
+  if (vips.length === 0) throw new BatonError(ErrorCode.BAD_ARGUMENT, 'lab: at least one VIP');
   const log = opts.log ?? (() => {});
   const signal = opts.signal;
   const stateFile = opts.stateFile ?? LAB_STATE_FILE;
@@ -649,7 +650,7 @@ async function startServer(s: LabServer, logDir: string, signal?: AbortSignal): 
   iperf.once('exit', (code, sig) => (iperfExit = `${sig ?? code}`));
   try {
     await readyLine(app, `lab server in ${s.ns} (log ${appLog}: ${tail(appLog)})`).catch((e: Error) => {
-      throw new Error(`${e.message}; log: ${tail(appLog)}`);
+      throw new Error(`${e.message}; log: ${tail(appLog)}`, { cause: e });
     });
     // iperf3 says nothing when it listens: wait until the kernel shows the socket.
     const end = Date.now() + 10_000;
