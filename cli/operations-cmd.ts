@@ -4,13 +4,13 @@ import { RealScheduler } from '../shared/runtime/scheduler.js';
 import { ControlChannel } from '../shared/control/channel.js';
 import { body, type Body, type DisengageReply, type EngageReply, type MigrationProgress, type OperationProgress } from '../shared/control/messages.js';
 import type { Address } from '../shared/io/address.js';
-import { BatonError, ErrorCode } from '../shared/errors.js';
+import { BatonError, ErrorCode, errorFromWire } from '../shared/errors.js';
 
 export async function managerChannel(manager: Address): Promise<ControlChannel> {
   try {
     return new ControlChannel(await new TcpNet().connect(manager), new RealScheduler());
   } catch (e) {
-    throw new BatonError(ErrorCode.CONNECTION_CLOSED, `cannot reach the manager at ${manager.host}:${manager.port} (${(e as Error).message}); is the cluster up? (baton up)`);
+    throw new BatonError(ErrorCode.CONNECTION_CLOSED, `cannot reach the manager at ${manager.host}:${manager.port} (${(e as Error).message}); is the cluster up? (baton up)`, undefined, { cause: e });
   }
 }
 
@@ -28,7 +28,7 @@ export async function operation(
   });
   try {
     const reply = (await ch.request(req, timeoutMs)).body;
-    if (reply.case === 'errorReply') throw new BatonError((reply.value.code || ErrorCode.REMOTE_ERROR) as ErrorCode, reply.value.message);
+    if (reply.case === 'errorReply') throw errorFromWire(reply.value.code, reply.value.message);
     return reply;
   } finally {
     ch.close();

@@ -35,7 +35,7 @@ import {
 } from '../shared/control/ownership.js';
 import { Counters, defineCounters } from '../shared/counters.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
-import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
+import { BatonError, ErrorCode, remoteCodeOf } from '../shared/errors.js';
 import type { FlowHandler, OwnershipSink } from './flow-handler.js';
 import { FD } from './fd-counters.js';
 
@@ -48,16 +48,16 @@ export const MESH = defineCounters([
   'peer_connect_failures',
 ] as const);
 
-/** Stable codes of the ErrorReply that answers an acknowledged batch not (yet) applied in full. */
+/** The codes (of ErrorCode, shared/errors.ts) of the ErrorReply that answers an acknowledged batch not (yet) applied in full. */
 export const OwnershipNack = {
   /** Bad record_version or length: nothing applied. */
-  BAD_BATCH: 'BATON_BAD_OWNERSHIP_BATCH',
+  BAD_BATCH: ErrorCode.BAD_OWNERSHIP_BATCH,
   /** Some records refused: no room in the flow table (the others were applied). */
-  TABLE_FULL: 'BATON_TABLE_FULL',
+  TABLE_FULL: ErrorCode.TABLE_FULL,
   /** The receiver is migrating its own flows (table frozen): queued, applied when that ends, discarded if it leaves. */
-  DEFERRED: 'BATON_OWNERSHIP_DEFERRED',
+  DEFERRED: ErrorCode.OWNERSHIP_DEFERRED,
   /** The queue of deferred records is full: the batch was dropped. */
-  QUEUE_FULL: 'BATON_OWNERSHIP_QUEUE_FULL',
+  QUEUE_FULL: ErrorCode.OWNERSHIP_QUEUE_FULL,
 } as const;
 
 /** What the peer did with an acknowledged batch (requestBatch). */
@@ -271,7 +271,7 @@ export class OwnershipMesh implements OwnershipSink {
   // ------------------------------------------------------------ receiving
 
   /** A fire-and-forget batch (or the body of an acknowledged one). */
-  private receive(b: OwnershipBatch): string | Applied {
+  private receive(b: OwnershipBatch): ErrorCode | Applied {
     if (b.recordVersion !== OWNERSHIP_RECORD_VERSION || !Number.isInteger(b.count) || b.count < 0 || b.records.length !== b.count * OWNERSHIP_RECORD_SIZE) {
       this.counters.inc(MESH.batches_rejected);
       return OwnershipNack.BAD_BATCH;
@@ -371,7 +371,7 @@ export class OwnershipMesh implements OwnershipSink {
       c.inc(FD.ownership_batches_acked);
       return 'applied';
     } catch (e) {
-      const code = isBatonError(e, ErrorCode.REMOTE_ERROR) ? (e.details?.['remoteCode'] as string | undefined) : undefined;
+      const code = remoteCodeOf(e);
       if (code === OwnershipNack.DEFERRED) {
         c.inc(FD.ownership_batches_deferred);
         return 'deferred';

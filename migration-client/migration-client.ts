@@ -30,7 +30,7 @@
  * switch nothing goes back: the flows belong to the inheritors.
  */
 import type { Scheduler } from '../shared/runtime/scheduler.js';
-import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
+import { BatonError, ErrorCode, errorCodeFromWire, isBatonError, remoteCodeOf } from '../shared/errors.js';
 import { body, DisengageStage, failedDisengageReply, type DisengageRequest, type DisengageReply, type MigrationProgress, type Member } from '../shared/control/messages.js';
 import { scopeWithIds } from '../shared/scope/hash-scope.js';
 import type { FlowTable } from '../distributor/flow-table.js';
@@ -297,7 +297,7 @@ export class MigrationClient {
       if (failed.length > 0) {
         const why = (results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as Error;
         const backupOk = backup !== null && standbyOk;
-        if (!backupOk) throw new BatonError(ErrorCode.REMOTE_ERROR, `copy to ${failed.map((f) => f.name).join(', ')} failed (${why.message})${backup ? ' and the backup failed too' : ' and no backup inheritor was named'}`);
+        if (!backupOk) throw new BatonError(ErrorCode.REMOTE_ERROR, `copy to ${failed.map((f) => f.name).join(', ')} failed (${why.message})${backup ? ' and the backup failed too' : ' and no backup inheritor was named'}`, undefined, { cause: why });
         // Fall back: the backup owns everything that was meant for a failed inheritor.
         this.counters.inc(MIG.fallbacks_to_backup);
         fellBack = true;
@@ -386,7 +386,7 @@ export class MigrationClient {
       const err = e as Error;
       this.log.warn('disengage failed', { err: err.message, switched });
       return {
-        ...this.failed(req, new BatonError(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `${err.message}; disengage aborted, ${d.selfName} keeps its flows`), false, t0),
+        ...this.failed(req, new BatonError(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `${err.message}; disengage aborted, ${d.selfName} keeps its flows`, undefined, { cause: e }), false, t0),
         policy: req.policy,
         redirectsServed: this.redirects() - redirects0,
       };
@@ -439,7 +439,7 @@ export class MigrationClient {
       return {
         ...h,
         ok: false,
-        errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
+        errorCode: isBatonError(e) ? e.code : ErrorCode.INTERNAL,
         errorMessage: `${err.message} (the flows belong to the inheritors; ${d.selfName} is purged and redirects what still arrives)`,
         drainMs: 0,
         quietMs: 0,
@@ -540,7 +540,7 @@ export class MigrationClient {
               seq: s,
               sent: n,
               imported: v?.imported ?? 0,
-              remoteCode: v?.errorCode ?? ack.body.case,
+              remoteCode: v ? errorCodeFromWire(v.errorCode) : ErrorCode.REMOTE_ERROR,
             });
           }
           // An acknowledgement means stored: one that stored fewer entries
@@ -618,12 +618,12 @@ export class MigrationClient {
         return;
       }
       const err = r.reason as Error;
-      const remoteCode = isBatonError(err, ErrorCode.REMOTE_ERROR) ? (err.details?.['remoteCode'] as string | undefined) : undefined;
+      const remoteCode = remoteCodeOf(err);
       if (remoteCode !== undefined) this.counters.inc(MIG.broadcast_peers_refused);
       this.counters.inc(MIG.broadcast_peer_failures);
       this.log.warn(remoteCode !== undefined ? `ownership broadcast refused by peer ${peers[i]}: ${remoteCode}` : `ownership broadcast not acknowledged by peer ${peers[i]}`, {
         peer: peers[i],
-        code: remoteCode ?? (isBatonError(err) ? err.code : 'BATON_INTERNAL'),
+        code: remoteCode ?? (isBatonError(err) ? err.code : ErrorCode.INTERNAL),
         err: err.message,
       });
     });

@@ -24,7 +24,7 @@
  */
 import { body, type Body, type MigrationChunk } from '../shared/control/messages.js';
 import { importFlows, chunkKeys } from '../distributor/flow-export.js';
-import { ErrorCode, isBatonError } from '../shared/errors.js';
+import { ErrorCode, errorMessage, isBatonError } from '../shared/errors.js';
 import { FlowFlag, type FlowTable } from '../distributor/flow-table.js';
 import type { FlowHandler } from '../distributor/flow-handler.js';
 import { FD } from '../distributor/fd-counters.js';
@@ -35,12 +35,12 @@ import { MIG } from './counters.js';
 export const MigrationOp = { COPY: 0, COMMIT: 1, ABORT: 2, DONE: 3 } as const;
 export type MigrationOp = (typeof MigrationOp)[keyof typeof MigrationOp];
 
-/** Stable codes of a MigrationAck that refuses (besides importFlows' own: BATON_BAD_EXPORT_FORMAT, BATON_TABLE_FULL). */
+/** The codes (of ErrorCode, shared/errors.ts) of a MigrationAck that refuses, besides importFlows' own (BAD_EXPORT_FORMAT, TABLE_FULL) and BAD_ARGUMENT. */
 export const MigrationRefusal = {
   /** This FD is migrating its own flows or leaving: it takes none. */
-  MIGRATING: 'BATON_PEER_MIGRATING',
+  MIGRATING: ErrorCode.PEER_MIGRATING,
   /** A commit for a migration this FD holds no staged copy of (never copied, expired, or aborted). */
-  UNKNOWN_MIGRATION: 'BATON_UNKNOWN_MIGRATION',
+  UNKNOWN_MIGRATION: ErrorCode.UNKNOWN_MIGRATION,
 } as const;
 
 /** A staging log is dropped this long (ms) after its last chunk or commit. */
@@ -142,7 +142,7 @@ export class MigrationReceiver {
     this.counters.inc(MIG.entries_imported, imported);
     if (err !== null) {
       this.counters.inc(MIG.chunks_rejected);
-      return refuse(c, imported, isBatonError(err) ? err.code : 'BATON_INTERNAL', (err as Error).message);
+      return refuse(c, imported, isBatonError(err) ? err.code : ErrorCode.INTERNAL, errorMessage(err));
     }
     return ack(c, imported);
   }
@@ -232,7 +232,7 @@ export class MigrationReceiver {
     }
   }
 
-  private refused(c: MigrationChunk, code: string, message: string): Body {
+  private refused(c: MigrationChunk, code: ErrorCode, message: string): Body {
     this.counters.inc(MIG.chunks_rejected);
     this.handler.counters.inc(FD.migration_chunks_refused);
     return refuse(c, 0, code, message);
@@ -259,7 +259,7 @@ function ack(c: MigrationChunk, imported: number): Body {
   return body('migrationAck', { migrationId: c.migrationId, seq: c.seq, imported, errorCode: '', errorMessage: '' });
 }
 
-function refuse(c: MigrationChunk, imported: number, code: string, message: string): Body {
+function refuse(c: MigrationChunk, imported: number, code: ErrorCode, message: string): Body {
   return body('migrationAck', { migrationId: c.migrationId, seq: c.seq, imported, errorCode: code, errorMessage: message });
 }
 

@@ -18,7 +18,7 @@
  * migration_commit_failures, migration_aborts, migration_abort_failures).
  */
 import { body } from '../shared/control/messages.js';
-import { BatonError, ErrorCode } from '../shared/errors.js';
+import { BatonError, ErrorCode, errorCodeFromWire } from '../shared/errors.js';
 import { parseAddress } from '../shared/io/address.js';
 import type { Counters } from '../shared/counters.js';
 import type { OwnershipMesh } from '../distributor/ownership-mesh.js';
@@ -123,7 +123,7 @@ export class StagedCopies {
     const r = await ch.request(this.message(op), this.timeoutMs);
     if (r.body.case !== 'migrationAck') throw new BatonError(ErrorCode.REMOTE_ERROR, `peer ${peerId} answered ${r.body.case}`, { peer: peerId });
     const a = r.body.value;
-    if (a.errorCode) throw new BatonError(ErrorCode.REMOTE_ERROR, `peer ${peerId} refused: ${a.errorCode} ${a.errorMessage}`, { peer: peerId, remoteCode: a.errorCode });
+    if (a.errorCode) throw new BatonError(ErrorCode.REMOTE_ERROR, `peer ${peerId} refused: ${a.errorCode} ${a.errorMessage}`, { peer: peerId, remoteCode: errorCodeFromWire(a.errorCode) });
     return a.imported;
   }
 }

@@ -270,7 +270,7 @@ export class Manager {
         },
         (e: Error) => {
           timer.cancel();
-          reject(new BatonError(ErrorCode.CONNECTION_CLOSED, e.message));
+          reject(new BatonError(ErrorCode.CONNECTION_CLOSED, e.message, undefined, { cause: e }));
         },
       );
     });
@@ -398,7 +398,7 @@ export class Manager {
           return {
             reply: body('registerAck', {
               accepted: false,
-              errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
+              errorCode: isBatonError(e) ? e.code : ErrorCode.INTERNAL,
               errorMessage: (e as Error).message,
               scopeVersion: this.registry.scopeVersion,
               heartbeatIntervalMs: this.o.heartbeatMs,
@@ -485,12 +485,12 @@ export class Manager {
         return {
           reply: this.ops.engage(env.body.value.target, env.body.value.timeoutMs || undefined).then(
             (r) => body('engageReply', r),
-            (e: Error) => body('engageReply', { ok: false, errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL', errorMessage: e.message, scopeVersion: this.registry.scopeVersion, recordsSynced: 0 }),
+            (e: Error) => body('engageReply', { ok: false, errorCode: isBatonError(e) ? e.code : ErrorCode.INTERNAL, errorMessage: e.message, scopeVersion: this.registry.scopeVersion, recordsSynced: 0 }),
           ),
         };
       default:
         this.counters.inc(MGR.unexpected_messages);
-        return { reply: body('errorReply', { code: 'BATON_UNKNOWN_MESSAGE', message: `the manager does not serve ${env.body.case}` }) };
+        return { reply: body('errorReply', { code: ErrorCode.UNKNOWN_MESSAGE, message: `the manager does not serve ${env.body.case}` }) };
     }
   }
 
@@ -628,7 +628,7 @@ export class Manager {
    * the same single operation (the leader's status machine refuses a second).
    */
   private async forwardToLeader(req: Body, client: ControlChannel): Promise<Body> {
-    const fail = (code: string, message: string): Body => body('errorReply', { code, message });
+    const fail = (code: ErrorCode, message: string): Body => body('errorReply', { code, message });
     let leader: { name: string; controlAddr: string } | null;
     try {
       leader = await this.coordinator.leader();

@@ -20,7 +20,7 @@
  * Disengages run together; an engage runs alone (operation-gate.ts).
  */
 import type { Scheduler } from '../shared/runtime/scheduler.js';
-import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
+import { BatonError, ErrorCode, errorFromWire, isBatonError } from '../shared/errors.js';
 import { body, DEFAULT_SERVICE_QUIET_MS, DisengageStage, emptyDisengageReply, MemberStatus, Role, type DisengageReply, type DisengageRequest, type MigrationProgress, type EngageReply, type Member } from '../shared/control/messages.js';
 import { statusName } from '../shared/membership/status.js';
 import { getLogger, type Logger } from '../shared/observability/logger.js';
@@ -299,11 +299,14 @@ export class Operations {
     const migrationId = intent.migrationId;
     if (onProgress) this.listeners.set(migrationId, onProgress);
     this.log.info('disengage started', { target: name, policy: intent.policy, migrationId, outOfScope: rec.machine.outOfScope });
-    const fail = (code: string, msg: string): never => {
+    const failWith = (err: BatonError): never => {
       d.counters.inc(MGR.disengages_failed);
-      this.log.warn('disengage failed', { target: name, err: msg });
-      throw new BatonError(code as ErrorCode, msg);
+      this.log.warn('disengage failed', { target: name, err: err.message });
+      throw err;
     };
+    const fail = (code: ErrorCode, msg: string, cause?: unknown): never => failWith(new BatonError(code, msg, undefined, cause === undefined ? undefined : { cause }));
+    /** The FD refused with `wireCode` (its reply's errorCode, checked). */
+    const refused = (wireCode: string, msg: string): never => failWith(errorFromWire(wireCode, msg));
     try {
       // 1. Hand-over (a repeated request is answered with the one that ran).
       let h: DisengageReply;
@@ -315,17 +318,17 @@ export class Operations {
       if (!h.handedOver) {
         // The FD keeps every flow (it said so): back to ACTIVE, serving.
         const why = h.errorMessage || 'hand-over failed';
-        if (rec.machine.outOfScope) return fail(h.errorCode || ErrorCode.REMOTE_ERROR, `${name}: ${why}; it is out of scope and stays DISENGAGING`);
+        if (rec.machine.outOfScope) return refused(h.errorCode, `${name}: ${why}; it is out of scope and stays DISENGAGING`);
         await d.changeStatus(rec.info.id, MemberStatus.ACTIVE, `disengage #${migrationId} failed`).catch((ce: Error) => this.log.warn('could not commit ACTIVE after a failed disengage', { err: ce.message }));
         const timedOut = h.errorCode === ErrorCode.TIMEOUT && this.now() >= deadline;
-        return fail(h.errorCode || ErrorCode.REMOTE_ERROR, timedOut ? `${name} did not confirm within ${timeoutMs} ms; it stays ACTIVE and in scope (hand-over aborted, it keeps its flows)` : `${name}: ${why}; ${name} stays ACTIVE and in scope`);
+        return refused(h.errorCode, timedOut ? `${name} did not confirm within ${timeoutMs} ms; it stays ACTIVE and in scope (hand-over aborted, it keeps its flows)` : `${name}: ${why}; ${name} stays ACTIVE and in scope`);
       }
       // 2. Out of the scope, everywhere.
       if (!rec.machine.outOfScope) {
         try {
           await d.releaseFromScope(rec.info.id, `disengage #${migrationId}: flows handed over`);
         } catch (e) {
-          return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `${name} handed its flows over, but the scope without it was not committed (${(e as Error).message}); it stays DISENGAGING, in scope, redirecting, and the disengage completes when asked again`);
+          return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `${name} handed its flows over, but the scope without it was not committed (${(e as Error).message}); it stays DISENGAGING, in scope, redirecting, and the disengage completes when asked again`, e);
         }
       }
       const version = d.registry.scopeVersion;
@@ -341,14 +344,14 @@ export class Operations {
       try {
         f = await this.ask(rec, this.request(rec, intent, DisengageStage.FINISH, finishMs), finishMs + 1000);
       } catch (e) {
-        return fail(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `${name} did not finish (purge, drain, quiet): ${(e as Error).message}; it stays DISENGAGING, out of scope, and the disengage completes when asked again`);
+        return fail(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `${name} did not finish (purge, drain, quiet): ${(e as Error).message}; it stays DISENGAGING, out of scope, and the disengage completes when asked again`, e);
       }
-      if (!f.ok) return fail(f.errorCode || ErrorCode.REMOTE_ERROR, `${name}: ${f.errorMessage}; it stays DISENGAGING, out of scope, and the disengage completes when asked again`);
+      if (!f.ok) return refused(f.errorCode, `${name}: ${f.errorMessage}; it stays DISENGAGING, out of scope, and the disengage completes when asked again`);
       // 4. DISENGAGED: safe to stop.
       try {
         await d.changeStatus(rec.info.id, MemberStatus.DISENGAGED, `disengage #${migrationId} confirmed`);
       } catch (e) {
-        return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `${name} is out of scope and quiet, but DISENGAGED was not committed (${(e as Error).message}); it stays DISENGAGING and the disengage completes when asked again`);
+        return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `${name} is out of scope and quiet, but DISENGAGED was not committed (${(e as Error).message}); it stays DISENGAGING and the disengage completes when asked again`, e);
       }
       d.counters.inc(MGR.disengages_completed);
       this.log.info('disengaged', { target: name, entries: f.entriesMoved, acked: conf.acked.length, skipped: conf.skipped });
@@ -376,7 +379,7 @@ export class Operations {
       d.counters.inc(MGR.disengages_left_unresolved);
       const msg = `${rec.info.name} did not confirm within ${timeoutMs} ms (${why.message}) and did not answer the abort (${(e as Error).message}); it stays DISENGAGING and in scope (serving its flows or redirecting them to their inheritors); ask again to finish the disengage`;
       this.log.warn('disengage unresolved', { target: rec.info.name, err: msg });
-      throw new BatonError(isBatonError(why) ? why.code : ErrorCode.TIMEOUT, msg);
+      throw new BatonError(isBatonError(why) ? why.code : ErrorCode.TIMEOUT, msg, undefined, { cause: why });
     }
   }
 
@@ -505,17 +508,20 @@ export class Operations {
     // request's timeout when that is shorter (1 s left for the commit and the
     // acknowledgement of DISENGAGED).
     const deadline = o.timeoutMs ? t0 + o.timeoutMs : Infinity;
-    const fail = (code: string, msg: string): never => {
+    const failWith = (err: BatonError): never => {
       d.counters.inc(MGR.service_drains_failed);
-      this.log.warn('service drain failed', { target: name, err: msg });
-      throw new BatonError(code as ErrorCode, msg);
+      this.log.warn('service drain failed', { target: name, err: err.message });
+      throw err;
     };
+    const fail = (code: ErrorCode, msg: string, cause?: unknown): never => failWith(new BatonError(code, msg, undefined, cause === undefined ? undefined : { cause }));
+    /** The node refused with `wireCode` (its reply's errorCode, checked). */
+    const refused = (wireCode: string, msg: string): never => failWith(errorFromWire(wireCode, msg));
     // 1. DISENGAGING: FDs choose it for no new flow, and keep its route.
     if (rec.machine.status === MemberStatus.ACTIVE) {
       try {
         await d.changeStatus(id, MemberStatus.DISENGAGING, o.stopping ? 'drain: its process is stopping' : 'drain (disengage)');
       } catch (e) {
-        return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `cannot drain ${name}: DISENGAGING was not committed (${(e as Error).message}); it stays ACTIVE`);
+        return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `cannot drain ${name}: DISENGAGING was not committed (${(e as Error).message}); it stays ACTIVE`, e);
       }
       d.counters.inc(MGR.service_drains_started);
     }
@@ -535,10 +541,10 @@ export class Operations {
     try {
       answer = await this.ask(rec, { ...this.serviceRequest(rec), timeoutMs: drainTimeoutMs }, drainTimeoutMs + 2000);
     } catch (e) {
-      return fail(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `${name} did not answer the drain (${(e as Error).message}); it stays DISENGAGING (FDs keep its route, choose it for no new flow) until it is drained again or fails`);
+      return fail(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `${name} did not answer the drain (${(e as Error).message}); it stays DISENGAGING (FDs keep its route, choose it for no new flow) until it is drained again or fails`, e);
     }
     if (!answer.ok) {
-      if (answer.errorCode !== ErrorCode.TIMEOUT) return fail(answer.errorCode || ErrorCode.REMOTE_ERROR, `${name}: ${answer.errorMessage}; it stays DISENGAGING`);
+      if (answer.errorCode !== ErrorCode.TIMEOUT) return refused(answer.errorCode, `${name}: ${answer.errorMessage}; it stays DISENGAGING`);
       timedOut = true;
       d.counters.inc(MGR.service_drain_timeouts);
       this.log.warn('service drain timed out: DISENGAGED anyway; what still reaches it is counted', { target: name, err: answer.errorMessage });
@@ -547,7 +553,7 @@ export class Operations {
     try {
       await d.changeStatus(id, MemberStatus.DISENGAGED, timedOut ? 'drain timed out' : 'drained: quiet');
     } catch (e) {
-      return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `${name} is drained, but DISENGAGED was not committed (${(e as Error).message}); it stays DISENGAGING`);
+      return fail(isBatonError(e) ? e.code : ErrorCode.STORE_UNAVAILABLE, `${name} is drained, but DISENGAGED was not committed (${(e as Error).message}); it stays DISENGAGING`, e);
     }
     const version = d.registry.scopeVersion;
     const c2 = await d.confirmScope(version, this.scopeAckTimeoutMs);

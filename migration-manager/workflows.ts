@@ -12,7 +12,7 @@
  * launcher registers as one); the manager never spawns anything.
  */
 import type { Scheduler } from '../shared/runtime/scheduler.js';
-import { BatonError, ErrorCode } from '../shared/errors.js';
+import { BatonError, ErrorCode, errorMessage, isBatonError } from '../shared/errors.js';
 import { body, MemberStatus, Role, type DisengageReply, type UpgradeReply, type PowerdownReply } from '../shared/control/messages.js';
 import type { ControlChannel } from '../shared/control/channel.js';
 import type { Registry } from './registry.js';
@@ -128,9 +128,8 @@ export class Workflows {
       }
       return { ok: true, errorCode: '', errorMessage: '', upgraded, durationMs: this.d.scheduler.clock.now() - t0, disengages };
     } catch (e) {
-      const err = e as BatonError;
-      this.log.warn('upgrade failed', { err: err.message, upgraded });
-      return { ok: false, errorCode: err.code ?? 'BATON_INTERNAL', errorMessage: err.message, upgraded, durationMs: this.d.scheduler.clock.now() - t0, disengages };
+      this.log.warn('upgrade failed', { err: errorMessage(e), upgraded });
+      return { ok: false, errorCode: isBatonError(e) ? e.code : ErrorCode.INTERNAL, errorMessage: errorMessage(e), upgraded, durationMs: this.d.scheduler.clock.now() - t0, disengages };
     } finally {
       unlock();
     }
@@ -178,8 +177,7 @@ export class Workflows {
       }
       return { ok: true, errorCode: '', errorMessage: '', poweredDown: done, disengages };
     } catch (e) {
-      const err = e as BatonError;
-      return { ok: false, errorCode: err.code ?? 'BATON_INTERNAL', errorMessage: err.message, poweredDown: done, disengages };
+      return { ok: false, errorCode: isBatonError(e) ? e.code : ErrorCode.INTERNAL, errorMessage: errorMessage(e), poweredDown: done, disengages };
     } finally {
       unlock();
     }

@@ -22,7 +22,7 @@ import { uplinkOf, uplinkOnLinkChange, type TierLinkState } from '../shared/clus
 import { Role, nodeInfo, emptyFlowStats, emptyDisengageReply, DEFAULT_SERVICE_QUIET_MS, body, type FlowStats, type ScopeUpdate, type DisengageRequest, type DisengageReply, type EnvelopeObject, type Body } from '../shared/control/messages.js';
 import { UdpNet } from '../shared/io/datagram.js';
 import { kernelUdpRxQueue } from '../shared/io/kernel-udp-stats.js';
-import { ErrorCode, isBatonError } from '../shared/errors.js';
+import { ErrorCode, errorCodeFromWire, isBatonError } from '../shared/errors.js';
 import { getLogger } from '../shared/observability/logger.js';
 import { buildVersion } from '../shared/build-info.js';
 import { Counters } from '../shared/counters.js';
@@ -42,7 +42,7 @@ export function serviceStopBoundMs(cfg: BatonConfig): number {
 }
 
 /** Refusals a stopping node does not ask again (it stops at once): the manager will not drain it. */
-const FINAL_REFUSALS = new Set<string>([ErrorCode.INVALID_TRANSITION, ErrorCode.UNKNOWN_NODE, ErrorCode.BAD_ARGUMENT]);
+const FINAL_REFUSALS = new Set<ErrorCode>([ErrorCode.INVALID_TRANSITION, ErrorCode.UNKNOWN_NODE, ErrorCode.BAD_ARGUMENT]);
 
 export class ServiceMember {
   node: ServiceNode | null = null;
@@ -249,7 +249,7 @@ export class ServiceMember {
             return;
           }
           why = `${v.errorCode}: ${v.errorMessage}`;
-          if (FINAL_REFUSALS.has(v.errorCode)) break;
+          if (FINAL_REFUSALS.has(errorCodeFromWire(v.errorCode))) break;
         } else why = `answered ${r.body.case}`;
       } catch (e) {
         why = isBatonError(e) ? `${e.code}: ${e.message}` : String(e);

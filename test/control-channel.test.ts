@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { ControlChannel, CHANNEL_COUNTERS } from '../shared/control/channel.js';
 import { decodeEnvelope, encodeEnvelope } from '../shared/control/codec.js';
-import { PROTOCOL_VERSION, Role, WireError, body, emptyFlowStats, nodeInfo, type Body, type EnvelopeObject } from '../shared/control/messages.js';
+import { PROTOCOL_VERSION, Role, body, emptyFlowStats, nodeInfo, type Body, type EnvelopeObject } from '../shared/control/messages.js';
 import { MemoryMessageNet, TcpNet, type CloseReason, type MessageConnection, type MessageListener } from '../shared/io/stream.js';
 import { RealScheduler, VirtualScheduler } from '../shared/runtime/scheduler.js';
 import { BatonError, ErrorCode, isBatonError } from '../shared/errors.js';
@@ -169,7 +169,7 @@ describe('ControlChannel over MemoryMessageNet (virtual time)', () => {
       () => {
         throw new TypeError('boom');
       },
-      WireError.INTERNAL,
+      ErrorCode.INTERNAL,
     ],
     ['rejects with a BatonError', () => Promise.reject(new BatonError(ErrorCode.CONFIG_INVALID, 'bad config')), ErrorCode.CONFIG_INVALID],
     ['returns a body that cannot be encoded', () => ({ case: 'nope', value: {} }) as unknown as Body, ErrorCode.BAD_ARGUMENT],
@@ -192,7 +192,7 @@ describe('ControlChannel over MemoryMessageNet (virtual time)', () => {
     const { sched, client, server } = await memSetup();
     const t = track(client.request(body('statusRequest', {}), 500));
     await settle(sched);
-    expect(expectCode(t.error, ErrorCode.REMOTE_ERROR).details).toMatchObject({ remoteCode: WireError.NO_HANDLER });
+    expect(expectCode(t.error, ErrorCode.REMOTE_ERROR).details).toMatchObject({ remoteCode: ErrorCode.NO_HANDLER });
     expect(server.counters.get(C.rx_no_handler)).toBe(1);
   });
 
@@ -305,10 +305,10 @@ describe('ControlChannel over MemoryMessageNet (virtual time)', () => {
       rx_requests: 1,
     });
     expect(answers.map((a) => [a.replyTo, a.body.case === 'errorReply' ? a.body.value.code : a.body.case])).toEqual([
-      [10, WireError.BAD_VERSION],
-      [11, WireError.BAD_VERSION],
-      [13, WireError.UNKNOWN_MESSAGE],
-      [15, WireError.EMPTY_BODY],
+      [10, ErrorCode.BAD_VERSION],
+      [11, ErrorCode.BAD_VERSION],
+      [13, ErrorCode.UNKNOWN_MESSAGE],
+      [15, ErrorCode.EMPTY_BODY],
       [21, 'statusResponse'],
     ]);
     expect(answers.every((a) => a.protocolVersion === PROTOCOL_VERSION && !a.wantsReply)).toBe(true);
@@ -417,7 +417,7 @@ describe('ControlChannel over real TcpNet on 127.0.0.1', () => {
     c.writeFrame(frame({ protocolVersion: 9, seq: 5, wantsReply: true, body: body('statusRequest', {}) }));
     c.writeFrame(frame({ seq: 6, wantsReply: true, body: body('statusRequest', {}) }));
     const bad = await c.replyTo(5);
-    expect(bad.body).toEqual(body('errorReply', { code: WireError.BAD_VERSION, message: expect.stringContaining('9') as unknown as string }));
+    expect(bad.body).toEqual(body('errorReply', { code: ErrorCode.BAD_VERSION, message: expect.stringContaining('9') as unknown as string }));
     const good = await c.replyTo(6); // TCP is ordered: every frame above was processed before this answer
     expect(good.body).toEqual(STATUS);
     const s = serverChannelOf(c);

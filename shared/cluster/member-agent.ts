@@ -16,7 +16,7 @@ import { formatAddress, type Address } from '../io/address.js';
 import { ControlChannel } from '../control/channel.js';
 import { body, type FlowStats, type NodeInfo, type ScopeUpdate, type EnvelopeObject, type Body } from '../control/messages.js';
 import { getLogger, type Logger } from '../observability/logger.js';
-import { BatonError, ErrorCode } from '../errors.js';
+import { BatonError, ErrorCode, errorCodeFromWire } from '../errors.js';
 
 export interface MemberAgentOptions {
   node: NodeInfo;
@@ -92,7 +92,9 @@ class ManagerLink {
     if (ack.body.case !== 'registerAck' || !ack.body.value.accepted) {
       const v = ack.body.case === 'registerAck' ? ack.body.value : null;
       ch.close();
-      throw new BatonError(ErrorCode.REMOTE_ERROR, `manager refused registration of ${o.node.name}: ${v?.errorCode ?? ack.body.case} ${v?.errorMessage ?? ''}`.trim());
+      throw new BatonError(ErrorCode.REMOTE_ERROR, `manager refused registration of ${o.node.name}: ${v?.errorCode ?? ack.body.case} ${v?.errorMessage ?? ''}`.trim(), {
+        remoteCode: v ? errorCodeFromWire(v.errorCode) : ErrorCode.REMOTE_ERROR,
+      });
     }
     this.registered = true;
     this.down = false;

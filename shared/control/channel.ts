@@ -20,12 +20,12 @@
  * BATON_BAD_VERSION, unknown body -> BATON_UNKNOWN_MESSAGE). Replies are
  * never answered, so two channels can never bounce errors back and forth.
  */
-import { BatonError, ErrorCode, isBatonError } from '../errors.js';
+import { BatonError, ErrorCode, errorCodeFromWire, isBatonError } from '../errors.js';
 import { Counters, defineCounters } from '../counters.js';
 import type { CloseReason, MessageConnection } from '../io/stream.js';
 import type { Scheduler, Timer } from '../runtime/scheduler.js';
 import { decodeEnvelope, encodeEnvelope } from './codec.js';
-import { PROTOCOL_VERSION, WireError, type Body, type BodyCase, type EnvelopeObject } from './messages.js';
+import { PROTOCOL_VERSION, type Body, type BodyCase, type EnvelopeObject } from './messages.js';
 
 export const CHANNEL_COUNTERS = defineCounters([
   /** Frames that decoded to a valid envelope. */
@@ -203,16 +203,16 @@ export class ControlChannel {
           this.counters.inc(C.rx_bad_version);
           // Answer anything that is not itself a reply, so the peer learns why it is ignored.
           if (r.seq !== 0 && r.replyTo === 0) {
-            this.sendError(r.seq, WireError.BAD_VERSION, `protocol_version ${r.protocolVersion} not supported; this node speaks ${PROTOCOL_VERSION}`);
+            this.sendError(r.seq, ErrorCode.BAD_VERSION, `protocol_version ${r.protocolVersion} not supported; this node speaks ${PROTOCOL_VERSION}`);
           }
           return;
         case 'unknown_body':
           this.counters.inc(C.rx_unknown_body);
-          if (r.wantsReply && r.seq !== 0 && r.replyTo === 0) this.sendError(r.seq, WireError.UNKNOWN_MESSAGE, 'request body unknown to this node (newer protocol?)');
+          if (r.wantsReply && r.seq !== 0 && r.replyTo === 0) this.sendError(r.seq, ErrorCode.UNKNOWN_MESSAGE, 'request body unknown to this node (newer protocol?)');
           return;
         case 'empty_body':
           this.counters.inc(C.rx_empty_body);
-          if (r.wantsReply && r.seq !== 0 && r.replyTo === 0) this.sendError(r.seq, WireError.EMPTY_BODY, 'request has no body');
+          if (r.wantsReply && r.seq !== 0 && r.replyTo === 0) this.sendError(r.seq, ErrorCode.EMPTY_BODY, 'request has no body');
           return;
       }
     }
@@ -246,7 +246,8 @@ export class ControlChannel {
         new BatonError(ErrorCode.REMOTE_ERROR, `control request ${p.kase} (seq ${env.replyTo}) failed at ${this.peerName()}: ${code}: ${message}`, {
           case: p.kase,
           seq: env.replyTo,
-          remoteCode: code,
+          // Checked: a code this build does not know is REMOTE_ERROR (its text stays in the message).
+          remoteCode: errorCodeFromWire(code),
           remoteMessage: message,
         }),
       );
@@ -258,7 +259,7 @@ export class ControlChannel {
     const h = this.requestHandler;
     if (h === null) {
       this.counters.inc(CHANNEL_COUNTERS.rx_no_handler);
-      this.sendError(env.seq, WireError.NO_HANDLER, `no request handler for ${env.body.case}`);
+      this.sendError(env.seq, ErrorCode.NO_HANDLER, `no request handler for ${env.body.case}`);
       return;
     }
     let out: Body | void | Promise<Body | void>;
@@ -291,7 +292,7 @@ export class ControlChannel {
   private handlerFailed(err: unknown, env: EnvelopeObject, answer = false): void {
     this.counters.inc(CHANNEL_COUNTERS.handler_errors);
     if (answer) {
-      const code = isBatonError(err) ? err.code : WireError.INTERNAL;
+      const code = isBatonError(err) ? err.code : ErrorCode.INTERNAL;
       this.sendError(env.seq, code, err instanceof Error ? err.message : String(err));
     }
     this.onHandlerError?.(err, env);
@@ -299,7 +300,7 @@ export class ControlChannel {
 
   // ------------------------------------------------------------- helpers ----
 
-  private sendError(replyTo: number, code: string, message: string): void {
+  private sendError(replyTo: number, code: ErrorCode, message: string): void {
     this.reply({ seq: replyTo }, { case: 'errorReply', value: { code, message } });
   }
 

@@ -13,7 +13,7 @@
  * - The envelope body is a discriminated union `{ case, value }`.
  */
 
-import { isBatonError } from '../errors.js';
+import { ErrorCode, isBatonError } from '../errors.js';
 export const PROTOCOL_VERSION = 1;
 
 export const Role = {
@@ -35,23 +35,12 @@ export const MemberStatus = {
 } as const;
 export type MemberStatus = (typeof MemberStatus)[keyof typeof MemberStatus];
 
-/**
- * Stable codes carried in ErrorReply.code by the channel itself. Request
- * handlers may also answer with any BatonError code (shared/errors.ts).
+/*
+ * ErrorReply.code and every reply's errorCode carry an ErrorCode
+ * (shared/errors.ts: the one list, the channel's own codes included). They
+ * are typed string here because they come off the wire: read them through
+ * errorCodeFromWire.
  */
-export const WireError = {
-  /** The request's protocol_version is not PROTOCOL_VERSION. */
-  BAD_VERSION: 'BATON_BAD_VERSION',
-  /** The request's body is a message this build does not know (newer peer). */
-  UNKNOWN_MESSAGE: 'BATON_UNKNOWN_MESSAGE',
-  /** The request arrived with an empty body. */
-  EMPTY_BODY: 'BATON_EMPTY_BODY',
-  /** No request handler is installed on the receiving channel. */
-  NO_HANDLER: 'BATON_NO_HANDLER',
-  /** The handler failed with something that is not a BatonError. */
-  INTERNAL: 'BATON_INTERNAL',
-} as const;
-export type WireError = (typeof WireError)[keyof typeof WireError];
 
 export interface NodeInfo {
   id: number;
@@ -505,7 +494,7 @@ export function emptyDisengageReply(target: string): DisengageReply {
 export function failedDisengageReply(req: { target: string; policy: string; migrationId?: number }, e: unknown): DisengageReply {
   return {
     ...emptyDisengageReply(req.target),
-    errorCode: isBatonError(e) ? e.code : 'BATON_INTERNAL',
+    errorCode: isBatonError(e) ? e.code : ErrorCode.INTERNAL,
     errorMessage: e instanceof Error ? e.message : String(e),
     migrationId: req.migrationId ?? 0,
     policy: req.policy,
