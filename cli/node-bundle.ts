@@ -96,7 +96,7 @@ export async function buildNodeBundle(o: BundleOptions = {}): Promise<NodeEntry>
     });
     code = out.outputFiles[0]!.contents;
   } catch (err) {
-    throw new BatonError(ErrorCode.BUILD_FAILED, `cannot bundle ${CLI_SOURCE}: ${(err as Error).message}`);
+    throw new BatonError(ErrorCode.BUILD_FAILED, `cannot bundle ${CLI_SOURCE}: ${(err as Error).message}`, undefined, { cause: err });
   }
   // Named by content: the same sources give the same file (no pile-up), a new
   // build never replaces a file a running node was started from, and a
@@ -125,8 +125,8 @@ function bundleFile(file: string): NodeEntry {
   return { exec: process.execPath, args: ['--enable-source-maps', file], bundled: true, bundle: file };
 }
 
-function badOption(option: string, message: string): BatonError {
-  return new BatonError(ErrorCode.BAD_ARGUMENT, `${option}: ${message}`, { option });
+function badOption(option: string, message: string, cause?: unknown): BatonError {
+  return new BatonError(ErrorCode.BAD_ARGUMENT, `${option}: ${message}`, { option }, cause === undefined ? undefined : { cause });
 }
 
 /** A bundle named by an upgrade (`--bundle <file>`): it must be a readable file. */
@@ -136,7 +136,7 @@ export function bundleEntry(file: string): NodeEntry {
   try {
     st = statSync(path);
   } catch (e) {
-    throw badOption('--bundle', `${JSON.stringify(file)} does not exist (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw badOption('--bundle', `${JSON.stringify(file)} does not exist (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, e);
   }
   if (!st.isFile()) throw badOption('--bundle', `${JSON.stringify(file)} is not a file`);
   return bundleFile(path);
@@ -233,6 +233,6 @@ export async function upgradeEntry(b: UpgradeBuild, o: { timeoutMs?: number; cac
     return await probeOnce(built, 'the current sources', o.cache, o.timeoutMs);
   } catch (e) {
     // It compiled but does not run: that is the build's fault, not an option's.
-    throw new BatonError(ErrorCode.BUILD_FAILED, (e as Error).message);
+    throw new BatonError(ErrorCode.BUILD_FAILED, (e as Error).message, undefined, { cause: e });
   }
 }

@@ -12,7 +12,7 @@ export async function fetchStatus(manager: Address, timeoutMs = 3000): Promise<S
   try {
     conn = await new TcpNet().connect(manager);
   } catch (e) {
-    throw new BatonError(ErrorCode.CONNECTION_CLOSED, `cannot reach the manager at ${manager.host}:${manager.port} (${(e as Error).message}); is the cluster up? (baton up)`);
+    throw new BatonError(ErrorCode.CONNECTION_CLOSED, `cannot reach the manager at ${manager.host}:${manager.port} (${(e as Error).message}); is the cluster up? (baton up)`, undefined, { cause: e });
   }
   const ch = new ControlChannel(conn, new RealScheduler());
   try {

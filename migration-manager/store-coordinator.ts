@@ -253,7 +253,7 @@ export class StoreCoordinator {
       ok = await this.d.store.casScope(this.version, rec);
     } catch (e) {
       this.counters.inc(COORD.commit_failures);
-      if (isBatonError(e)) throw new BatonError(e.code, `cluster store: ${e.message}`);
+      if (isBatonError(e)) throw new BatonError(e.code, `cluster store: ${e.message}`, e.details, { cause: e });
       throw e;
     }
     if (!ok) {

@@ -420,13 +420,13 @@ export function loadConfig(path?: string): BatonConfig {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new BatonError(ErrorCode.CONFIG_INVALID, `cannot read config file ${path}: ${(e as Error).message}`);
+    throw new BatonError(ErrorCode.CONFIG_INVALID, `cannot read config file ${path}: ${(e as Error).message}`, undefined, { cause: e });
   }
   let raw: unknown;
   try {
     raw = /\.ya?ml$/i.test(path) ? parseYaml(text) : JSON.parse(text);
   } catch (e) {
-    throw new BatonError(ErrorCode.CONFIG_INVALID, `${path} is not valid ${/\.ya?ml$/i.test(path) ? 'YAML' : 'JSON'}: ${(e as Error).message}`);
+    throw new BatonError(ErrorCode.CONFIG_INVALID, `${path} is not valid ${/\.ya?ml$/i.test(path) ? 'YAML' : 'JSON'}: ${(e as Error).message}`, undefined, { cause: e });
   }
   return parseConfig(raw, path);
 }

@@ -65,7 +65,7 @@ export function encodeEnvelope(env: EnvelopeObject): Uint8Array {
   try {
     return EnvelopeType.encode(msg).finish();
   } catch (e) {
-    throw new BatonError(ErrorCode.BAD_ARGUMENT, `encodeEnvelope: cannot encode ${kase}: ${(e as Error).message}`, { case: kase });
+    throw new BatonError(ErrorCode.BAD_ARGUMENT, `encodeEnvelope: cannot encode ${kase}: ${(e as Error).message}`, { case: kase }, { cause: e });
   }
 }
 

@@ -172,9 +172,9 @@ export class ConsulStore implements ClusterStore {
           this.call('keepAlive', async () => {
             try {
               const r = await this.consul.session.renew({ id: sid, timeout: this.timeoutMs } as never);
-              if (Array.isArray(r) && r.length === 0) throw Object.assign(new Error('session not found'), { statusCode: 404 });
+              if (Array.isArray(r) && r.length === 0) throw new BatonError(ErrorCode.STORE_CONFLICT, `consul store: session of member ${rec.id} is gone (renew found no session)`);
             } catch (e) {
-              if (statusOf(e) === 404) throw new BatonError(ErrorCode.STORE_CONFLICT, `consul store: session of member ${rec.id} is gone`);
+              if (statusOf(e) === 404) throw new BatonError(ErrorCode.STORE_CONFLICT, `consul store: session of member ${rec.id} is gone`, undefined, { cause: e });
               throw e;
             }
           }),

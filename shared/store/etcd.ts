@@ -247,7 +247,7 @@ export class EtcdStore implements ClusterStore {
               await lease.keepaliveOnce();
             } catch (e) {
               if (lost.lost || (e as Error).name === 'EtcdLeaseInvalidError') {
-                throw new BatonError(ErrorCode.STORE_CONFLICT, `etcd store: lease of member ${rec.id} is gone`);
+                throw new BatonError(ErrorCode.STORE_CONFLICT, `etcd store: lease of member ${rec.id} is gone`, undefined, { cause: e });
               }
               throw e;
             }

@@ -354,7 +354,7 @@ export function decodeStats(raw: string): MemberStats {
 
 export function unavailable(kind: string, what: string, cause?: unknown): BatonError {
   const why = cause instanceof Error ? cause.message : cause === undefined ? '' : String(cause);
-  return new BatonError(ErrorCode.STORE_UNAVAILABLE, `${kind} store: ${what}${why ? `: ${why}` : ''}`, cause === undefined ? undefined : { cause: why });
+  return new BatonError(ErrorCode.STORE_UNAVAILABLE, `${kind} store: ${what}${why ? `: ${why}` : ''}`, cause === undefined ? undefined : { cause: why }, cause === undefined ? undefined : { cause });
 }
 
 /**
