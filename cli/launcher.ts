@@ -50,7 +50,7 @@ export class Launcher {
   /** The first hash tier's control address. */
   get managerAddress(): string {
     const first = this.managers.get(this.cfg.hashTiers[0]!.name) ?? [...this.managers.values()][0];
-    if (!first) throw new Error('hash tier not started');
+    if (!first) throw new BatonError(ErrorCode.INVALID_TRANSITION, 'no hash tier started: the manager address is known after up()');
     return first;
   }
 

@@ -20,6 +20,7 @@ import type { Address } from '../shared/io/address.js';
 import type { Launcher } from './launcher.js';
 import type { Role } from './node-main.js';
 import { upgradeEntry, type NodeEntry, type ProbeCache } from './node-bundle.js';
+import { BatonError, ErrorCode } from '../shared/errors.js';
 
 function entryFor(launcher: Launcher, cmd: OrchestratorCommand, cache: ProbeCache): Promise<NodeEntry> {
   const build = { bundle: cmd.bundle ?? '', command: cmd.command ?? [] };
@@ -57,6 +58,6 @@ export async function attachOrchestrator(launcher: Launcher, manager: Address, l
     }
   });
   const r = await ch.request(body('orchestratorHello', { name: `launcher-${process.pid}` }), 5000);
-  if (r.body.case !== 'pong') throw new Error(`manager refused the orchestrator (${r.body.case})`);
+  if (r.body.case !== 'pong') throw new BatonError(ErrorCode.REMOTE_ERROR, `manager refused the orchestrator (${r.body.case})`);
   return ch;
 }

@@ -3,6 +3,8 @@
  * tests and simulations use a ManualClock that only moves when told to.
  * Units: milliseconds (fractional allowed).
  */
+import { BatonError, ErrorCode } from './errors.js';
+
 export interface Clock {
   /** Monotonic milliseconds. Never goes backwards. */
   now(): number;
@@ -23,11 +25,11 @@ export class ManualClock implements Clock {
     return this.t;
   }
   advance(ms: number): void {
-    if (!(ms >= 0)) throw new RangeError(`ManualClock.advance: ms must be >= 0, got ${ms}`);
+    if (!(ms >= 0)) throw new BatonError(ErrorCode.BAD_ARGUMENT, `ManualClock.advance: ms must be >= 0, got ${ms}`);
     this.t += ms;
   }
   set(ms: number): void {
-    if (ms < this.t) throw new RangeError(`ManualClock.set: time cannot go backwards (${ms} < ${this.t})`);
+    if (ms < this.t) throw new BatonError(ErrorCode.BAD_ARGUMENT, `ManualClock.set: time cannot go backwards (${ms} < ${this.t})`);
     this.t = ms;
   }
 }

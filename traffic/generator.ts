@@ -54,6 +54,7 @@ import {
   TCP_HEADER_LEN,
   UDP_HEADER_LEN,
 } from './wire.js';
+import { BatonError, ErrorCode } from '../shared/errors.js';
 
 export interface TrafficIo {
   socket: DatagramSocket;
@@ -196,7 +197,7 @@ export class TrafficGenerator {
     this.socket = io.socket;
     this.sched = io.scheduler;
     const targets = io.targets && io.targets.length > 0 ? io.targets : [io.target];
-    if (targets.length > 65535) throw new RangeError('TrafficGenerator: at most 65535 targets');
+    if (targets.length > 65535) throw new BatonError(ErrorCode.BAD_ARGUMENT, 'TrafficGenerator: at most 65535 targets');
     this.targets = targets.map((t) => ({ host: t.host, port: t.port }));
     this.nTargets = this.targets.length;
     this.tCur = new Int32Array(this.nTargets).fill(-1);
@@ -235,7 +236,7 @@ export class TrafficGenerator {
 
   /** Starts sending; resolves with the report when the run (including the drain) is over. */
   run(): Promise<TrafficReport> {
-    if (this.phase !== Phase.NEW) return Promise.reject(new Error('TrafficGenerator.run() called twice'));
+    if (this.phase !== Phase.NEW) return Promise.reject(new BatonError(ErrorCode.INVALID_TRANSITION, 'TrafficGenerator.run() called twice'));
     return new Promise((resolve) => {
       this.resolve = resolve;
       const now = this.sched.clock.now();

@@ -5,6 +5,7 @@
  */
 import type { Counters } from '../counters.js';
 import type { Address } from '../io/address.js';
+import { BatonError, ErrorCode } from '../errors.js';
 
 export interface RingCounterIds {
   enqueued: number;
@@ -24,7 +25,7 @@ export class RxRing {
     private readonly counters: Counters,
     private readonly ids: RingCounterIds,
   ) {
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`RxRing capacity must be a positive integer, got ${capacity}`);
+    if (!Number.isInteger(capacity) || capacity < 1) throw new BatonError(ErrorCode.BAD_ARGUMENT, `RxRing capacity must be a positive integer, got ${capacity}`);
     this.slots = new Array<Uint8Array | null>(capacity).fill(null);
     this.froms = new Array<Address | null>(capacity).fill(null);
   }

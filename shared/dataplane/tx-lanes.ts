@@ -24,6 +24,7 @@ import type { Counters } from '../counters.js';
 import type { DatagramSocket } from '../io/datagram.js';
 import type { Address } from '../io/address.js';
 import { LinkTx } from './link-counters.js';
+import { BatonError, ErrorCode } from '../errors.js';
 
 export interface TxCounterIds {
   tx_frames: number;
@@ -82,7 +83,7 @@ export class TxLanes {
     this.maxDatagramBytes = opts.maxDatagramBytes ?? 32768;
     this.poolSize = opts.poolBuffers ?? 512;
     if (!(this.maxDatagramBytes >= 128 && this.maxDatagramBytes <= 65507)) {
-      throw new RangeError(`maxDatagramBytes must be 128..65507, got ${this.maxDatagramBytes}`);
+      throw new BatonError(ErrorCode.BAD_ARGUMENT, `maxDatagramBytes must be 128..65507, got ${this.maxDatagramBytes}`);
     }
     for (let i = 0; i < this.poolSize; i++) this.pool.push(new Uint8Array(this.maxDatagramBytes));
   }

@@ -4,6 +4,8 @@
  * All addresses are host-order uint32 (e.g. 127.0.0.1 === 0x7f000001),
  * ports host-order uint16. Offsets are absolute indexes into the buffer.
  */
+import { BatonError, ErrorCode } from '../errors.js';
+
 export class PacketMeta {
   srcIp = 0;
   dstIp = 0;
@@ -52,12 +54,12 @@ export const TCP_URG = 0x20;
 /** "10.0.0.1" -> 0x0a000001. Not for the hot path. */
 export function ipv4ToInt(s: string): number {
   const parts = s.split('.');
-  if (parts.length !== 4) throw new RangeError(`not an IPv4 address: ${JSON.stringify(s)}`);
+  if (parts.length !== 4) throw new BatonError(ErrorCode.BAD_ARGUMENT, `not an IPv4 address: ${JSON.stringify(s)}`);
   let v = 0;
   for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p)) throw new RangeError(`not an IPv4 address: ${JSON.stringify(s)}`);
+    if (!/^\d{1,3}$/.test(p)) throw new BatonError(ErrorCode.BAD_ARGUMENT, `not an IPv4 address: ${JSON.stringify(s)}`);
     const n = Number(p);
-    if (n > 255) throw new RangeError(`not an IPv4 address: ${JSON.stringify(s)}`);
+    if (n > 255) throw new BatonError(ErrorCode.BAD_ARGUMENT, `not an IPv4 address: ${JSON.stringify(s)}`);
     v = v * 256 + n;
   }
   return v >>> 0;

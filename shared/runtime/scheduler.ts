@@ -5,6 +5,7 @@
  * ManualClock, used by in-memory cluster tests and simulations/).
  */
 import { ManualClock, SystemClock, type Clock } from '../clock.js';
+import { BatonError, ErrorCode } from '../errors.js';
 
 export interface Timer {
   cancel(): void;
@@ -66,7 +67,7 @@ export class VirtualScheduler implements Scheduler {
     return this.push(this.clock.now() + Math.max(0, ms), fn, 0);
   }
   every(ms: number, fn: () => void): Timer {
-    if (!(ms > 0)) throw new RangeError(`every(): period must be > 0, got ${ms}`);
+    if (!(ms > 0)) throw new BatonError(ErrorCode.BAD_ARGUMENT, `every(): period must be > 0, got ${ms}`);
     return this.push(this.clock.now() + ms, fn, ms);
   }
   defer(fn: () => void): void {

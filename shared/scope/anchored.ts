@@ -29,6 +29,7 @@
  */
 import { buildMaglevTable } from './maglev.js';
 import { xxh32Utf8 } from '../hash/xxh32.js';
+import { BatonError, ErrorCode } from '../errors.js';
 
 /** Tie-break rank seed, "MAGR"; the build seed is XOR-ed in. Frozen. */
 export const ANCHOR_RANK_SEED = 0x4d414752;
@@ -50,7 +51,7 @@ function mix32(h: number): number {
  * unique `anchor` (arguments checked by buildMaglevTable). Returns
  * entry[bucket] = anchor index of the owner, always an in-scope member. With
  * every anchor member in scope it is exactly buildMaglevTable(anchor, size,
- * seed). Throws RangeError if no member is in scope.
+ * seed). Throws BatonError EMPTY_SCOPE if no member is in scope.
  */
 export function buildAnchoredTable(anchor: readonly string[], inScope: Uint8Array, size: number, seed = 0): Uint16Array {
   const table = buildMaglevTable(anchor, size, seed);
@@ -58,7 +59,7 @@ export function buildAnchoredTable(anchor: readonly string[], inScope: Uint8Arra
   let out = 0;
   for (let i = 0; i < n; i++) if (!inScope[i]) out++;
   if (out === 0) return table;
-  if (out === n) throw new RangeError('buildAnchoredTable: no anchor member is in scope');
+  if (out === n) throw new BatonError(ErrorCode.EMPTY_SCOPE, 'buildAnchoredTable: no anchor member is in scope');
 
   const shares = new Float64Array(n); // Maglev shares
   const first = new Int32Array(size); // per owner, its buckets in ascending order (counting sort)
