@@ -172,10 +172,10 @@ export class ForwardingEngine {
    * by an echo probe (null: no data address). A client frame is admitted by
    * the stricter of the hash tier's state and its FD's (`memberAdmit`), so an
    * FD that falls behind sheds its new work here while the others take theirs.
-   * The FD's state counts from SHED_NEW up (its SHED_SYN is scheduling jitter).
+   * The FD's state counts at DROPPING only (below that it is scheduling jitter).
    */
   private fdAdmission: (Admission | null)[] = [];
-  /** The service nodes' (any flow may be sent to any of them): the worst, from SHED_NEW up, applies to every client frame. */
+  /** The service nodes' (any flow may be sent to any of them): one at DROPPING applies to every client frame. */
   private serviceAdmission: Admission[] = [];
   private memberAdmit = new Uint8Array(0);
   private readonly admissionOfProbe = new Map<QueueProbe, { admission: Admission; fd: string }>();
@@ -285,13 +285,13 @@ export class ForwardingEngine {
       this.admit = now;
       this.counters.inc(HT.admission_to_open + now); // the four counters are in AdmissionState order
     }
-    // The service tier: its worst queue, from SHED_NEW up (as an FD's), refuses new work for every FD.
+    // The service tier: a service queue at its bound (DROPPING, as for an FD) refuses client frames for every FD.
     let all: number = now;
     for (const a of this.serviceAdmission) {
       const was = a.state;
       const sv = a.update();
       if (sv !== was) this.counters.inc(HT.admission_service_to_open + sv);
-      if (sv >= AdmissionState.SHED_NEW && sv > all) all = sv;
+      if (sv === AdmissionState.DROPPING) all = sv;
     }
     const fa = this.fdAdmission;
     const ma = this.memberAdmit;
@@ -302,9 +302,10 @@ export class ForwardingEngine {
         const was = a.state;
         const fd = a.update();
         if (fd !== was) this.counters.inc(HT.admission_fd_to_open + fd);
-        // From SHED_NEW up only: an FD's round trip includes its process getting the CPU, and on a busy
-        // machine that alone passes synAboveMs (measured: SYNs refused in planned events at half load).
-        if (fd >= AdmissionState.SHED_NEW && fd > s) s = fd;
+        // At DROPPING only: a peer's round trip includes its process getting the CPU, and on a busy 2-core
+        // machine planned events alone (a rolling upgrade's process starts) took FD and service round trips
+        // past shedAboveMs at half load (measured 290 ms, test/chaos.test.ts), never past dropAboveMs.
+        if (fd === AdmissionState.DROPPING) s = fd;
       }
       ma[i] = s;
     }

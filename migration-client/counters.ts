@@ -14,6 +14,7 @@ export const MIG = defineCounters([
   'fallbacks_to_backup',
   'chunks_sent',
   'chunks_acked',
+  'reassigned_from_leaving', // inheritors that refused because they were leaving too: their shares went to another inheritor
   'chunks_refused', // chunks an inheritor refused: an error code, or fewer entries stored than sent
   'chunks_short', // of those, acknowledged without an error but storing fewer entries than sent
   'entries_copied',

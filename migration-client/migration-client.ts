@@ -295,6 +295,23 @@ export class MigrationClient {
       const failed = sel.inheritors.filter((_, k) => results[k]!.status === 'rejected');
       if (this.abortAsked) throw new BatonError(ErrorCode.TIMEOUT, 'the manager stopped waiting (ABORT) before the switch');
       if (failed.length > 0) {
+        const backupOk = backup !== null && standbyOk;
+        // Another FD's disengage started after this one was asked (two leaving at once): the peer refuses a
+        // share it cannot take (BATON_PEER_MIGRATING) before storing any of it. Without a backup, that share
+        // goes to an inheritor that took its own; the staged copies keep one owner per flow meanwhile.
+        const leaving = (r: PromiseSettledResult<unknown>) => r.status === 'fulfilled' || (r.reason instanceof BatonError && r.reason.details?.remoteCode === ErrorCode.PEER_MIGRATING);
+        const took = sel.inheritors.filter((_, k) => results[k]!.status === 'fulfilled');
+        if (!backupOk && took.length > 0 && results.every(leaving)) {
+          const to = took[0]!;
+          this.counters.inc(MIG.reassigned_from_leaving, failed.length);
+          this.log.warn('inheritor is leaving too; its share goes to another inheritor', { leaving: failed.map((f) => f.name), to: to.name });
+          for (const f of failed) await this.copyTo(req, st, to.id, addrOf.get(to.id), to.id, false, owned, assignment, sel.inheritors.indexOf(f), onCopied);
+          const remap = sel.inheritors.map((p) => took.indexOf(failed.includes(p) ? to : p));
+          for (let i = 0; i < assignment.length; i++) assignment[i] = remap[assignment[i]!]!;
+          sel = { ...sel, inheritors: took };
+        }
+      }
+      if (failed.length > 0 && sel.inheritors.some((p) => failed.includes(p))) {
         const why = (results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as Error;
         const backupOk = backup !== null && standbyOk;
         if (!backupOk) throw new BatonError(ErrorCode.REMOTE_ERROR, `copy to ${failed.map((f) => f.name).join(', ')} failed (${why.message})${backup ? ' and the backup failed too' : ' and no backup inheritor was named'}`, undefined, { cause: why });

@@ -260,16 +260,16 @@ describe('echo probes: an FD that falls behind, seen from the hash tier', () => 
     expect(reflectQueueProbe(new Uint8Array(16))).toBe(false);
   });
 
-  it('sheds new work only for the FD whose receive path waits, the other FD takes its flows', async () => {
+  it('refuses client frames only for the FD whose receive path is at its bound, the other FD takes its flows', async () => {
     const VNI = 7;
     const sched = new VirtualScheduler();
     const net = new MemoryNetwork(sched, 0);
     const htSock = net.bindSync({ host: '10.0.0.1', port: 1 });
     const cSock = net.bindSync({ host: '10.0.0.3', port: 3 });
     const eng = new ForwardingEngine(htSock, sched, { id: 1, vni: VNI, hashSeed: 1, admission: { probeMs: 5, synAboveMs: 10, shedAboveMs: 20, dropAboveMs: 100, holdMs: 50, trendMs: 10 } });
-    // fd-1 answers probes at once, fd-2 after 30 ms (its queue): both count the SYNs that reach them.
+    // fd-1 answers probes at once, fd-2 after 150 ms (its queue, past dropAboveMs): both count the SYNs that reach them.
     const synsAt = [0, 0];
-    const fds = [0, 30].map((holdMs, i) => {
+    const fds = [0, 150].map((holdMs, i) => {
       const sock = net.bindSync({ host: `10.0.1.${i + 1}`, port: 10 });
       sock.onMessage((d, from) => {
         if (reflectQueueProbe(d)) {
@@ -287,10 +287,10 @@ describe('echo probes: an FD that falls behind, seen from the hash tier', () => 
       return { name: `fd-${i + 1}`, id: 11 + i, data: sock.address };
     });
     eng.setScope(HashScope.build(1, ['fd-1', 'fd-2'], 251, 1), fds);
-    sched.runFor(200);
+    sched.runFor(400);
     expect(eng.admission!.state).toBe(AdmissionState.OPEN); // the hash tier itself keeps up
     const states = Object.fromEntries(eng.fdAdmissionStates().map((f) => [f.fd, f.state]));
-    expect(states).toEqual({ 'fd-1': AdmissionState.OPEN, 'fd-2': AdmissionState.SHED_NEW });
+    expect(states).toEqual({ 'fd-1': AdmissionState.OPEN, 'fd-2': AdmissionState.DROPPING });
     for (let port = 20000; port < 20200; port++) {
       const inner = buildPacket({ srcIp: ipv4ToInt('192.0.2.10'), dstIp: ipv4ToInt('198.51.100.1'), srcPort: port, dstPort: 80, proto: IPPROTO_TCP, tcpFlags: TCP_SYN, payload: new Uint8Array(0) });
       const meta = new EncapMeta();
@@ -301,11 +301,11 @@ describe('echo probes: an FD that falls behind, seen from the hash tier', () => 
       cSock.send(out, htSock.address);
     }
     sched.runFor(50);
-    // fd-2's SYNs refused at the edge, counted; fd-1's all delivered.
+    // fd-2's frames refused at the edge, counted; fd-1's all delivered.
     expect(synsAt[1]).toBe(0);
     expect(synsAt[0]).toBeGreaterThan(50);
-    expect(eng.counters.get(HT.drop_admission_syn)).toBe(200 - synsAt[0]!);
-    expect(eng.counters.get(HT.admission_fd_to_shed_new)).toBe(1);
+    expect(eng.counters.get(HT.drop_admission_overload)).toBe(200 - synsAt[0]!);
+    expect(eng.counters.get(HT.admission_fd_to_dropping)).toBe(1);
     await eng.close();
   });
 });

@@ -11,7 +11,7 @@
  *   - every frame the clients sent and got no answer for is counted by a
  *     node (the loss books close), and most refusals are at the edge;
  *   - the queueing latency stays within the documented bound (5 x
- *     admission.dropAboveMs, docs/loss-accounting.md), where without
+ *     (admission.dropAboveMs + trendMs), docs/loss-accounting.md), where without
  *     admission control the same load queues for far longer (shown, and
  *     compared in the same run).
  */
@@ -195,8 +195,9 @@ describe('overload: offered twice what the cluster carries', () => {
       marked: await counter(c, 'admission_shed_marked'),
     };
     // docs/loss-accounting.md, "The bound": a request and its answer cross five receive queues (hash tier, FD, service,
-    // FD, hash tier), each held near admission.dropAboveMs by what the hash tier measures.
-    const bound = 5 * adm.dropAboveMs;
+    // FD, hash tier), each held near admission.dropAboveMs by what the hash tier measures, plus the trend window a
+    // state needs to act (admission.trendMs).
+    const bound = 5 * (adm.dropAboveMs + adm.trendMs);
     const delays = await queueDelays(c);
     console.log(
       `overload: offered ${Math.round(offered)} pps = ${factor.toFixed(2)}x the probe for ${(r.sendPhaseMs / 1000).toFixed(1)} s ` +
