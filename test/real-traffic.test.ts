@@ -21,7 +21,8 @@ import { parseAddress, type Address } from '../shared/io/address.js';
 import { fetchStatus, statusRows } from '../cli/status.js';
 import { operation, body, disengageRequest } from '../cli/operations-cmd.js';
 import { parseMetrics } from '../traffic/loss-books.js';
-import { labPreflight, labUp, labDown, clientNs, serverNs, serverAddress, runInNs, inNs, spawnProbe, readyLine, BATON_ADDRESS, type Lab } from '../cli/lab.js';
+import { labPreflight, labUp, labDown, clientNs, serverNs, serverAddress, runInNs, inNs, run, spawnProbe, readyLine, BATON_ADDRESS, ROOT_LINK, type Lab } from '../cli/lab.js';
+import { spawn } from 'node:child_process';
 import { waitFor } from './helpers/wait.js';
 import { attachOrchestrator } from '../cli/orchestrator.js';
 import type { ControlChannel } from '../shared/control/channel.js';
@@ -155,6 +156,29 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     const probe = spawnProbe(clientNs(2), ['udp-query', '--host', VIP, '--port', '53', '--count', '100', '--timeout', '5000'], { stdio: ['ignore', 'pipe', 'inherit'] });
     const q = await lastJson(probe);
     expect(q.received).toBe(100);
+  }, 60_000);
+
+  it('tshark on the lab bridge decodes the edge encapsulation both ways, and every inner TCP checksum is good', async () => {
+    const file = join(runDir, 'edge.pcapng');
+    const cap = spawn('tshark', ['-q', '-i', ROOT_LINK, '-f', `udp port ${cfg.edge.vxlanGpePort}`, '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    cap.stderr!.on('data', (d: Buffer) => (err += d.toString('utf8')));
+    await waitFor('tshark capturing', async () => err.includes('Capturing on'));
+    const r = await runInNs(clientNs(2), 'curl', ['-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code}', `http://${VIP}/bytes/100000`]);
+    expect(r.stdout.trim()).toBe('200');
+    await new Promise((res) => setTimeout(res, 300));
+    cap.kill('SIGINT');
+    await new Promise((res) => cap.once('exit', res));
+    const out = await run('tshark', ['-r', file, '-o', 'tcp.check_checksum:TRUE', '-o', 'ip.check_checksum:TRUE', '-Y', 'tcp', '-T', 'fields', '-E', 'separator=|', '-e', 'vxlan.vni', '-e', 'ip.src', '-e', 'ip.dst', '-e', 'tcp.checksum.status', '-e', 'ip.checksum.status']);
+    const rows = out.stdout.trim().split('\n').filter((l) => l !== '').map((l) => l.split('|'));
+    const gpe = rows.filter((c) => c[0] === String(VNI)); // decoded as VXLAN(-GPE) with the cluster's VNI
+    const dirs = new Set(gpe.map((c) => c[2]!.split(',')[0]!)); // outer destinations: Baton's edge, client hosts, servers
+    const statuses = gpe.map((c) => c[3]!);
+    console.log(`real traffic: tshark decoded ${gpe.length} VXLAN-GPE frames (VNI ${VNI}) carrying TCP; e.g. outer/inner ${gpe[0]?.[1]} -> ${gpe[0]?.[2]}; outer destinations ${[...dirs].join(', ')}; inner TCP checksum statuses ${JSON.stringify([...new Set(statuses)])}`);
+    expect(gpe.length).toBeGreaterThan(50);
+    expect(dirs.has(BATON_ADDRESS)).toBe(true); // client → Baton and server → Baton
+    expect(dirs.size).toBeGreaterThanOrEqual(3); // and Baton → client host, Baton → server
+    expect(statuses.every((x) => x === '1')).toBe(true); // 1 = Good
   }, 60_000);
 
   it('64 keep-alive HTTP connections through a disengage and an engage: no reconnect, every response 200', async () => {
