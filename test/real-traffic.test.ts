@@ -203,6 +203,20 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     expect(s[0]!.requests + s[1]!.requests).toBe(r.requests);
   }, 120_000);
 
+  it('a UDP request/response service keeps answering across a disengage: one client flow, moved, every query answered', async () => {
+    const probe = spawnProbe(clientNs(1), ['udp-query', '--host', VIP, '--port', '53', '--count', '20', '--rounds', '60', '--gap', '50', '--timeout', '3000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const result = lastJson(probe);
+    await new Promise((r) => setTimeout(r, 800));
+    const d = await ask(disengageRequest('fd-3', { policy: 'least-flows', timeoutMs: 60_000 }));
+    expect(d.case).toBe('disengageReply');
+    const q = (await result) as { sent: number; received: number; servers: Record<string, number>; missing: number[] };
+    console.log(`real traffic: UDP across the disengage of fd-3: ${q.received}/${q.sent} answered (by ${JSON.stringify(q.servers)}); Baton's drops so far: ${await nodeDrops()}`);
+    expect(q.received).toBe(1200);
+    expect(Object.keys(q.servers).length).toBe(1); // one flow: one backend, before and after the move
+    const e = await ask(body('engageRequest', { target: 'fd-3', timeoutMs: 30_000 }));
+    expect(e.case).toBe('engageReply');
+  }, 60_000);
+
   it('1,000 short HTTP connections during a disengage: all succeed, no SYN retransmitted but those admission control refused (counted)', async () => {
     const synBefore = await nstat(clientNs(2), 'TcpExtTCPSynRetrans');
     const refusedBefore = await hashCounter('drop_admission_syn');

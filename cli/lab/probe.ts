@@ -2,8 +2,9 @@
  * Small tools the lab's tests (and a curious user) run inside a namespace,
  * where the test process itself cannot go (docs/lab.md, "Probes"):
  *
- *   udp-query --host H --port P [--count K] [--first-id n] [--timeout ms]
- *       sends K requests to the lab's UDP server (id = first-id + i) and prints
+ *   udp-query --host H --port P [--count K] [--first-id n] [--timeout ms] [--rounds R --gap ms]
+ *       sends K requests (R rounds of K, gap ms apart, from one socket: one
+ *       UDP flow) to the lab's UDP server (id = first-id + i) and prints
  *       one JSON line: { sent, received, ids, servers: {name: count}, missing }.
  *   send --host H --port P [--text s | --hex h] [--bind-port p]
  *       sends one UDP datagram (the kernel picks the source address by route).
@@ -61,6 +62,8 @@ function opts(argv: string[]) {
       rate: { type: 'string', default: '10' },
       duration: { type: 'string', default: '10000' },
       concurrency: { type: 'string', default: '16' },
+      rounds: { type: 'string', default: '1' },
+      gap: { type: 'string', default: '0' },
     },
   }).values;
 }
@@ -81,6 +84,9 @@ function udpQuery(o: Opts): void {
   const s = createSocket('udp4');
   const want = new Set<number>();
   const got: number[] = [];
+  const rounds = Number(o.rounds);
+  const gap = Number(o.gap);
+  let round = 0;
   const servers: Record<string, number> = {};
   s.on('message', (m) => {
     if (m.length < 4) return;
@@ -89,21 +95,28 @@ function udpQuery(o: Opts): void {
     got.push(id);
     const name = m.subarray(4).toString('ascii');
     servers[name] = (servers[name] ?? 0) + 1;
-    if (want.size === 0) done();
+    if (want.size === 0 && round >= rounds) done();
   });
-  const timer = setTimeout(() => done(), Number(o.timeout));
+  const timer = setTimeout(() => done(), Number(o.timeout) + Number(o.rounds) * Number(o.gap));
   const done = (): void => {
     clearTimeout(timer);
-    process.stdout.write(JSON.stringify({ sent: count, received: got.length, ids: got, servers, missing: [...want] }) + '\n');
+    process.stdout.write(JSON.stringify({ sent: count * Number(o.rounds), received: got.length, ids: got, servers, missing: [...want] }) + '\n');
     s.close();
     process.exitCode = want.size === 0 ? 0 : 1;
   };
+  // --rounds R --gap ms: R rounds of `count` requests, `gap` ms apart, from this one socket (one UDP flow, which a
+  // disengage in the meantime moves); the timeout runs from the last round.
   s.bind(0, () => {
-    for (let i = 0; i < count; i++) {
-      const id = (first + i) & 0xffff;
-      want.add(id);
-      s.send(Buffer.from([id >>> 8, id & 0xff, 0, 0, 0x71]), port, host);
-    }
+    const send = () => {
+      for (let i = 0; i < count; i++) {
+        const id = (first + round * count + i) & 0xffff;
+        want.add(id);
+        s.send(Buffer.from([id >>> 8, id & 0xff, 0, 0, 0x71]), port, host);
+      }
+      if (++round < rounds) setTimeout(send, gap);
+      else timer.refresh();
+    };
+    send();
   });
 }
 
