@@ -265,4 +265,18 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     expect(zero).toBe(0);
     expect(grown).toBe(0);
   }, 180_000);
+
+  it('a real server that fails its health check gets no new flows: every FD says so, and the other server takes them', async () => {
+    // Last: it stops s2's HTTP and UDP server for good (the lab goes down after this file).
+    const app = lab!.servers[1]!.processes.find((p) => p.name === 'server')!;
+    process.kill(app.pid, 'SIGKILL');
+    await waitFor('every FD sees s2 down', async () => [...(await fdMetric('baton_real_server_up', 'endpoint')).entries()].filter(([k, v]) => k.endsWith('/s2') && v === 0).length === 3);
+    await fetch(`http://${serverAddress(1)}/reset`);
+    const probe = spawnProbe(clientNs(2), ['http-short', '--url', `http://${VIP}/bytes/100`, '--count', '200', '--concurrency', '8'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const r = (await lastJson(probe)) as { ok: number; errors: Record<string, number> };
+    const s1 = await serverStats(1);
+    console.log(`real traffic: with s2 down, 200 new connections: ${r.ok} answered (s1 counted ${s1.connections} connections), errors ${JSON.stringify(r.errors)}`);
+    expect(r.ok).toBe(200);
+    expect(s1.connections).toBe(200);
+  }, 60_000);
 });
