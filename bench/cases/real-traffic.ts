@@ -36,7 +36,8 @@
  * ratios compare medians (> 1 = Baton better, as everywhere in the bench).
  * Notes carry what would make a figure suspect: wrk socket errors and
  * non-2xx answers, the servers' share of connections, iperf3
- * retransmissions, SYN retransmissions during the new-connection runs, and
+ * retransmissions (and, for Baton, the edge packets/s its hash tier took
+ * during them), SYN retransmissions during the new-connection runs, and
  * Baton's non-zero drop counters.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -72,10 +73,14 @@ interface Target {
   host: string;
   /** wrk Lua script (plain: one thread per server). */
   wrkScript?: string;
+  /** Baton: the hash tier's edge packet counters (client → VIP, server replies). */
+  edgeFrames?: () => Promise<{ client: number; server: number }>;
 }
 
 interface Round {
   iperfMbps: number;
+  /** Baton: edge packets/s the hash tier took during the iperf3 run (wall time), client and server side. */
+  iperfEdgePps?: { client: number; server: number };
   iperfRetransmits: number;
   keepalive: WrkResult;
   short: WrkResult;
@@ -157,7 +162,12 @@ async function serverShares(lab: Lab): Promise<string> {
 }
 
 async function measure(t: Target, lab: Lab): Promise<Round> {
+  const e0 = await t.edgeFrames?.();
+  const ti = performance.now();
   const ip = await iperf(t);
+  const seconds = (performance.now() - ti) / 1000;
+  const e1 = await t.edgeFrames?.();
+  const iperfEdgePps = e0 && e1 ? { client: (e1.client - e0.client) / seconds, server: (e1.server - e0.server) / seconds } : undefined;
   await serverShares(lab);
   const keepalive = await wrk(t, KEEPALIVE_CONNECTIONS, WRK_SECONDS, false);
   const kaShares = await serverShares(lab);
@@ -168,6 +178,7 @@ async function measure(t: Target, lab: Lab): Promise<Round> {
   const lat = await connectLatency(t);
   return {
     iperfMbps: ip.mbps,
+    ...(iperfEdgePps ? { iperfEdgePps } : {}),
     iperfRetransmits: ip.retransmits,
     keepalive,
     short,
@@ -212,6 +223,13 @@ async function waitUntil(what: string, cond: () => Promise<boolean>, ms: number)
   }
 }
 
+/** The hash tier's edge packets so far: client frames for the VIP, server replies. */
+async function edgeFrames(metricsUrl: string): Promise<{ client: number; server: number }> {
+  const ms = parseMetrics(await (await fetch(metricsUrl)).text()).filter((m) => m.name === 'baton_hash_tier_total');
+  const v = (c: string) => ms.find((m) => m.labels.counter === c)?.value ?? 0;
+  return { client: v('edge_client_frames'), server: v('edge_server_frames') };
+}
+
 const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
 
 function results(rounds: Record<TargetId, Round[]>, targets: Target[], batonNote: string): BenchResult[] {
@@ -226,7 +244,9 @@ function results(rounds: Record<TargetId, Round[]>, targets: Target[], batonNote
       return e || n ? `; wrk socket errors ${e}, non-2xx ${n}` : '';
     };
     notes[t.id] = {
-      iperf: `${t.label}: retransmits ${rs.map((r) => r.iperfRetransmits).join('/')}`,
+      iperf: `${t.label}: retransmits ${rs.map((r) => r.iperfRetransmits).join('/')}${
+        rs[0]!.iperfEdgePps ? `; hash tier edge packets/s from the client ${rs.map((r) => r.iperfEdgePps!.client.toFixed(0)).join('/')}, from the servers ${rs.map((r) => r.iperfEdgePps!.server.toFixed(0)).join('/')}` : ''
+      }`,
       keepalive: `${t.label}: ${rs.map((r) => r.keepalive.requests).join('/')} requests${wrkBad((r) => r.keepalive)}; ${rs[0]!.shares.split(', new')[0]}`,
       short: `${t.label}: SYN retransmissions ${rs.map((r) => r.synRetrans).join('/')}${wrkBad((r) => r.short)}; ${rs[0]!.shares.split(', ')[1]}`,
       connect: `${t.label}: ${sum(rs.map((r) => r.connectFailed))} failed of ${rs.length * CONNECT_COUNT}`,
@@ -274,7 +294,7 @@ const realTraffic: BenchCase = {
         `-- wrk thread i connects to server i (mod ${lab.servers.length}): the load split over the servers with no balancer\nlocal servers = { ${lab.servers.map((s) => `"${s.address}"`).join(', ')} }\nlocal n = 0\nfunction setup(thread)\n  n = n + 1\n  thread.addr = wrk.lookup(servers[(n - 1) % #servers + 1], "${HTTP_PORT}")[1]\nend\n`,
       );
       const targets: Target[] = [
-        { id: 'baton', label: 'Baton', host: cfg.cluster.vip },
+        { id: 'baton', label: 'Baton', host: cfg.cluster.vip, edgeFrames: () => edgeFrames(hash.metrics) },
         { id: 'plain', label: 'plain routing', host: serverAddress(1), wrkScript: split },
         { id: 'nftables', label: 'nftables DNAT', host: b.nftables.vip },
         { id: 'haproxy', label: 'HAProxy (TCP)', host: b.haproxy.vip },
@@ -308,7 +328,7 @@ const realTraffic: BenchCase = {
           const r = await measure(t, lab);
           rounds[t.id].push(r);
           progress(
-            `round ${i + 1} ${t.label}: iperf3 ${r.iperfMbps.toFixed(0)} Mbit/s, keep-alive ${r.keepalive.rps.toFixed(0)} req/s, new-connection ${r.short.rps.toFixed(0)} req/s (SYN retrans ${r.synRetrans}), connect p50 ${r.connectP50} ms p99 ${r.connectP99} ms`,
+            `round ${i + 1} ${t.label}: iperf3 ${r.iperfMbps.toFixed(0)} Mbit/s${r.iperfEdgePps ? ` (hash tier: ${r.iperfEdgePps.client.toFixed(0)} + ${r.iperfEdgePps.server.toFixed(0)} edge packets/s)` : ''}, keep-alive ${r.keepalive.rps.toFixed(0)} req/s, new-connection ${r.short.rps.toFixed(0)} req/s (SYN retrans ${r.synRetrans}), connect p50 ${r.connectP50} ms p99 ${r.connectP99} ms`,
           );
         }
       }
