@@ -27,6 +27,13 @@ export interface LauncherOptions {
   /** Folder for the resolved config and per-node logs. */
   runDir: string;
   readyTimeoutMs?: number;
+  /**
+   * The network namespace a node runs in (as on a host of its own: the lab's
+   * btn-node-K, docs/lab.md), or undefined for this one. The node is started
+   * with `ip netns exec`, which execs it: its pid, stdin and stdout are the
+   * node's own.
+   */
+  netnsOf?: (name: string) => string | undefined;
 }
 
 export class Launcher {
@@ -81,7 +88,10 @@ export class Launcher {
     const extra = entry.command ? [] : (process.env.BATON_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const args = [...extra, ...entry.args, 'node', '--role', role, '--name', name, '--config', this.configPath];
     if (role !== 'hash' && this.managers.size > 0) args.push('--manager', this.managerAddresses.join(','));
-    const proc = spawn(entry.exec, args, { stdio: ['pipe', 'pipe', fd], cwd: PROJECT_ROOT, env: { ...process.env } });
+    const ns = this.opts.netnsOf?.(name);
+    const proc = ns
+      ? spawn('ip', ['netns', 'exec', ns, entry.exec, ...args], { stdio: ['pipe', 'pipe', fd], cwd: PROJECT_ROOT, env: { ...process.env } })
+      : spawn(entry.exec, args, { stdio: ['pipe', 'pipe', fd], cwd: PROJECT_ROOT, env: { ...process.env } });
     closeSync(fd);
     const timeoutMs = this.opts.readyTimeoutMs ?? 20_000;
     return new Promise<LaunchedNode>((resolveP, reject) => {
