@@ -2,25 +2,31 @@
  * The migration client of one FD (seed 003, "flow migration algorithm"), in
  * the steps the manager asks for one at a time (DisengageRequest.stage):
  *
- *   HAND_OVER
- *   1. leaving mode on: new flows go to the FD the shrunken scope picks;
- *   2. select inheritor(s);
- *   3. copy the flow table to them point to point, in chunks with
+ *   HAND_OVER (run(), one method per phase)
+ *   1. enterLeavingMode: new flows go to the FD the shrunken scope picks;
+ *   2. selectInheritors: the inheritor(s) of every owned entry;
+ *   3. copyWithAcks: the flow table to them point to point, in chunks with
  *      acknowledgements (a backup inheritor gets standby copies); the copies
  *      are staged (migration-staging.ts): redirects to this FD at the
  *      inheritors until a commit every primary acknowledges, handed back if
  *      the hand-over fails or is aborted before the switch;
- *   4. switch: every migrated entry here now names its inheritor as owner,
- *      so packets that still arrive are redirected to it;
- *   5. broadcast the new ownership to every peer, acknowledged; reply
- *      "handed over" (the manager then takes this FD out of the scope and
- *      waits until every hash tier and member runs that scope);
- *   FINISH (only once every tier and member runs the scope without this FD)
+ *      reassignFromLeaving: a share refused by an inheritor that is leaving
+ *      too goes to one that took its own (no backup named);
+ *      fallBackToBackup: a failed inheritor's share goes to the backup;
+ *      commitCopies: every primary makes its share its own;
+ *   4. switchOwners: every migrated entry here now names its inheritor as
+ *      owner, so packets that still arrive are redirected to it;
+ *   5. broadcastOwnership: the new ownership to every peer, acknowledged;
+ *      handedOverReply: "handed over" (the manager then takes this FD out of
+ *      the scope and waits until every hash tier and member runs that scope);
+ *      abortHandOver: any failure before the switch;
+ *   FINISH (runFinish(), only once every tier and member runs the scope without this FD)
  *   6. purge the flow table;
  *   7. drain: the flow table, the RX and TX rings and the socket send queue
  *      empty (bounded);
  *   8. quiet: no frame received for `quietMs` and the kernel receive queue
- *      empty (bounded); reply (the manager then reports DISENGAGED).
+ *      empty (bounded);
+ *   9. finishedReply: report (the manager then reports DISENGAGED).
  *   ABORT: the manager stopped waiting for the hand-over: abort it unless the
  *      switch happened; the reply says which (`handedOver`).
  *
@@ -70,6 +76,58 @@ const DRAIN_POLL_MS = 1;
 const DEFAULT_FINISH_MS = 10_000;
 
 type Progress = (p: MigrationProgress) => void;
+
+/** The scope without this FD, as leaving mode runs it. */
+interface NextScope {
+  scope: ReturnType<typeof scopeWithIds>['scope'];
+  ids: ReturnType<typeof scopeWithIds>['ids'];
+  hashSeed: number;
+}
+
+/** What the phases of one hand-over pass to each other (run()). */
+interface HandOverState {
+  req: DisengageRequest;
+  t0: number;
+  /** The redirect counter when the hand-over started. */
+  redirects0: number;
+  base: { migrationId: number; target: string };
+  /** Progress to the manager: phase, entries copied of total, queue depths, redirects since the start. */
+  say: (phase: string, copied: number, total: number) => void;
+  /** A chunk of `n` entries was acknowledged. */
+  onCopied: (n: number) => void;
+  /** Set once the copies are staged: an abort makes the inheritors hand them back. */
+  staging: StagedCopies | null;
+  copied: number;
+  total: number;
+  fellBack: boolean;
+  copyMs: number;
+  broadcastMs: number;
+  switched: boolean;
+}
+
+/** The selected inheritors and the owned entries they take (the assignment and the plan change on a reassignment or fallback). */
+interface Selection {
+  /** Owned slots (the table is frozen: they stay valid until the purge). */
+  owned: Int32Array;
+  sel: InheritorPlan;
+  /** Inheritor index (into sel.inheritors) of every owned entry. */
+  assignment: Uint16Array;
+  addrOf: Map<number, string>;
+  staging: StagedCopies;
+  tCopy: number;
+  /** Node id of every inheritor, once switched. */
+  ownerOf: number[];
+}
+
+interface CopyOutcome {
+  results: PromiseSettledResult<void>[];
+  standbyOk: boolean;
+  failed: InheritorPlan['inheritors'];
+}
+
+function abortedBeforeSwitch(): BatonError {
+  return new BatonError(ErrorCode.TIMEOUT, 'the manager stopped waiting (ABORT) before the switch');
+}
 
 export class MigrationClient {
   readonly counters: Counters;
@@ -224,189 +282,32 @@ export class MigrationClient {
     };
   }
 
-  /** HAND_OVER: leaving, select, copy, switch, broadcast. Never rejects: a failure is an ok=false reply. */
+  /**
+   * HAND_OVER, seed 003's method step by step: leaving mode, select the
+   * inheritors, copy with acknowledgements (a share refused by an inheritor
+   * that is leaving too goes to another inheritor; a failed inheritor's to
+   * the backup), commit, switch, broadcast. Never rejects: a failure is an
+   * ok=false reply (abortHandOver: only before the switch).
+   */
   private async run(req: DisengageRequest, progress: Progress): Promise<DisengageReply> {
     const d = this.d;
     if (this.busy) return this.failed(req, new BatonError(ErrorCode.INVALID_TRANSITION, `${d.selfName} is already migrating its flows`), false, 0);
     this.busy = true;
     this.switchedNow = false;
     this.counters.inc(MIG.disengages_started);
-    const t0 = d.scheduler.clock.now();
-    const redirects0 = this.redirects();
-    this.redirects0 = redirects0;
-    const base = { migrationId: req.migrationId, target: d.selfName };
-    const say = (phase: string, copied: number, total: number): void => {
-      const q = d.queues();
-      progress({ ...base, phase, copied, total, rxDepth: q.rx, txDepth: q.tx, sendQueueBytes: q.sendQueueBytes, redirects: this.redirects() - redirects0 });
-    };
-    const h = d.handler;
-    const t = d.table;
-    let switched = false;
-    let staging: StagedCopies | null = null;
+    const s = this.startHandOver(req, progress);
     try {
-      // 1. Leaving mode.
-      const plan = req.nextScope;
-      const { scope, ids } = scopeWithIds(plan.version, plan.members, plan.tableSize, plan.hashSeed, plan.anchor);
-      h.setLeaving(scope, ids, plan.hashSeed);
-      h.frozen = true;
-
-      // 2. Inheritors.
-      say('select', 0, 0);
-      const ownedBuf = new Int32Array(t.size);
-      const reverseFlows = new Int32Array(1);
-      const owned = ownedBuf.subarray(0, t.slotsOwnedBy(d.selfId, ownedBuf, reverseFlows));
-      const forwardFlows = owned.length - reverseFlows[0]!;
-      const peers: PeerInfo[] = req.peers.map((m: Member) => ({ id: m.node.id, name: m.node.name, flowsOwned: m.stats.flowsOwned }));
-      let sel = selectInheritors({
-        policy: req.policy || 'least-flows',
-        self: { id: d.selfId, name: d.selfName },
-        peers,
-        ownFlows: forwardFlows,
-        inheritor: req.inheritor,
-        backup: req.backup,
-        nextScope: scope,
-        nextIds: ids,
-        hashSeed: plan.hashSeed,
-        randomSeed: req.randomSeed || req.migrationId,
-      });
-      const assignment = this.assign(sel, owned);
-      const addrOf = new Map(req.peers.map((m) => [m.node.id, m.node.controlAddr]));
-      // Staged copies (migration-staging.ts): the inheritors hold the entries as
-      // redirects to this FD until the commit just before the switch, and hand
-      // them back on an abort, so a copy that does not complete leaves one owner per flow.
-      staging = new StagedCopies(d.mesh, req.migrationId, d.selfId, h.counters, addrOf, ACK_TIMEOUT_MS);
-      const st = staging;
-
-      // 3. Copy, with acknowledgements; a failed inheritor falls back to the backup.
-      const tCopy = d.scheduler.clock.now();
-      const total = owned.length;
-      let copied = 0;
-      let fellBack = false;
-      const onCopied = (n: number): void => {
-        copied += n;
-        say('copy', copied, total);
-      };
-      const backup = sel.backup;
-      const copies = sel.inheritors.map((inh, k) => this.copyTo(req, st, inh.id, addrOf.get(inh.id), inh.id, false, owned, assignment, k, onCopied));
-      // The backup gets standby copies: each entry names its primary inheritor as owner.
-      const standby = backup ? Promise.all(sel.inheritors.map((inh, k) => this.copyTo(req, st, backup.id, addrOf.get(backup.id), inh.id, true, owned, assignment, k, () => {}))) : null;
-      const results = await Promise.allSettled(copies);
-      const standbyOk = standby ? (await Promise.allSettled([standby]))[0]!.status === 'fulfilled' : false;
-      const failed = sel.inheritors.filter((_, k) => results[k]!.status === 'rejected');
-      if (this.abortAsked) throw new BatonError(ErrorCode.TIMEOUT, 'the manager stopped waiting (ABORT) before the switch');
-      if (failed.length > 0) {
-        const backupOk = backup !== null && standbyOk;
-        // Another FD's disengage started after this one was asked (two leaving at once): the peer refuses a
-        // share it cannot take (BATON_PEER_MIGRATING) before storing any of it. Without a backup, that share
-        // goes to an inheritor that took its own; the staged copies keep one owner per flow meanwhile.
-        const leaving = (r: PromiseSettledResult<unknown>) => r.status === 'fulfilled' || (r.reason instanceof BatonError && r.reason.details?.remoteCode === ErrorCode.PEER_MIGRATING);
-        const took = sel.inheritors.filter((_, k) => results[k]!.status === 'fulfilled');
-        if (!backupOk && took.length > 0 && results.every(leaving)) {
-          const to = took[0]!;
-          this.counters.inc(MIG.reassigned_from_leaving, failed.length);
-          this.log.warn('inheritor is leaving too; its share goes to another inheritor', { leaving: failed.map((f) => f.name), to: to.name });
-          for (const f of failed) await this.copyTo(req, st, to.id, addrOf.get(to.id), to.id, false, owned, assignment, sel.inheritors.indexOf(f), onCopied);
-          const remap = sel.inheritors.map((p) => took.indexOf(failed.includes(p) ? to : p));
-          for (let i = 0; i < assignment.length; i++) assignment[i] = remap[assignment[i]!]!;
-          sel = { ...sel, inheritors: took };
-        }
-      }
-      if (failed.length > 0 && sel.inheritors.some((p) => failed.includes(p))) {
-        const why = (results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as Error;
-        const backupOk = backup !== null && standbyOk;
-        if (!backupOk) throw new BatonError(ErrorCode.REMOTE_ERROR, `copy to ${failed.map((f) => f.name).join(', ')} failed (${why.message})${backup ? ' and the backup failed too' : ' and no backup inheritor was named'}`, undefined, { cause: why });
-        // Fall back: the backup owns everything that was meant for a failed inheritor.
-        this.counters.inc(MIG.fallbacks_to_backup);
-        fellBack = true;
-        this.log.warn('inheritor failed; falling back to the backup', { failed: failed.map((f) => f.name), backup: backup.name, err: why.message });
-        const failedIdx = new Set(failed.map((f) => sel.inheritors.indexOf(f)));
-        const inheritors = [...sel.inheritors.filter((_, k) => !failedIdx.has(k)), backup];
-        const remap = sel.inheritors.map((p) => (failedIdx.has(sel.inheritors.indexOf(p)) ? inheritors.length - 1 : inheritors.indexOf(p)));
-        for (let i = 0; i < assignment.length; i++) assignment[i] = remap[assignment[i]!]!;
-        // The backup holds standby copies (owner = the failed inheritor): make it the owner.
-        await this.copyTo(req, st, backup.id, addrOf.get(backup.id), backup.id, false, owned, assignment, inheritors.length - 1, () => {});
-        sel = { ...sel, inheritors, backup: null };
-      }
-      // Commit: every primary inheritor makes its share its own (all must
-      // acknowledge); the backup's standby copy becomes redirects to the primaries.
-      if (this.abortAsked) throw new BatonError(ErrorCode.TIMEOUT, 'the manager stopped waiting (ABORT) before the switch');
-      say('commit', copied, total);
-      await st.commit(
-        sel.inheritors.map((p) => p.id),
-        sel.backup ? [sel.backup.id] : [],
-      );
-      const copyMs = d.scheduler.clock.now() - tCopy;
-
-      // 4. Switch: from now on this FD redirects the migrated flows to their inheritors.
-      // The abort check and the switch are one synchronous step: an ABORT either
-      // stops the hand-over here or is answered "handed over".
-      if (this.abortAsked) throw new BatonError(ErrorCode.TIMEOUT, 'the manager stopped waiting (ABORT) before the switch');
-      say('switch', copied, total);
-      const ownerOf = sel.inheritors.map((p) => p.id);
-      // The table is frozen (no entry moved since slotsOwnedBy()): slots are still valid.
-      t.setOwners(owned, assignment, ownerOf);
-      switched = true;
-      this.switchedNow = true;
-      this.counters.inc(MIG.entries_switched, owned.length);
-      this.counters.inc(MIG.handovers);
-      st.done(); // the peers may forget their staging logs
-
-      // 5. Broadcast the new ownership to every peer, acknowledged. After the
-      // switch nothing fails the hand-over: a peer that does not acknowledge is
-      // counted, and its stale redirects still reach the inheritor through this
-      // FD (by table until the purge, then by the next scope).
-      const tB = d.scheduler.clock.now();
-      say('broadcast', copied, total);
-      try {
-        await this.broadcast(req, owned, assignment, ownerOf, addrOf);
-      } catch (e) {
-        this.counters.inc(MIG.broadcast_peer_failures);
-        this.log.warn('ownership broadcast failed', { err: (e as Error).message });
-      }
-      const broadcastMs = d.scheduler.clock.now() - tB;
-      say('handed-over', copied, total);
-
-      const shares = sel.inheritors.map((p, idx) => ({ node: { id: p.id, name: p.name }, flows: count(assignment, idx), backup: fellBack && idx === sel.inheritors.length - 1 }));
-      return {
-        ok: true,
-        errorCode: '',
-        errorMessage: '',
-        ...base,
-        policy: sel.policy,
-        shares,
-        entriesMoved: owned.length,
-        durationMs: d.scheduler.clock.now() - t0,
-        copyMs,
-        broadcastMs,
-        drainMs: 0,
-        redirectsServed: this.redirects() - redirects0,
-        scopeVersion: 0,
-        fellBackToBackup: fellBack,
-        packetsLost: 0,
-        handedOver: true,
-        quietMs: 0,
-        scopeAcked: [],
-        scopeSkipped: [],
-      };
+      const x = this.selectInheritors(s, this.enterLeavingMode(req));
+      const outcome = await this.copyWithAcks(s, x);
+      if (this.abortAsked) throw abortedBeforeSwitch();
+      await this.reassignFromLeaving(s, x, outcome);
+      await this.fallBackToBackup(s, x, outcome);
+      await this.commitCopies(s, x);
+      this.switchOwners(s, x);
+      await this.broadcastOwnership(s, x);
+      return this.handedOverReply(s, x);
     } catch (e) {
-      // Only before the switch (nothing after it throws): still the owner of
-      // every flow. The inheritors hand back what they were sent (also a
-      // commit that went through) before this FD leaves leaving mode.
-      this.counters.inc(MIG.disengages_aborted);
-      if (staging) {
-        const untold = await staging.abort();
-        if (untold.length > 0) this.log.warn('staged copy: some inheritors could not be told to hand back (their copies stay redirects to this FD)', { peers: untold });
-      }
-      h.setLeaving(null);
-      h.frozen = false;
-      say('failed', 0, 0);
-      const err = e as Error;
-      this.log.warn('disengage failed', { err: err.message, switched });
-      return {
-        ...this.failed(req, new BatonError(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `${err.message}; disengage aborted, ${d.selfName} keeps its flows`, undefined, { cause: e }), false, t0),
-        policy: req.policy,
-        redirectsServed: this.redirects() - redirects0,
-      };
+      return this.abortHandOver(s, e);
     } finally {
       this.busy = false;
       // A hand-over that switched stays frozen (the table holds the switched
@@ -414,10 +315,247 @@ export class MigrationClient {
     }
   }
 
+  /** The state the phases of one hand-over pass to each other, before anything is selected. */
+  private startHandOver(req: DisengageRequest, progress: Progress): HandOverState {
+    const d = this.d;
+    const redirects0 = this.redirects();
+    this.redirects0 = redirects0;
+    const base = { migrationId: req.migrationId, target: d.selfName };
+    const s: HandOverState = {
+      req,
+      t0: d.scheduler.clock.now(),
+      redirects0,
+      base,
+      say: (phase, copied, total) => {
+        const q = d.queues();
+        progress({ ...base, phase, copied, total, rxDepth: q.rx, txDepth: q.tx, sendQueueBytes: q.sendQueueBytes, redirects: this.redirects() - redirects0 });
+      },
+      onCopied: (n) => {
+        s.copied += n;
+        s.say('copy', s.copied, s.total);
+      },
+      staging: null,
+      copied: 0,
+      total: 0,
+      fellBack: false,
+      copyMs: 0,
+      broadcastMs: 0,
+      switched: false,
+    };
+    return s;
+  }
+
+  /** 1. Leaving mode: new flows go to the FD the next scope picks; the table is frozen (no entry moves). */
+  private enterLeavingMode(req: DisengageRequest): NextScope {
+    const plan = req.nextScope;
+    const { scope, ids } = scopeWithIds(plan.version, plan.members, plan.tableSize, plan.hashSeed, plan.anchor);
+    this.d.handler.setLeaving(scope, ids, plan.hashSeed);
+    this.d.handler.frozen = true;
+    return { scope, ids, hashSeed: plan.hashSeed };
+  }
+
+  /** 2. Inheritors: chosen by the policy, one for every owned entry (both directions of a connection the same). */
+  private selectInheritors(s: HandOverState, next: NextScope): Selection {
+    const d = this.d;
+    const req = s.req;
+    const t = d.table;
+    s.say('select', 0, 0);
+    const ownedBuf = new Int32Array(t.size);
+    const reverseFlows = new Int32Array(1);
+    const owned = ownedBuf.subarray(0, t.slotsOwnedBy(d.selfId, ownedBuf, reverseFlows));
+    const forwardFlows = owned.length - reverseFlows[0]!;
+    const peers: PeerInfo[] = req.peers.map((m: Member) => ({ id: m.node.id, name: m.node.name, flowsOwned: m.stats.flowsOwned }));
+    const sel = selectInheritors({
+      policy: req.policy || 'least-flows',
+      self: { id: d.selfId, name: d.selfName },
+      peers,
+      ownFlows: forwardFlows,
+      inheritor: req.inheritor,
+      backup: req.backup,
+      nextScope: next.scope,
+      nextIds: next.ids,
+      hashSeed: next.hashSeed,
+      randomSeed: req.randomSeed || req.migrationId,
+    });
+    const assignment = this.assign(sel, owned);
+    const addrOf = new Map(req.peers.map((m) => [m.node.id, m.node.controlAddr]));
+    // Staged copies (migration-staging.ts): the inheritors hold the entries as
+    // redirects to this FD until the commit just before the switch, and hand
+    // them back on an abort, so a copy that does not complete leaves one owner per flow.
+    const staging = new StagedCopies(d.mesh, req.migrationId, d.selfId, d.handler.counters, addrOf, ACK_TIMEOUT_MS);
+    s.staging = staging;
+    s.total = owned.length;
+    return { owned, sel, assignment, addrOf, staging, tCopy: 0, ownerOf: [] };
+  }
+
+  /** 3. Copy to every inheritor, with acknowledgements; the backup gets standby copies (owner = the primary). */
+  private async copyWithAcks(s: HandOverState, x: Selection): Promise<CopyOutcome> {
+    const { req } = s;
+    const { sel, staging: st, addrOf, owned, assignment } = x;
+    x.tCopy = this.d.scheduler.clock.now();
+    const backup = sel.backup;
+    const copies = sel.inheritors.map((inh, k) => this.copyTo(req, st, inh.id, addrOf.get(inh.id), inh.id, false, owned, assignment, k, s.onCopied));
+    // The backup gets standby copies: each entry names its primary inheritor as owner.
+    const standby = backup ? Promise.all(sel.inheritors.map((inh, k) => this.copyTo(req, st, backup.id, addrOf.get(backup.id), inh.id, true, owned, assignment, k, () => {}))) : null;
+    const results = await Promise.allSettled(copies);
+    const standbyOk = standby ? (await Promise.allSettled([standby]))[0]!.status === 'fulfilled' : false;
+    const failed = sel.inheritors.filter((_, k) => results[k]!.status === 'rejected');
+    return { results, standbyOk, failed };
+  }
+
+  /**
+   * 3a. Another FD's disengage started after this one was asked (two leaving at once): the peer refuses a
+   * share it cannot take (BATON_PEER_MIGRATING) before storing any of it. Without a backup, that share
+   * goes to an inheritor that took its own; the staged copies keep one owner per flow meanwhile.
+   */
+  private async reassignFromLeaving(s: HandOverState, x: Selection, o: CopyOutcome): Promise<void> {
+    const { failed, results } = o;
+    if (failed.length === 0) return;
+    const backupOk = x.sel.backup !== null && o.standbyOk;
+    const leaving = (r: PromiseSettledResult<unknown>) => r.status === 'fulfilled' || (r.reason instanceof BatonError && r.reason.details?.remoteCode === ErrorCode.PEER_MIGRATING);
+    const sel = x.sel;
+    const took = sel.inheritors.filter((_, k) => results[k]!.status === 'fulfilled');
+    if (!backupOk && took.length > 0 && results.every(leaving)) {
+      const to = took[0]!;
+      this.counters.inc(MIG.reassigned_from_leaving, failed.length);
+      this.log.warn('inheritor is leaving too; its share goes to another inheritor', { leaving: failed.map((f) => f.name), to: to.name });
+      for (const f of failed) await this.copyTo(s.req, x.staging, to.id, x.addrOf.get(to.id), to.id, false, x.owned, x.assignment, sel.inheritors.indexOf(f), s.onCopied);
+      const remap = sel.inheritors.map((p) => took.indexOf(failed.includes(p) ? to : p));
+      const assignment = x.assignment;
+      for (let i = 0; i < assignment.length; i++) assignment[i] = remap[assignment[i]!]!;
+      x.sel = { ...sel, inheritors: took };
+    }
+  }
+
+  /** 3b. A failed inheritor's share goes to the backup (which already holds standby copies); without one the hand-over aborts. */
+  private async fallBackToBackup(s: HandOverState, x: Selection, o: CopyOutcome): Promise<void> {
+    const { failed, results } = o;
+    const sel = x.sel;
+    if (!(failed.length > 0 && sel.inheritors.some((p) => failed.includes(p)))) return;
+    const why = (results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as Error;
+    const backup = sel.backup;
+    const backupOk = backup !== null && o.standbyOk;
+    if (!backupOk) throw new BatonError(ErrorCode.REMOTE_ERROR, `copy to ${failed.map((f) => f.name).join(', ')} failed (${why.message})${backup ? ' and the backup failed too' : ' and no backup inheritor was named'}`, undefined, { cause: why });
+    // Fall back: the backup owns everything that was meant for a failed inheritor.
+    this.counters.inc(MIG.fallbacks_to_backup);
+    s.fellBack = true;
+    this.log.warn('inheritor failed; falling back to the backup', { failed: failed.map((f) => f.name), backup: backup.name, err: why.message });
+    const failedIdx = new Set(failed.map((f) => sel.inheritors.indexOf(f)));
+    const inheritors = [...sel.inheritors.filter((_, k) => !failedIdx.has(k)), backup];
+    const remap = sel.inheritors.map((p) => (failedIdx.has(sel.inheritors.indexOf(p)) ? inheritors.length - 1 : inheritors.indexOf(p)));
+    const assignment = x.assignment;
+    for (let i = 0; i < assignment.length; i++) assignment[i] = remap[assignment[i]!]!;
+    // The backup holds standby copies (owner = the failed inheritor): make it the owner.
+    await this.copyTo(s.req, x.staging, backup.id, x.addrOf.get(backup.id), backup.id, false, x.owned, assignment, inheritors.length - 1, () => {});
+    x.sel = { ...sel, inheritors, backup: null };
+  }
+
+  /**
+   * Commit: every primary inheritor makes its share its own (all must
+   * acknowledge); the backup's standby copy becomes redirects to the primaries.
+   */
+  private async commitCopies(s: HandOverState, x: Selection): Promise<void> {
+    if (this.abortAsked) throw abortedBeforeSwitch();
+    s.say('commit', s.copied, s.total);
+    await x.staging.commit(
+      x.sel.inheritors.map((p) => p.id),
+      x.sel.backup ? [x.sel.backup.id] : [],
+    );
+    s.copyMs = this.d.scheduler.clock.now() - x.tCopy;
+  }
+
+  /**
+   * 4. Switch: from now on this FD redirects the migrated flows to their inheritors.
+   * The abort check and the switch are one synchronous step: an ABORT either
+   * stops the hand-over here or is answered "handed over".
+   */
+  private switchOwners(s: HandOverState, x: Selection): void {
+    if (this.abortAsked) throw abortedBeforeSwitch();
+    s.say('switch', s.copied, s.total);
+    x.ownerOf = x.sel.inheritors.map((p) => p.id);
+    // The table is frozen (no entry moved since slotsOwnedBy()): slots are still valid.
+    this.d.table.setOwners(x.owned, x.assignment, x.ownerOf);
+    s.switched = true;
+    this.switchedNow = true;
+    this.counters.inc(MIG.entries_switched, x.owned.length);
+    this.counters.inc(MIG.handovers);
+    x.staging.done(); // the peers may forget their staging logs
+  }
+
+  /**
+   * 5. Broadcast the new ownership to every peer, acknowledged. After the
+   * switch nothing fails the hand-over: a peer that does not acknowledge is
+   * counted, and its stale redirects still reach the inheritor through this
+   * FD (by table until the purge, then by the next scope).
+   */
+  private async broadcastOwnership(s: HandOverState, x: Selection): Promise<void> {
+    const tB = this.d.scheduler.clock.now();
+    s.say('broadcast', s.copied, s.total);
+    try {
+      await this.broadcast(s.req, x.owned, x.assignment, x.ownerOf, x.addrOf);
+    } catch (e) {
+      this.counters.inc(MIG.broadcast_peer_failures);
+      this.log.warn('ownership broadcast failed', { err: (e as Error).message });
+    }
+    s.broadcastMs = this.d.scheduler.clock.now() - tB;
+    s.say('handed-over', s.copied, s.total);
+  }
+
+  /** Reply "handed over": the manager then takes this FD out of the scope and waits until every tier and member runs it. */
+  private handedOverReply(s: HandOverState, x: Selection): DisengageReply {
+    const sel = x.sel;
+    const shares = sel.inheritors.map((p, idx) => ({ node: { id: p.id, name: p.name }, flows: count(x.assignment, idx), backup: s.fellBack && idx === sel.inheritors.length - 1 }));
+    return {
+      ok: true,
+      errorCode: '',
+      errorMessage: '',
+      ...s.base,
+      policy: sel.policy,
+      shares,
+      entriesMoved: x.owned.length,
+      durationMs: this.d.scheduler.clock.now() - s.t0,
+      copyMs: s.copyMs,
+      broadcastMs: s.broadcastMs,
+      drainMs: 0,
+      redirectsServed: this.redirects() - s.redirects0,
+      scopeVersion: 0,
+      fellBackToBackup: s.fellBack,
+      packetsLost: 0,
+      handedOver: true,
+      quietMs: 0,
+      scopeAcked: [],
+      scopeSkipped: [],
+    };
+  }
+
+  /**
+   * A failure, only before the switch (nothing after it throws): still the
+   * owner of every flow. The inheritors hand back what they were sent (also a
+   * commit that went through) before this FD leaves leaving mode.
+   */
+  private async abortHandOver(s: HandOverState, e: unknown): Promise<DisengageReply> {
+    const h = this.d.handler;
+    this.counters.inc(MIG.disengages_aborted);
+    if (s.staging) {
+      const untold = await s.staging.abort();
+      if (untold.length > 0) this.log.warn('staged copy: some inheritors could not be told to hand back (their copies stay redirects to this FD)', { peers: untold });
+    }
+    h.setLeaving(null);
+    h.frozen = false;
+    s.say('failed', 0, 0);
+    const err = e as Error;
+    this.log.warn('disengage failed', { err: err.message, switched: s.switched });
+    return {
+      ...this.failed(s.req, new BatonError(isBatonError(e) ? e.code : ErrorCode.REMOTE_ERROR, `${err.message}; disengage aborted, ${this.d.selfName} keeps its flows`, undefined, { cause: e }), false, s.t0),
+      policy: s.req.policy,
+      redirectsServed: this.redirects() - s.redirects0,
+    };
+  }
+
   /** Redirect counter at the start of the last hand-over (the finish reports the whole disengage's redirects). */
   private redirects0 = 0;
 
-  /** FINISH: purge, drain (bounded), quiet (bounded). Never rejects. */
+  /** FINISH: purge, drain (bounded), quiet (bounded), report. Never rejects. */
   private async runFinish(req: DisengageRequest, h: DisengageReply, progress: Progress): Promise<DisengageReply> {
     const d = this.d;
     const t0 = d.scheduler.clock.now();
@@ -427,28 +565,12 @@ export class MigrationClient {
       const q = d.queues();
       progress({ migrationId: h.migrationId, target: d.selfName, phase, copied: total, total, rxDepth: q.rx, txDepth: q.tx, sendQueueBytes: q.sendQueueBytes, redirects: this.redirects() - this.redirects0 });
     };
-    const t = d.table;
     d.handler.frozen = true; // nothing is learned until the drain and the quiet interval are over
     try {
-      // 6. Purge: every tier and member runs a scope without this FD, so
-      // whatever still arrives is a straggler the next scope places.
-      say('purge');
-      this.counters.inc(MIG.entries_purged, t.size);
-      t.clear();
-      // 7. Drain.
-      say('drain');
-      const tD = d.scheduler.clock.now();
-      await this.waitDrained(deadline, () => say('drain'));
-      const drainMs = d.scheduler.clock.now() - tD;
-      // 8. Quiet.
-      say('quiet');
-      const tQ = d.scheduler.clock.now();
-      await this.waitQuiet(req.quietMs ?? 0, deadline);
-      const quietMs = d.scheduler.clock.now() - tQ;
-      say('done');
-      this.counters.inc(MIG.disengages_completed);
-      this.counters.inc(MIG.finishes);
-      return { ...h, ok: true, errorCode: '', errorMessage: '', drainMs, quietMs, durationMs: d.scheduler.clock.now() - t0, redirectsServed: this.redirects() - this.redirects0 };
+      this.purge(say);
+      const drainMs = await this.drain(deadline, say);
+      const quietMs = await this.quiet(req, deadline, say);
+      return this.finishedReply(h, t0, drainMs, quietMs, say);
     } catch (e) {
       say('failed');
       const err = e as Error;
@@ -465,6 +587,44 @@ export class MigrationClient {
     } finally {
       d.handler.frozen = false;
     }
+  }
+
+  /**
+   * 6. Purge: every tier and member runs a scope without this FD, so
+   * whatever still arrives is a straggler the next scope places (leaving
+   * mode redirects it).
+   */
+  private purge(say: (phase: string) => void): void {
+    const t = this.d.table;
+    say('purge');
+    this.counters.inc(MIG.entries_purged, t.size);
+    t.clear();
+  }
+
+  /** 7. Drain: the table, the RX and TX rings and the socket send queue empty (bounded); returns how long it took. */
+  private async drain(deadline: number, say: (phase: string) => void): Promise<number> {
+    const clock = this.d.scheduler.clock;
+    say('drain');
+    const tD = clock.now();
+    await this.waitDrained(deadline, () => say('drain'));
+    return clock.now() - tD;
+  }
+
+  /** 8. Quiet: no frame for `quietMs` and the kernel receive queue empty (bounded); returns how long it took. */
+  private async quiet(req: DisengageRequest, deadline: number, say: (phase: string) => void): Promise<number> {
+    const clock = this.d.scheduler.clock;
+    say('quiet');
+    const tQ = clock.now();
+    await this.waitQuiet(req.quietMs ?? 0, deadline);
+    return clock.now() - tQ;
+  }
+
+  /** 9. Report: the finish's reply (the manager then commits DISENGAGED). */
+  private finishedReply(h: DisengageReply, t0: number, drainMs: number, quietMs: number, say: (phase: string) => void): DisengageReply {
+    say('done');
+    this.counters.inc(MIG.disengages_completed);
+    this.counters.inc(MIG.finishes);
+    return { ...h, ok: true, errorCode: '', errorMessage: '', drainMs, quietMs, durationMs: this.d.scheduler.clock.now() - t0, redirectsServed: this.redirects() - this.redirects0 };
   }
 
   /** Leaves leaving mode (an engage of this FD after a disengage). */
