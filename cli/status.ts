@@ -42,6 +42,8 @@ export interface StatusRow {
   /** Build id the node's process reported (NodeInfo.version); "" if unknown. */
   version: string;
   lastHeartbeatMsAgo: number;
+  /** FDs with realServers: "2 up", "1 up, down: s2"; "" otherwise. */
+  realServers: string;
 }
 
 export function statusRows(s: StatusResponse): StatusRow[] {
@@ -60,12 +62,14 @@ export function statusRows(s: StatusResponse): StatusRow[] {
     data: n.node.dataAddr,
     version: n.node.version,
     lastHeartbeatMsAgo: n.lastHeartbeatMsAgo,
+    realServers: n.stats.realServersUp || n.stats.realServersDown ? `${n.stats.realServersUp ?? 0} up${n.stats.realServersDown ? `, down: ${n.stats.realServersDown}` : ''}` : '',
   }));
 }
 
 export function formatStatus(s: StatusResponse): string {
   const rows = statusRows(s);
-  const head = ['NODE', 'ROLE', 'STATUS', 'SCOPE', 'FLOWS OWNED', 'FLOWS', 'RX', 'TX', 'PPS', 'DROPS', 'DATA', 'VERSION', 'HEARTBEAT'];
+  const servers = rows.some((r) => r.realServers !== '');
+  const head = ['NODE', 'ROLE', 'STATUS', 'SCOPE', 'FLOWS OWNED', 'FLOWS', 'RX', 'TX', 'PPS', 'DROPS', 'DATA', 'VERSION', 'HEARTBEAT', ...(servers ? ['REAL SERVERS'] : [])];
   const body = rows.map((r) => [
     `${r.node}(${r.id})`,
     r.role,
@@ -80,6 +84,7 @@ export function formatStatus(s: StatusResponse): string {
     r.data,
     r.version || '-',
     r.lastHeartbeatMsAgo < 0 ? 'never' : `${r.lastHeartbeatMsAgo} ms ago`,
+    ...(servers ? [r.realServers] : []),
   ]);
   const all = [head, ...body];
   const w = head.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));

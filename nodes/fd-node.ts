@@ -33,7 +33,7 @@ import { PpsMeter } from '../shared/observability/pps.js';
 import { getLogger } from '../shared/observability/logger.js';
 import { EdgePort } from '../shared/dataplane/edge-port.js';
 import { EdgeEncap, VXLAN_GPE_PORT, GENEVE_EDGE_PORT } from '../shared/encap/edge.js';
-import { EndpointHealth, ENDPOINT_STATE_NAMES, type Prober } from '../distributor/endpoint-health.js';
+import { EndpointHealth, EndpointState, ENDPOINT_STATE_NAMES, type Prober } from '../distributor/endpoint-health.js';
 import { TcpConnectProber } from '../shared/io/tcp-probe.js';
 
 export class FdNode {
@@ -256,6 +256,7 @@ export class FdNode {
       txDepth: this.dataplane.dp.tx.depth,
       sendQueueBytes: this.dataplane.dp.socket.sendQueueBytes(),
       pps: this.pps.sample(),
+      ...(this.health ? realServerStats(this.health) : { realServersUp: 0, realServersDown: '' }),
     };
   }
 
@@ -266,4 +267,10 @@ export class FdNode {
     await this.dataplane?.close();
     await this.edge?.close();
   }
+}
+
+/** The health check's view for the heartbeat (and so `baton status`). */
+function realServerStats(h: EndpointHealth): { realServersUp: number; realServersDown: string } {
+  const all = h.status();
+  return { realServersUp: all.filter((e) => e.state === EndpointState.UP).length, realServersDown: all.filter((e) => e.state !== EndpointState.UP).map((e) => e.name).join(',') };
 }

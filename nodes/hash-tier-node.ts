@@ -113,6 +113,8 @@ export class HashTierNode {
       rxDepth: this.engine.dp.rx.depth,
       txDepth: this.engine.dp.tx.depth,
       sendQueueBytes: this.engine.dp.socket.sendQueueBytes(),
+      realServersUp: 0,
+      realServersDown: '',
       pps: this.pps.sample(),
     };
   }

@@ -59,6 +59,8 @@ const STATS: FlowStats = {
   txDepth: 4,
   sendQueueBytes: 65536,
   pps: 12345.625,
+  realServersUp: 2,
+  realServersDown: 's3,s4',
 };
 
 const FD_PEER: NodeInfo = {
@@ -368,6 +370,8 @@ describe('round trip', () => {
     txDepth: u32,
     sendQueueBytes: u64,
     pps: fc.double(),
+    realServersUp: u32,
+    realServersDown: str,
   });
   const arbMember = fc.record({ node: arbNode, status: enumVal, inScope: fc.boolean(), stats: arbStats });
   const arbRef = fc.record({ id: u32, name: str });

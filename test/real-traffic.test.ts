@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { Launcher } from '../cli/launcher.js';
 import { parseConfig } from '../shared/config/config.js';
 import { parseAddress, type Address } from '../shared/io/address.js';
-import { fetchStatus, statusRows } from '../cli/status.js';
+import { fetchStatus, formatStatus, statusRows } from '../cli/status.js';
 import { operation, body, disengageRequest } from '../cli/operations-cmd.js';
 import { parseMetrics } from '../traffic/loss-books.js';
 import { labPreflight, labUp, labDown, clientNs, serverNs, serverAddress, runInNs, inNs, run, spawnProbe, readyLine, BATON_ADDRESS, ROOT_LINK, type Lab } from '../cli/lab.js';
@@ -271,6 +271,9 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     const app = lab!.servers[1]!.processes.find((p) => p.name === 'server')!;
     process.kill(app.pid, 'SIGKILL');
     await waitFor('every FD sees s2 down', async () => [...(await fdMetric('baton_real_server_up', 'endpoint')).entries()].filter(([k, v]) => k.endsWith('/s2') && v === 0).length === 3);
+    // ... and so does `baton status`, by the FDs' heartbeats.
+    await waitFor('status shows s2 down', async () => statusRows(await fetchStatus(manager)).filter((r) => r.role === 'fd' && r.realServers === '1 up, down: s2').length === 3);
+    console.log(formatStatus(await fetchStatus(manager)));
     await fetch(`http://${serverAddress(1)}/reset`);
     const probe = spawnProbe(clientNs(2), ['http-short', '--url', `http://${VIP}/bytes/100`, '--count', '200', '--concurrency', '8'], { stdio: ['ignore', 'pipe', 'inherit'] });
     const r = (await lastJson(probe)) as { ok: number; errors: Record<string, number> };

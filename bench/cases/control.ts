@@ -117,7 +117,7 @@ const bench: BenchCase = {
         case: 'heartbeat',
         value: {
           nodeId: 7,
-          stats: { flowsOwned: 10_000, flowsTotal: 12_000, rxPackets: 9e9, txPackets: 9e9, drops: 12, rxDepth: 3, txDepth: 1, sendQueueBytes: 0, pps: 250_000.5 },
+          stats: { flowsOwned: 10_000, flowsTotal: 12_000, rxPackets: 9e9, txPackets: 9e9, drops: 12, rxDepth: 3, txDepth: 1, sendQueueBytes: 0, pps: 250_000.5, realServersUp: 0, realServersDown: '' },
           appliedScopeVersion: 42,
           counters: { forwarded: 1e9, redirected: 1e6, dropped_no_flow: 3, rewritten: 1e9 },
         },

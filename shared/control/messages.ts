@@ -67,6 +67,9 @@ export interface FlowStats {
   txDepth: number;
   sendQueueBytes: number;
   pps: number;
+  /** FDs with realServers: endpoints the health check holds up, and the names of those it does not ("" none). */
+  realServersUp: number;
+  realServersDown: string;
 }
 
 export type Ping = Record<string, never>;
@@ -435,7 +438,7 @@ export interface EnvelopeObject {
 // ------------------------------------------------ constructors (helpers) ----
 
 export function emptyFlowStats(): FlowStats {
-  return { flowsOwned: 0, flowsTotal: 0, rxPackets: 0, txPackets: 0, drops: 0, rxDepth: 0, txDepth: 0, sendQueueBytes: 0, pps: 0 };
+  return { flowsOwned: 0, flowsTotal: 0, rxPackets: 0, txPackets: 0, drops: 0, rxDepth: 0, txDepth: 0, sendQueueBytes: 0, pps: 0, realServersUp: 0, realServersDown: '' };
 }
 
 /** A NodeInfo with every unspecified field at its proto3 default. */
