@@ -181,9 +181,9 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     expect(statuses.every((x) => x === '1')).toBe(true); // 1 = Good
   }, 60_000);
 
-  it('64 keep-alive HTTP connections through a disengage and an engage: no reconnect, every response 200', async () => {
+  it('64 keep-alive HTTP connections through a disengage, an engage and a rolling upgrade: no reconnect, every response 200', async () => {
     for (const j of [1, 2]) await fetch(`http://${serverAddress(j)}/reset`);
-    const probe = spawnProbe(clientNs(1), ['http-keepalive', '--url', `http://${VIP}/bytes/2000`, '--connections', '64', '--rate', '300', '--duration', '15000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const probe = spawnProbe(clientNs(1), ['http-keepalive', '--url', `http://${VIP}/bytes/2000`, '--connections', '64', '--rate', '300', '--duration', '120000'], { stdio: ['ignore', 'pipe', 'inherit'] });
     const result = lastJson(probe);
     await readyLine(probe, 'http-keepalive', 30_000);
     const retransBefore = await nstat(clientNs(1), 'TcpExtTCPTimeouts');
@@ -193,6 +193,11 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     console.log(`real traffic: disengaged fd-1 under 64 keep-alive connections: ${JSON.stringify(dv).slice(0, 300)}`);
     const e = await ask(body('engageRequest', { target: 'fd-1', timeoutMs: 30_000 }));
     expect(e.case).toBe('engageReply');
+    const up = await ask(body('upgradeRequest', { batch: 1, policy: 'least-flows', timeoutMs: 90_000 }));
+    expect(up.case).toBe('upgradeReply');
+    expect((up.value as unknown as { ok: boolean; upgraded: string[] }).upgraded).toEqual(['fd-1', 'fd-2', 'fd-3']);
+    await new Promise((res) => setTimeout(res, 1000));
+    probe.kill('SIGTERM'); // the clients stop and report
     const r = (await result) as { connections: number; sockets: number; requests: number; ok: number; errors: Record<string, number>; statuses: Record<string, number> };
     const s = [await serverStats(1), await serverStats(2)];
     console.log(`real traffic: keep-alive clients saw ${JSON.stringify(r)}; servers counted ${JSON.stringify(s.map(({ connections, requests }) => ({ connections, requests })))}; Baton's drops so far: ${await nodeDrops()}; client TCP timeouts +${(await nstat(clientNs(1), 'TcpExtTCPTimeouts')) - retransBefore}`);

@@ -22,8 +22,8 @@
  *   http-keepalive --url U --connections N --rate R [--duration ms]
  *       N keep-alive connections (one socket each, never more), R requests
  *       per second in all, for --duration; prints `READY {}` once every
- *       connection has answered once, then at the end (or on SIGTERM) one
- *       JSON line: { connections, sockets (opened, > connections means a
+ *       connection has answered once, then at the end (or on SIGTERM, once
+ *       the requests in flight are answered) one JSON line: { connections, sockets (opened, > connections means a
  *       reconnect), requests, ok, statuses, errors, bytes }.
  *   http-short --url U --count N [--concurrency C]
  *       N requests, each on a new connection (Connection: close); prints one
@@ -238,14 +238,19 @@ async function httpKeepalive(o: Opts): Promise<void> {
     if (r.status === 200) out.ok++;
     out.bytes += r.bytes;
   };
+  // SIGTERM: no new request; the ones in flight finish (at most 10 s), then the report.
   let stopped = false;
+  let reported = false;
   const finish = () => {
-    if (stopped) return;
-    stopped = true;
+    if (reported) return;
+    reported = true;
     for (const a of agents) a.destroy();
     process.stdout.write(JSON.stringify(out) + '\n', () => process.exit(0));
   };
-  process.on('SIGTERM', finish);
+  process.on('SIGTERM', () => {
+    stopped = true;
+    setTimeout(finish, 10_000).unref();
+  });
   await Promise.all(agents.map((_, i) => one(i)));
   process.stdout.write('READY {}\n');
   const end = Date.now() + duration;
