@@ -13,13 +13,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { Launcher } from './launcher.js';
 import { attachOrchestrator } from './orchestrator.js';
 import { operation, body, disengageRequest, formatDisengage, formatEngage } from './operations-cmd.js';
 import { fetchStatus, formatStatus, statusRows } from './status.js';
 import { bookedTraffic, settledBooks } from './loss-report.js';
-import { labPreflight, labUp, labDown, clientNs, serverAddress, spawnProbe, readyLine, inNs, runInNs, BATON_ADDRESS } from './lab.js';
+import { labPreflight, labUp, labDown, clientNs, serverAddress, spawnProbe, probeResult, readyLine, inNs, runInNs, BATON_ADDRESS } from './lab.js';
 import { parseConfig, type BatonConfig } from '../shared/config/config.js';
 import { parseAddress, type Address } from '../shared/io/address.js';
 import { formatReport } from '../traffic/report.js';
@@ -90,20 +89,6 @@ async function nstat(ns: string, names: string[]): Promise<Record<string, number
   return out;
 }
 
-function lastJson(child: ChildProcess): Promise<Record<string, unknown>> {
-  return new Promise((resolve) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
-    child.once('exit', () => {
-      const line = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
-      try {
-        resolve(line ? (JSON.parse(line) as Record<string, unknown>) : { error: `no result: ${out.slice(0, 200)}` });
-      } catch {
-        resolve({ error: `unreadable result: ${out.slice(0, 200)}` });
-      }
-    });
-  });
-}
 
 const TCP_COUNTERS = ['TcpExtTCPTimeouts', 'TcpExtTCPSynRetrans', 'TcpRetransSegs', 'TcpEstabResets', 'TcpOutRsts'];
 
@@ -137,7 +122,7 @@ export async function realDemo(base: BatonConfig, seconds: number, log: Log): Pr
     const before = { c1: await nstat(clientNs(1), TCP_COUNTERS), c2: await nstat(clientNs(2), TCP_COUNTERS) };
     log(`real traffic: 32 keep-alive HTTP clients (200 requests/s) from ${clientNs(1)} and iperf3 -P 4 from ${clientNs(2)} to ${cfg.cluster.vip} for ${seconds} s`);
     const http = spawnProbe(clientNs(1), ['http-keepalive', '--url', `http://${cfg.cluster.vip}/bytes/4000`, '--connections', '32', '--rate', '200', '--duration', String(seconds * 1000)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const httpResult = lastJson(http);
+    const httpResult = probeResult(http);
     await readyLine(http, 'http-keepalive', 30_000);
     const iperf = inNs(clientNs(2), 'iperf3', ['-c', cfg.cluster.vip, '-P', '4', '-t', String(seconds), '-b', '5M', '-J'], { stdio: ['ignore', 'pipe', 'inherit'] });
     let iperfOut = '';

@@ -315,6 +315,27 @@ export function spawnProbe(ns: string, args: string[], opts: SpawnOptions = {}):
   return inNs(ns, process.execPath, labNodeArgs(LAB_PROBE_SCRIPT, args), opts);
 }
 
+/**
+ * The last JSON line a probe (cli/lab/probe.ts) printed, once it exits; it
+ * rejects when there is none (the probe failed before reporting). Call it
+ * before the probe can exit (it listens to stdout from then on).
+ */
+export function probeResult(child: ChildProcess): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    child.once('exit', () => {
+      const line = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+      if (!line) return reject(new BatonError(ErrorCode.REMOTE_ERROR, `the probe printed no result: ${out.slice(0, 300)}`));
+      try {
+        resolve(JSON.parse(line) as Record<string, unknown>);
+      } catch (e) {
+        reject(new BatonError(ErrorCode.REMOTE_ERROR, `the probe's result is not JSON: ${line.slice(0, 300)}`, undefined, { cause: e }));
+      }
+    });
+  });
+}
+
 /** Resolves once `child` printed a line starting with `READY` (its JSON, {} if none), rejects if it exits first. */
 export function readyLine(child: ChildProcess, what: string, timeoutMs = 20_000): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {

@@ -12,14 +12,13 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { Launcher } from '../cli/launcher.js';
 import { parseConfig } from '../shared/config/config.js';
 import { parseAddress, type Address } from '../shared/io/address.js';
 import { fetchStatus, statusRows } from '../cli/status.js';
 import { operation, body, disengageRequest } from '../cli/operations-cmd.js';
 import { parseMetrics } from '../traffic/loss-books.js';
-import { labPreflight, labUp, labDown, clientNs, serverAddress, nodeNs, nodeAddress, spawnProbe, readyLine, type Lab } from '../cli/lab.js';
+import { labPreflight, labUp, labDown, clientNs, serverAddress, nodeNs, nodeAddress, spawnProbe, probeResult, readyLine, type Lab } from '../cli/lab.js';
 import { waitFor } from './helpers/wait.js';
 
 const VIP = '198.51.100.1';
@@ -46,17 +45,6 @@ let launcher: Launcher | undefined;
 let manager: Address;
 let runDir = '';
 
-function lastJson(child: ChildProcess): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
-    child.once('exit', () => {
-      const line = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
-      if (line) resolve(JSON.parse(line) as Record<string, unknown>);
-      else reject(new Error(`probe printed no result: ${out}`));
-    });
-  });
-}
 
 describe.skipIf(why !== null)('Baton nodes in namespaces of their own (as on separate hosts), real clients and servers', () => {
   beforeAll(async () => {
@@ -85,7 +73,7 @@ describe.skipIf(why !== null)('Baton nodes in namespaces of their own (as on sep
     const hosts = new Set(rows.map((r) => r.data.split(':')[0]));
     expect(hosts).toEqual(new Set(names.map((_, i) => nodeAddress(i + 1))));
     const probe = spawnProbe(clientNs(1), ['http-keepalive', '--url', `http://${VIP}/bytes/1000`, '--connections', '16', '--rate', '100', '--duration', '8000'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const result = lastJson(probe);
+    const result = probeResult(probe);
     await readyLine(probe, 'http-keepalive', 30_000);
     const d = await operation(manager, disengageRequest('fd-2', { policy: 'least-flows', timeoutMs: 60_000 }), 120_000, () => {});
     expect(d.case === 'disengageReply' && d.value.ok).toBe(true);

@@ -21,12 +21,11 @@ import { parseAddress, type Address } from '../shared/io/address.js';
 import { fetchStatus, formatStatus, statusRows } from '../cli/status.js';
 import { operation, body, disengageRequest } from '../cli/operations-cmd.js';
 import { parseMetrics } from '../traffic/loss-books.js';
-import { labPreflight, labUp, labDown, clientNs, serverNs, serverAddress, runInNs, inNs, run, spawnProbe, readyLine, BATON_ADDRESS, ROOT_LINK, type Lab } from '../cli/lab.js';
+import { labPreflight, labUp, labDown, clientNs, serverNs, serverAddress, runInNs, inNs, run, spawnProbe, probeResult, readyLine, BATON_ADDRESS, ROOT_LINK, type Lab } from '../cli/lab.js';
 import { spawn } from 'node:child_process';
 import { waitFor } from './helpers/wait.js';
 import { attachOrchestrator } from '../cli/orchestrator.js';
 import type { ControlChannel } from '../shared/control/channel.js';
-import type { ChildProcess } from 'node:child_process';
 
 const VIP = '198.51.100.1';
 const VNI = 7;
@@ -118,17 +117,6 @@ async function nstat(ns: string, name: string): Promise<number> {
 }
 
 /** The JSON line a probe prints last. */
-function lastJson(child: ChildProcess): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
-    child.once('exit', () => {
-      const lines = out.trim().split('\n').filter((l) => l.startsWith('{'));
-      if (lines.length === 0) reject(new Error(`probe printed no result: ${out}`));
-      else resolve(JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>);
-    });
-  });
-}
 
 describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN-GPE edge, real servers)', () => {
   beforeAll(async () => {
@@ -154,7 +142,7 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     const r = await runInNs(clientNs(1), 'curl', ['-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', `http://${VIP}/bytes/200000`]);
     expect(r.stdout.trim()).toBe('200 200000');
     const probe = spawnProbe(clientNs(2), ['udp-query', '--host', VIP, '--port', '53', '--count', '100', '--timeout', '5000'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const q = await lastJson(probe);
+    const q = await probeResult(probe);
     expect(q.received).toBe(100);
   }, 60_000);
 
@@ -184,7 +172,7 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
   it('64 keep-alive HTTP connections through a disengage, an engage and a rolling upgrade: no reconnect, every response 200', async () => {
     for (const j of [1, 2]) await fetch(`http://${serverAddress(j)}/reset`);
     const probe = spawnProbe(clientNs(1), ['http-keepalive', '--url', `http://${VIP}/bytes/2000`, '--connections', '64', '--rate', '300', '--duration', '120000'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const result = lastJson(probe);
+    const result = probeResult(probe);
     await readyLine(probe, 'http-keepalive', 30_000);
     const retransBefore = await nstat(clientNs(1), 'TcpExtTCPTimeouts');
     const d = await ask(disengageRequest('fd-1', { policy: 'least-flows', timeoutMs: 60_000 }));
@@ -210,7 +198,7 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
 
   it('a UDP request/response service keeps answering across a disengage: one client flow, moved, every query answered', async () => {
     const probe = spawnProbe(clientNs(1), ['udp-query', '--host', VIP, '--port', '53', '--count', '20', '--rounds', '60', '--gap', '50', '--timeout', '3000'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const result = lastJson(probe);
+    const result = probeResult(probe);
     await new Promise((r) => setTimeout(r, 800));
     const d = await ask(disengageRequest('fd-3', { policy: 'least-flows', timeoutMs: 60_000 }));
     expect(d.case).toBe('disengageReply');
@@ -226,7 +214,7 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     const synBefore = await nstat(clientNs(2), 'TcpExtTCPSynRetrans');
     const refusedBefore = await hashCounter('drop_admission_syn');
     const probe = spawnProbe(clientNs(2), ['http-short', '--url', `http://${VIP}/bytes/100`, '--count', '1000', '--concurrency', '8'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const result = lastJson(probe);
+    const result = probeResult(probe);
     await new Promise((r) => setTimeout(r, 300));
     const d = await ask(disengageRequest('fd-2', { policy: 'least-flows', timeoutMs: 60_000 }));
     expect(d.case).toBe('disengageReply');
@@ -281,7 +269,7 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     console.log(formatStatus(await fetchStatus(manager)));
     await fetch(`http://${serverAddress(1)}/reset`);
     const probe = spawnProbe(clientNs(2), ['http-short', '--url', `http://${VIP}/bytes/100`, '--count', '200', '--concurrency', '8'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const r = (await lastJson(probe)) as { ok: number; errors: Record<string, number> };
+    const r = (await probeResult(probe)) as { ok: number; errors: Record<string, number> };
     const s1 = await serverStats(1);
     console.log(`real traffic: with s2 down, 200 new connections: ${r.ok} answered (s1 counted ${s1.connections} connections), errors ${JSON.stringify(r.errors)}`);
     expect(r.ok).toBe(200);
