@@ -215,6 +215,24 @@ async function batonDrops(launcher: Launcher): Promise<string> {
   return out.join(', ') || 'none';
 }
 
+/**
+ * Redirect hops per real-server reply (issue 13, "replies without an owner
+ * hint"): the FDs' redirects of any kind over the server replies the hash
+ * tier took at its edge. 0 means every reply reached its owner directly.
+ */
+async function redirectHopsPerReply(launcher: Launcher): Promise<{ replies: number; redirects: number; perReply: number }> {
+  let replies = 0;
+  let redirects = 0;
+  for (const n of launcher.nodes.values()) {
+    for (const m of parseMetrics(await (await fetch(n.metrics)).text())) {
+      const c = m.labels.counter;
+      if (m.name === 'baton_hash_tier_total' && c === 'edge_server_frames') replies += m.value;
+      if (m.name === 'baton_fd_total' && (c === 'redirected' || c === 'redirected_by_hint' || c === 'redirected_leaving')) redirects += m.value;
+    }
+  }
+  return { replies, redirects, perReply: replies ? redirects / replies : 0 };
+}
+
 async function waitUntil(what: string, cond: () => Promise<boolean>, ms: number): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond().catch(() => false))) {
@@ -334,6 +352,8 @@ const realTraffic: BenchCase = {
       }
       const drops = await batonDrops(launcher);
       progress(`Baton's drop counters: ${drops}`);
+      const hops = await redirectHopsPerReply(launcher);
+      progress(`redirect hops per real-server reply: ${hops.perReply.toFixed(4)} (${hops.redirects} redirects, of any packet, over ${hops.replies} server replies)`);
       const med = (id: TargetId, f: (r: Round) => number) => spreadOf(rounds[id].map(f)).median;
       for (const [what, f] of [
         ['iperf3', (r: Round) => r.iperfMbps],
