@@ -337,6 +337,7 @@ it('client ingress (locator stamped) and egress by locator: 1 M frames through t
   expect(c.get(HT.tx_dropped_full)).toBe(0);
   expect(c.get(HT.client_addrs_added)).toBe(4);
   expect(gcs).toBe(0);
-  // Half a byte per frame (as test/hot-path-alloc.test.ts): one 16-byte allocation per frame would be 16 MB.
-  expect(growth).toBeLessThan(512 * 1024);
+  // No GC is the criterion; heapUsed moves with V8's own bookkeeping: 282-531 KB with 0 GCs in four clean-clone
+  // runs (2026-12-04). A byte per frame is the bound: one 16-byte allocation per frame would be 16 MB.
+  expect(growth).toBeLessThan(1024 * 1024);
 });
