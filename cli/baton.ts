@@ -78,7 +78,7 @@ const up = program
 addTrafficOptions(up).action(async (o) => {
   const cfg = withTopology(loadConfig(o.config), { tiers: o.tiers, store: o.store });
   if (o.demo !== undefined) {
-    const why = cfg.hashTiers.length > 1 ? 'the real-traffic demo runs one hash tier' : await realDemoUnavailable();
+    const why = cfg.hashTiers.length > 1 ? 'the real-traffic demo runs one hash tier' : await realDemoUnavailable((l) => console.log(l));
     if (why === null) process.exit(await realDemo(cfg, o.demo, (l) => console.log(l)));
     console.log(`not using real traffic (${why}): Baton's own verified synthetic traffic instead`);
   }

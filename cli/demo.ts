@@ -18,7 +18,7 @@ import { attachOrchestrator } from './orchestrator.js';
 import { operation, body, disengageRequest, formatDisengage, formatEngage } from './operations-cmd.js';
 import { fetchStatus, formatStatus, statusRows } from './status.js';
 import { bookedTraffic, settledBooks } from './loss-report.js';
-import { labPreflight, labUp, labDown, clientNs, serverAddress, spawnProbe, probeResult, readyLine, inNs, runInNs, BATON_ADDRESS } from './lab.js';
+import { installLabTools, labPreflight, labUp, labDown, clientNs, serverAddress, spawnProbe, probeResult, readyLine, inNs, runInNs, BATON_ADDRESS } from './lab.js';
 import { parseConfig, type BatonConfig } from '../shared/config/config.js';
 import { parseAddress, type Address } from '../shared/io/address.js';
 import { formatReport } from '../traffic/report.js';
@@ -184,8 +184,9 @@ export async function syntheticDemo(cfg: BatonConfig, launcher: Launcher, manage
 }
 
 /** Null when the real-traffic demo can run here, else why not. */
-export async function realDemoUnavailable(): Promise<string | null> {
+export async function realDemoUnavailable(log: Log = () => {}): Promise<string | null> {
   if (process.env.BATON_DEMO_SYNTHETIC) return 'BATON_DEMO_SYNTHETIC is set';
+  await installLabTools(log); // a fresh machine, as root with apt-get: iperf3, ethtool, curl from Debian
   return labPreflight();
 }
 

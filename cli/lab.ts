@@ -269,13 +269,15 @@ export interface RunOptions {
   timeoutMs?: number;
   input?: string;
   signal?: AbortSignal;
+  /** Environment of the command (default: this process's). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** Runs `cmd args` to completion (no shell); rejects with its stderr unless allowFail. */
 export function run(cmd: string, args: string[], o: RunOptions = {}): Promise<RunResult> {
   o.signal?.throwIfAborted();
   return new Promise((resolve, reject) => {
-    const c = spawn(cmd, args, { stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const c = spawn(cmd, args, { stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], ...(o.env ? { env: o.env } : {}) });
     let stdout = '';
     let stderr = '';
     c.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -376,6 +378,36 @@ const which = async (cmd: string): Promise<boolean> => (await run('sh', ['-c', `
  * everything missing (not root; no `ip netns`; no veth, bridge or VXLAN-GPE
  * device — tried in a scratch namespace; ethtool or iperf3 not installed).
  */
+/** The Debian packages the lab's tools come from (command -> package). */
+export const LAB_PACKAGES: Readonly<Record<string, string>> = { ethtool: 'ethtool', iperf3: 'iperf3', curl: 'curl', nstat: 'iproute2' };
+
+/**
+ * Installs the lab's missing tools from Debian (`apt-get install`, package
+ * scripts kept from starting services: iperf3's own daemon), when this is
+ * root on a machine with apt-get: what `npm start` needs on a fresh machine.
+ * Returns what it installed ([] when nothing was missing); a failed install
+ * is reported, not thrown: labPreflight() then says what is still missing.
+ */
+export async function installLabTools(log: (line: string) => void = () => {}): Promise<string[]> {
+  if (process.getuid?.() !== 0 || !(await which('apt-get'))) return [];
+  const need: string[] = [];
+  for (const [cmd, pkg] of Object.entries(LAB_PACKAGES)) if (!(await which(cmd)) && !need.includes(pkg)) need.push(pkg);
+  if (need.length === 0) return [];
+  log(`lab: installing ${need.join(', ')} from Debian (apt-get)…`);
+  const policy = '/usr/sbin/policy-rc.d';
+  const added = !existsSync(policy);
+  if (added) writeFileSync(policy, '#!/bin/sh\nexit 101\n', { mode: 0o755 });
+  try {
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    await run('apt-get', ['update', '-qq'], { allowFail: true, timeoutMs: 300_000, env });
+    const r = await run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...need], { allowFail: true, timeoutMs: 600_000, env });
+    if (r.code !== 0) log(`lab: apt-get install failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    return r.code === 0 ? need : [];
+  } finally {
+    if (added) rmSync(policy, { force: true });
+  }
+}
+
 export async function labPreflight(): Promise<string | null> {
   if (process.platform !== 'linux') return `the lab needs Linux network namespaces (this is ${process.platform})`;
   if (process.getuid?.() !== 0) return 'the lab needs root (network namespaces, veth and tunnel devices need CAP_NET_ADMIN); run it as root';
