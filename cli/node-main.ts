@@ -103,6 +103,15 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addCounters('fd_control', 'Peer control connections accepted: messages and decode failures', () => n.mesh.channelCounters);
     metrics.addCounters('fd_migration', 'Migration-client steps (disengages, chunks, entries, broadcasts), by counter', () => n.migration.counters);
     metrics.addGauge('flows', 'Flow-table entries (owned and learned)', () => n.table.size);
+    if (n.replication && n.replicas) {
+      const r = n.replication;
+      const st = n.replicas;
+      metrics.addCounters('fd_replication', "Flow-state replication to this FD's backups: changes, batches, acks, resyncs (docs/failure.md)", () => r.counters);
+      metrics.addCounters('fd_replicas', 'Replicas this FD holds for its peers: batches applied or refused, promotions of failed owners', () => st.counters);
+      metrics.addGauge('replicas_held', "Peers' connection entries held here as replicas (not forwarding until promoted)", () => st.size);
+      metrics.addGauge('replication_lag_max_ms', 'Largest replication lag since the last scrape: first change of a flush to its acknowledgement', () => r.takeMaxLagMs());
+      metrics.addGauge('replication_in_flight', 'Replica batches sent and not yet acknowledged', () => r.inFlight);
+    }
     metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.dataplane.dp.rx.depth);
     metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.dataplane.dp.tx.depth);
     metrics.addGauge('socket_send_queue_bytes', 'Bytes in the UDP socket send queue', () => n.dataplane.dp.socket.sendQueueBytes());

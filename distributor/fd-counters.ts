@@ -31,6 +31,11 @@ const STATIC = [
   'drop_no_backend', // policy refused the new flow
   'linger_overflow', // closing ring full: flow left to idle expiry instead
   'flows_closing_imported', // a migrated-in entry was already closing: put on the linger queue here
+  // Failure (docs/failure.md)
+  'flows_recreated_stateless', // a FAILED owner's flow, no replica here: created again by the pure service policy (second line)
+  'drop_owner_failed', // a FAILED owner's flow, no replica here, and the second line cannot re-create it
+  'drop_fenced', // this FD was declared FAILED: it forwards nothing until it engages again
+  'flows_fenced', // entries this FD owned when it learned it was declared FAILED (promoted elsewhere)
   // Ownership records received (peer batches)
   'ownership_deferred', // records that arrived while this FD's table was frozen (its own migration): queued
   'ownership_deferred_applied', // queued records applied when the freeze ended

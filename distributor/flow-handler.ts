@@ -26,8 +26,9 @@ import { BatonError, ErrorCode } from '../shared/errors.js';
 import { FlowTable, NetAction, FlowFlag, OWNER_NONE } from './flow-table.js';
 import { FlowAction, type ServicePolicy } from './service-policy.js';
 import { FD, rejectCounter, newFdCounters } from './fd-counters.js';
-import { hashFiveTuple } from '../shared/hash/xxh32.js';
-import { FlowKey, partnerKey } from './flow-pair.js';
+import { scopeHash } from './scope-hash.js';
+import { FlowKey, partnerKey, forwardKey } from './flow-pair.js';
+import type { ReplicationSink } from './replication.js';
 import type { HashScope } from '../shared/scope/hash-scope.js';
 
 export const Verdict = {
@@ -71,6 +72,8 @@ export interface FlowHandlerOptions {
    * is). A leaving FD redirects by the same rule. Absent: the 5-tuple.
    */
   clientKeyVip?: number;
+  /** hash.symmetric: the hash tier hashes both directions of a 5-tuple alike. */
+  symmetricHash?: boolean;
 }
 
 const NOOP_SINK: OwnershipSink = { flowCreated() {} };
@@ -87,6 +90,13 @@ export class FlowHandler {
   redirectHint = OWNER_NONE;
   /** Set when handle() returns DROP. */
   dropCounter = 0;
+  /**
+   * owner id -> 1 while the scope says that FD is FAILED (setFailed). A
+   * packet of a flow it owned is not redirected to it: a promoted replica
+   * has taken it over here, or it is re-created by the stateless second
+   * line, or it is a counted drop_owner_failed (docs/failure.md).
+   */
+  readonly failedOwners = new Uint8Array(0x10000);
   /** Time sampled by the last tick(). */
   nowMs: number;
 
@@ -125,6 +135,7 @@ export class FlowHandler {
     this.lingerKeys = new Uint32Array(cap * 4);
     this.lingerDeadline = new Float64Array(cap);
     this.verifyL4 = o.verifyL4Checksum ?? true;
+    this.symmetric = o.symmetricHash ?? false;
     this.nowMs = Math.floor(this.clock.now());
   }
 
@@ -145,6 +156,8 @@ export class FlowHandler {
     const m = this.meta;
     c.inc(FD.rx_packets);
     c.inc(FD.rx_bytes, len);
+    // Declared FAILED (it was hung, and is running again): its flows are promoted elsewhere; it stays out.
+    if (this.fenced) return this.drop(FD.drop_fenced);
     const rej = parseIPv4(buf, off, len, m, this.verifyL4);
     if (rej !== Reject.OK) return this.drop(rejectCounter(rej));
 
@@ -161,7 +174,7 @@ export class FlowHandler {
     }
 
     if (slot < 0) {
-      if (ownerHint !== OWNER_NONE && ownerHint !== 0 && ownerHint !== this.selfId) {
+      if (ownerHint !== OWNER_NONE && ownerHint !== 0 && ownerHint !== this.selfId && this.failedOwners[ownerHint] === 0) {
         this.redirectOwner = ownerHint;
         this.redirectHint = ownerHint;
         c.inc(FD.redirected_by_hint);
@@ -173,13 +186,7 @@ export class FlowHandler {
         // no entry for goes where the shrunken scope will send it; that FD owns
         // the flow, knows its owner from the (acknowledged) broadcasts, or, for
         // a SYN, creates it.
-        const ck = this.clientKeyVip;
-        const h =
-          ck < 0
-            ? hashFiveTuple(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, this.nextSeed)
-            : m.dstIp === ck
-              ? hashFiveTuple(m.srcIp, 0, m.srcPort, 0, m.proto, this.nextSeed)
-              : hashFiveTuple(m.dstIp, 0, m.dstPort, 0, m.proto, this.nextSeed);
+        const h = scopeHash(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, this.nextSeed, this.clientKeyVip, this.symmetric);
         this.redirectOwner = this.nextIds[next.pick(h)]!;
         this.redirectHint = OWNER_NONE;
         c.inc(FD.redirected_leaving);
@@ -190,6 +197,10 @@ export class FlowHandler {
       if (shed) return this.drop(FD.drop_shed_new_flow);
       slot = this.createFlow();
       if (slot < 0) return Verdict.DROP; // createFlow counted the reason
+    } else if (t.owner(slot) !== this.selfId && this.failedOwners[t.owner(slot)] !== 0) {
+      // Its owner is dead and no replica of it was promoted here: the second line.
+      slot = this.recreate(slot);
+      if (slot < 0) return Verdict.DROP; // counted
     } else if (t.owner(slot) !== this.selfId) {
       // Touch keeps a learned entry alive while its flow is active here.
       t.touch(slot, len, this.nowMs);
@@ -334,6 +345,29 @@ export class FlowHandler {
     this.sink = sink;
   }
 
+  /** Where changes of own connections are reported for replication (null: none). */
+  setReplicationSink(sink: ReplicationSink | null): void {
+    this.repl = sink;
+  }
+  private repl: ReplicationSink | null = null;
+  private readonly fk = new FlowKey();
+  private readonly symmetric: boolean;
+
+  /** The FDs the scope says are FAILED, from now on (a whole set each time). Off the hot path. */
+  setFailed(ids: Iterable<number>): void {
+    this.failedOwners.fill(0);
+    for (const id of ids) if (id !== this.selfId) this.failedOwners[id & 0xffff] = 1;
+  }
+
+  /**
+   * Fenced: the scope says this FD is FAILED (it hung and runs again, or
+   * lost the manager for longer than deadAfterMs). Its flows were promoted
+   * elsewhere: every packet that still reaches it is a counted
+   * drop_fenced, and it creates, broadcasts and replicates nothing. Its
+   * table is emptied by the caller. Off the hot path.
+   */
+  fenced = false;
+
   /**
    * Every entry owned by `from` now belongs to `to` (a peer handed all its
    * flows to one inheritor). One walk over the table; moves no entry, so it
@@ -393,12 +427,36 @@ export class FlowHandler {
 
   /** Creates forward + reverse entries for the packet in `meta`; returns the forward slot or -1 (counted). */
   private createFlow(): number {
-    const m = this.meta;
-    const a = this.action;
-    if (!this.policy.choose(m, a)) {
+    if (!this.policy.choose(this.meta, this.action)) {
       this.drop(FD.drop_no_backend);
       return -1;
     }
+    return this.createWith();
+  }
+
+  /**
+   * The stateless second line (docs/failure.md, "Second line"): the entry at
+   * `slot` is a learned one whose owner is FAILED, and no replica of it was
+   * promoted here. Where the service choice is a pure function of the
+   * 5-tuple and the backend set (policy.pure) and this packet is the
+   * client's (the policy recognises its service), the flow is created again
+   * here, as its SYN would have created it; otherwise a counted drop.
+   */
+  private recreate(slot: number): number {
+    if (this.policy.pure !== true || this.frozen || this.nextScope !== null || !this.policy.choose(this.meta, this.action)) {
+      this.drop(FD.drop_owner_failed);
+      return -1;
+    }
+    this.table.removeAt(slot);
+    const s = this.createWith();
+    if (s >= 0) this.counters.inc(FD.flows_recreated_stateless);
+    return s;
+  }
+
+  /** createFlow once the policy has filled `action`. */
+  private createWith(): number {
+    const m = this.meta;
+    const a = this.action;
     const t = this.table;
     const self = this.selfId;
     const now = this.nowMs;
@@ -440,10 +498,21 @@ export class FlowHandler {
       const p = t.find(pk.srcIp, pk.dstIp, pk.srcPort, pk.dstPort, pk.proto);
       if (p >= 0 && (t.flags(p) & FlowFlag.FIN_SEEN) === 0) {
         this.counters.inc(FD.flows_half_closed);
+        this.replicate(slot);
         return;
       }
     }
     this.startLinger(slot);
+    this.replicate(slot);
+  }
+
+  /** Reports the connection of the (own) entry at `slot` changed, to its backup. */
+  private replicate(slot: number): void {
+    const r = this.repl;
+    if (r === null) return;
+    const k = this.fk;
+    forwardKey(this.table, slot, k);
+    r.connectionChanged(k.srcIp, k.dstIp, k.srcPort, k.dstPort, k.proto);
   }
 
   private startLinger(slot: number): void {
@@ -487,8 +556,14 @@ export class FlowHandler {
     const dIp = t.dstIp(slot);
     const sP = t.srcPort(slot);
     const dP = t.dstPort(slot);
+    const rev = (t.flags(slot) & FlowFlag.REVERSE) !== 0;
     t.removeAt(slot);
     t.remove(k.srcIp, k.dstIp, k.srcPort, k.dstPort, proto);
+    const r = this.repl;
+    if (r !== null) {
+      if (rev) r.connectionRemoved(k.srcIp, k.dstIp, k.srcPort, k.dstPort, proto, sIp, dIp, sP, dP);
+      else r.connectionRemoved(sIp, dIp, sP, dP, proto, k.srcIp, k.dstIp, k.srcPort, k.dstPort);
+    }
     const s = this.sink;
     if (s.flowRemoved) {
       s.flowRemoved(sIp, dIp, sP, dP, proto);

@@ -46,6 +46,8 @@ export const MESH = defineCounters([
   'records_received',
   'batches_rejected',
   'peer_connect_failures',
+  'batches_from_failed', // from an FD the scope says is FAILED: ignored (its flows were promoted elsewhere)
+  'records_fenced', // own records not broadcast: this FD is fenced (declared FAILED)
 ] as const);
 
 /** The codes (of ErrorCode, shared/errors.ts) of the ErrorReply that answers an acknowledged batch not (yet) applied in full. */
@@ -113,6 +115,23 @@ export class OwnershipMesh implements OwnershipSink {
   private deferredRecords = 0;
   private stopped = false;
   private readonly requestTimeoutMs: number;
+  /** Owners whose batches are ignored (the node sets it: FDs the scope says are FAILED). */
+  refuseFrom: (owner: number) => boolean = () => false;
+  /**
+   * Fenced (this FD was declared FAILED): nothing of its own is broadcast
+   * or resynced any more, so it cannot take back flows promoted elsewhere.
+   */
+  get fenced(): boolean {
+    return this.isFenced;
+  }
+  set fenced(v: boolean) {
+    this.isFenced = v;
+    if (v) {
+      this.buffer.clear();
+      this.dirty.clear();
+    }
+  }
+  private isFenced = false;
   /** Extra request handling for peer connections (the migration client plugs in here). */
   peerRequestHandler: ((env: EnvelopeObject, ch: ControlChannel) => Body | void | Promise<Body | void>) | null = null;
 
@@ -150,9 +169,17 @@ export class OwnershipMesh implements OwnershipSink {
 
   // OwnershipSink (called by the flow handler per created/removed flow: no allocation)
   flowCreated(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number, owner: number): void {
+    if (this.isFenced) {
+      this.counters.inc(MESH.records_fenced);
+      return;
+    }
     this.buffer.add(srcIp, dstIp, srcPort, dstPort, proto, 0, owner);
   }
   flowRemoved(srcIp: number, dstIp: number, srcPort: number, dstPort: number, proto: number): void {
+    if (this.isFenced) {
+      this.counters.inc(MESH.records_fenced);
+      return;
+    }
     this.buffer.add(srcIp, dstIp, srcPort, dstPort, proto, OwnershipFlag.REMOVED, this.selfId);
   }
 
@@ -237,7 +264,7 @@ export class OwnershipMesh implements OwnershipSink {
         if (cur && !this.out.has(id)) this.connect(id, cur);
       });
     });
-    if (this.dirty.has(id)) {
+    if (this.dirty.has(id) && !this.isFenced) {
       this.resync(id, ch).then(
         (n) => {
           this.handler.counters.inc(FD.ownership_resyncs);
@@ -275,6 +302,11 @@ export class OwnershipMesh implements OwnershipSink {
     if (b.recordVersion !== OWNERSHIP_RECORD_VERSION || !Number.isInteger(b.count) || b.count < 0 || b.records.length !== b.count * OWNERSHIP_RECORD_SIZE) {
       this.counters.inc(MESH.batches_rejected);
       return OwnershipNack.BAD_BATCH;
+    }
+    if (this.refuseFrom(b.owner)) {
+      // A FAILED FD running again (it hung): the scope took it out and its flows were promoted.
+      this.counters.inc(MESH.batches_from_failed);
+      return { applied: b.count, refused: 0 };
     }
     this.counters.inc(MESH.batches_received);
     this.counters.inc(MESH.records_received, b.count);

@@ -22,6 +22,12 @@ export class FlowAction {
 export interface ServicePolicy {
   /** Fill `out` for the new flow of `meta`; return false to refuse it (counted drop `no_backend`). */
   choose(meta: PacketMeta, out: FlowAction): boolean;
+  /**
+   * The choice is a pure function of the packet's 5-tuple and the backend
+   * set: any FD makes the same one, at any time while the backends stay the
+   * same (the failure second line relies on it: docs/failure.md).
+   */
+  readonly pure?: boolean;
 }
 
 export interface Backend {
@@ -32,6 +38,7 @@ export interface Backend {
 
 /** Pass packets through unchanged (the seed's "forward" action). */
 export class ForwardPolicy implements ServicePolicy {
+  readonly pure = true;
   constructor(private readonly appAction = 0) {}
   choose(_meta: PacketMeta, out: FlowAction): boolean {
     out.netAction = NetAction.FORWARD;
@@ -49,6 +56,8 @@ export class ForwardPolicy implements ServicePolicy {
  * snapshot swapped whole with `setBackends` (off the hot path).
  */
 export class HashRewritePolicy implements ServicePolicy {
+  /** A hash of the 5-tuple (or the client address) over the backend list: the same on every FD. */
+  readonly pure = true;
   private ips: Uint32Array;
   private ports: Uint16Array;
   constructor(

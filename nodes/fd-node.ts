@@ -35,6 +35,10 @@ import { EdgePort } from '../shared/dataplane/edge-port.js';
 import { EdgeEncap, VXLAN_GPE_PORT, GENEVE_EDGE_PORT } from '../shared/encap/edge.js';
 import { EndpointHealth, EndpointState, ENDPOINT_STATE_NAMES, type Prober } from '../distributor/endpoint-health.js';
 import { TcpConnectProber } from '../shared/io/tcp-probe.js';
+import { ReplicationSender } from '../distributor/replication.js';
+import { ErrorCode } from '../shared/errors.js';
+import { ReplicaStore } from '../distributor/replica-store.js';
+import { MigrationOp } from '../migration-client/migration-receiver.js';
 
 export class FdNode {
   readonly table: FlowTable;
@@ -49,6 +53,11 @@ export class FdNode {
   /** Toward real servers (config realServers): the edge port and the endpoints' health. */
   edge: EdgePort | null = null;
   health: EndpointHealth | null = null;
+  /** Flow-state replication (config replication; docs/failure.md): this FD's connections to their backups, and the replicas it holds. */
+  replication: ReplicationSender | null = null;
+  replicas: ReplicaStore | null = null;
+  /** FAILED FDs whose replicas this FD has promoted (until they are no longer FAILED). */
+  private readonly promoted = new Set<number>();
   private readonly pps: PpsMeter;
   private readonly log;
 
@@ -72,6 +81,7 @@ export class FdNode {
       idleMs: cfg.flowTable.idleMs,
       verifyL4Checksum: cfg.dataplane.verifyL4Checksum,
       clientKeyVip: cfg.hash.key === 'client' ? ipv4ToInt(cfg.cluster.vip) : undefined,
+      symmetricHash: cfg.hash.symmetric,
     });
     this.pps = new PpsMeter(io.scheduler.clock, () => this.handler.counters.get(FD.rx_packets));
   }
@@ -119,8 +129,35 @@ export class FdNode {
       // A disengage ends quiet only with the data socket's kernel receive queue empty (real UDP sockets; in memory there is none).
       kernelRxQueue: io.datagrams instanceof UdpNet ? () => kernelUdpRxQueue(sock.address) : undefined,
     });
-    // Inheritor side: chunks of a peer's flow table arrive on peer channels.
-    this.mesh.peerRequestHandler = (env) => (env.body.case === 'migrationChunk' ? handleMigrationChunk(this.table, this.handler, this.migration.counters, env.body.value) : undefined);
+    const rp = cfg.replication;
+    if (rp.enabled) {
+      this.replicas = new ReplicaStore(rp.maxReplicas ?? cfg.flowTable.maxFlows, cfg.flowTable.seed);
+      this.replication = new ReplicationSender(me.id, this.table, (id) => this.mesh.peer(id), io.scheduler, {
+        lagMs: rp.lagMs,
+        maxPendingChanges: rp.maxPendingChanges,
+        maxInFlight: rp.maxInFlight,
+        resyncEveryMs: rp.resyncEveryMs,
+        requestTimeoutMs: cfg.control.requestTimeoutMs,
+        clientKeyVip: cfg.hash.key === 'client' ? ipv4ToInt(cfg.cluster.vip) : -1,
+        symmetric: cfg.hash.symmetric,
+      });
+      this.handler.setReplicationSink(this.replication);
+      this.replication.start();
+      // A promotion the frozen table put off (this FD was migrating its own flows) runs at the thaw.
+      this.handler.onThaw(() => this.promoteFailed());
+    }
+    // Peer channels: chunks of a peer's flow table (inheritor side), and replicas of its connections (backup side).
+    this.mesh.peerRequestHandler = (env) => {
+      if (env.body.case === 'migrationChunk') {
+        const c = env.body.value;
+        const r = handleMigrationChunk(this.table, this.handler, this.migration.counters, c);
+        // Flows that became this FD's (a commit, or a copy that is not staged) need backups.
+        if (c.op === MigrationOp.COMMIT || c.op === MigrationOp.DONE || (c.op === MigrationOp.COPY && !c.staged)) this.replication?.resyncAll();
+        return r;
+      }
+      if (env.body.case === 'replicaBatch') return this.replicas ? this.replicas.apply(env.body.value, this.handler.nowMs) : body('errorReply', { code: ErrorCode.REPLICA_REFUSED, message: 'replication is off on this FD' });
+      return undefined;
+    };
     const control = await this.mesh.start({ host: me.host, port: me.controlPort });
     this.controlAddress = control;
     this.agent = new MemberAgent({
@@ -203,7 +240,91 @@ export class FdNode {
         this.handler.setLeaving(scope, ids, u.hashSeed);
       }
     }
+    this.applyFailures(u);
     this.log.info('scope applied', { version: u.version, peers: peers.length, services: services.length, backends: backends.length });
+  }
+
+  /**
+   * Failure handling from a scope update (docs/failure.md): FDs the scope
+   * says are FAILED are no owners any more (their flows are promoted here
+   * from replicas, re-created by the second line, or counted drops); this
+   * FD, if it is the one declared FAILED, fences itself; and replication
+   * follows the scope (backups = the scope without this FD).
+   */
+  private applyFailures(u: ScopeUpdate): void {
+    const fds = u.members.filter((m) => m.node.role === Role.FD);
+    const failed = fds.filter((m) => m.status === MemberStatus.FAILED && m.node.id !== this.me.id).map((m) => m.node.id);
+    const failedSet = new Set(failed);
+    this.handler.setFailed(failed);
+    this.mesh.refuseFrom = (id) => failedSet.has(id);
+    for (const id of this.promoted) if (!failedSet.has(id)) this.promoted.delete(id);
+    const mine = fds.find((m) => m.node.id === this.me.id);
+    if (mine?.status === MemberStatus.FAILED) {
+      this.fence();
+      return;
+    }
+    if (this.handler.fenced && mine && mine.inScope && mine.status === MemberStatus.ACTIVE) {
+      // Engaged again (re-registered, synced by its peers, back in the scope).
+      this.handler.fenced = false;
+      this.mesh.fenced = false;
+      this.log.warn('fence lifted: this FD is ACTIVE in the scope again', { node: this.me.name });
+    }
+    const store = this.replicas;
+    const repl = this.replication;
+    if (!store || !repl) return;
+    const live = new Set(fds.filter((m) => m.status !== MemberStatus.FAILED && m.status !== MemberStatus.DISENGAGED).map((m) => m.node.id));
+    store.acceptFrom = (id) => live.has(id);
+    this.canPromote = !!mine && mine.inScope && mine.status === MemberStatus.ACTIVE && !this.handler.leaving;
+    this.pendingPromotions = failed;
+    this.promoteFailed();
+    // Replicas of FDs that left (DISENGAGED: their flows moved by migration) or failed and were not promoted here go.
+    store.retain((id) => live.has(id));
+    const others = fds.filter((m) => m.inScope && m.node.id !== this.me.id);
+    if (others.length === 0 || this.handler.fenced) repl.setScope(null, new Uint16Array(0), u.hashSeed);
+    else {
+      const { scope, ids } = scopeWithIds(u.version, others.map((m) => m.node), u.tableSize, u.hashSeed, u.anchor);
+      repl.setScope(scope, ids, u.hashSeed);
+    }
+  }
+  private canPromote = false;
+  private pendingPromotions: number[] = [];
+
+  /** Promotes the replicas of every FAILED owner not yet promoted (again at a thaw, if the table was frozen). */
+  private promoteFailed(): void {
+    const store = this.replicas;
+    if (!store || !this.canPromote || this.handler.fenced) return;
+    for (const id of this.pendingPromotions) {
+      if (this.promoted.has(id)) continue;
+      const t0 = this.io.scheduler.clock.now();
+      const n = store.promote(id, this.handler, this.mesh);
+      if (n < 0) return; // frozen: at the thaw
+      this.promoted.add(id);
+      if (n > 0) {
+        this.mesh.flush();
+        this.replication?.resyncAll();
+        this.log.warn('promoted the replicas of a failed FD', { failed: id, entries: n, ms: Math.round((this.io.scheduler.clock.now() - t0) * 10) / 10 });
+      }
+    }
+  }
+
+  /**
+   * The scope says this FD is FAILED (it hung past control.deadAfterMs, or
+   * lost the manager): its flows were promoted elsewhere. It forwards,
+   * broadcasts and replicates nothing more and empties its table (counted
+   * flows_fenced), so it cannot fight the new owners. Idempotent.
+   */
+  private fence(): void {
+    if (this.handler.fenced) return;
+    const t = this.table;
+    let owned = 0;
+    for (let s = t.nextOccupied(0); s >= 0; s = t.nextOccupied(s + 1)) if (t.owner(s) === this.me.id) owned++;
+    this.handler.fenced = true;
+    this.mesh.fenced = true;
+    this.replication?.setScope(null, new Uint16Array(0), 0);
+    this.replicas?.retain(() => false);
+    if (!this.handler.frozen) t.clear();
+    this.handler.counters.inc(FD.flows_fenced, owned);
+    this.log.error('declared FAILED by the manager: fenced, forwarding nothing', { node: this.me.name, flowsOwned: owned });
   }
 
   /** Is this FD's control link to the tier up? (undefined: no link to it) */
@@ -260,12 +381,29 @@ export class FdNode {
     };
   }
 
-  async stop(): Promise<void> {
-    this.agent?.stop();
-    this.health?.stop();
-    await this.mesh?.stop();
-    await this.dataplane?.close();
-    await this.edge?.close();
+  /** The stop's own disengage (nodes/fd-stop.ts): stop_disengages, _confirmed, _unconfirmed, _cut_short. */
+  private stopping: Promise<void> | null = null;
+  /** Aborted by a stop at once: cuts a running disengage wait short. */
+
+  /**
+   * Stops the node. `disengage: true` (SIGTERM of the process: cli/node-main.ts)
+   * first asks the manager to disengage this FD and waits until it is
+   * DISENGAGED, bounded by fdStopBoundMs (nodes/fd-stop.ts); without it (the
+   * default: in-memory teardowns, benches, a whole cluster torn down) it
+   * closes at once. Idempotent: a later call without `disengage` (a second
+   * SIGTERM) cuts a running disengage wait short, and the node closes then.
+   */
+  stop(opts: { disengage?: boolean } = {}): Promise<void> {
+    return (this.stopping ??= (async () => {
+      if (opts.disengage && this.agent) {
+      }
+      this.agent?.stop();
+      this.replication?.stop();
+      this.health?.stop();
+      await this.mesh?.stop();
+      await this.dataplane?.close();
+      await this.edge?.close();
+    })());
   }
 }
 

@@ -64,6 +64,10 @@ export const ErrorCode = {
   PEER_MIGRATING: 'BATON_PEER_MIGRATING',
   /** Migration refusal: a commit for a migration the FD holds no staged copy of (never copied, expired, or aborted). */
   UNKNOWN_MIGRATION: 'BATON_UNKNOWN_MIGRATION',
+  /** Replication nack: the batch's seq is not the next of its stream; the owner resends everything (reset). */
+  REPLICA_GAP: 'BATON_REPLICA_GAP',
+  /** Replication nack: the sender is not an FD this backup accepts replicas from (unknown or FAILED). */
+  REPLICA_REFUSED: 'BATON_REPLICA_REFUSED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -201,6 +201,7 @@ const EXAMPLES: { [K in BodyCase]: Extract<Body, { case: K }>['value'] } = {
     disengages: [DISENGAGE_REPLY],
   },
   operationProgress: { operation: 'upgrade', message: 'fd-7: disengaged, restarting' },
+  replicaBatch: { owner: 12, seq: 2 ** 40 + 3, reset: true, upserts: new Uint8Array([1, 2, 3, 4]), removals: new Uint8Array(16).fill(9) },
 };
 
 function env(b: Body, over: Partial<EnvelopeObject> = {}): EnvelopeObject {
@@ -223,10 +224,10 @@ function plain(v: unknown): unknown {
 // --------------------------------------------------------------- schema ----
 
 describe('schema vs messages.ts', () => {
-  it('has a body case per BODY_CASES entry, in tag order 10..36', () => {
+  it('has a body case per BODY_CASES entry, in tag order 10..37', () => {
     const fields = EnvelopeType.oneofs['body']!.fieldsArray.slice().sort((a, b) => a.id - b.id);
     expect(fields.map((f) => f.name)).toEqual([...BODY_CASES]);
-    expect(fields.map((f) => f.id)).toEqual(Array.from({ length: 27 }, (_, i) => 10 + i));
+    expect(fields.map((f) => f.id)).toEqual(Array.from({ length: 28 }, (_, i) => 10 + i));
     expect(EnvelopeType.fieldsArray.filter((f) => !f.partOf).map((f) => [f.name, f.id, f.type])).toEqual([
       ['protocolVersion', 1, 'uint32'],
       ['seq', 2, 'uint64'],
@@ -507,6 +508,9 @@ describe('round trip', () => {
       })
       .map((v) => body('powerdownReply', v)),
     fc.record({ operation: str, message: str }).map((v) => body('operationProgress', v)),
+    fc
+      .record({ owner: u32, seq: u64, reset: fc.boolean(), upserts: fc.uint8Array({ maxLength: 64 }), removals: fc.uint8Array({ maxLength: 64 }) })
+      .map((v) => body('replicaBatch', v)),
   );
   const arbEnv: fc.Arbitrary<EnvelopeObject> = fc.record({
     protocolVersion: fc.constant(PROTOCOL_VERSION),
@@ -592,12 +596,13 @@ describe('garbage', () => {
     ['version 1, no body (empty oneof)', '0801', 'empty_body'],
     ['version 1, seq, wants_reply, no body', '080110052001', 'empty_body'],
     ['version 1, unknown non-body field 5, no body', '08012807', 'empty_body'],
-    ['version 1, unknown body tag 37 (first spare; newer peer)', '0801aa0200', 'unknown_body'],
+    ['version 1, unknown body tag 38 (first spare; newer peer)', '0801b20200', 'unknown_body'],
     ['version 1, unknown body tag 49 (last spare)', '08018a0300', 'unknown_body'],
     ['version 1, unknown body tag 50', '0801920300', 'unknown_body'],
     ['version 1, empty disengage_request (tag 20, now known)', '0801a20100', 'ok'],
     ['version 1, empty engage_request (tag 25, now known)', '0801ca0100', 'ok'],
-    ['version 1, empty operation_progress (tag 36, the last known)', '0801a20200', 'ok'],
+    ['version 1, empty operation_progress (tag 36, now known)', '0801a20200', 'ok'],
+    ['version 1, empty replica_batch (tag 37, the last known)', '0801aa0200', 'ok'],
     ['version 2 with a ping', '08025200', 'bad_version'],
     ['version 0 (absent) with a ping', '5200', 'bad_version'],
     ['version 1, ping', '08015200', 'ok'],
@@ -614,7 +619,7 @@ describe('garbage', () => {
   });
 
   it('an unknown body keeps the header too', () => {
-    const r = decodeEnvelope(Buffer.from('0801' + '1009' + '2001' + 'aa0200', 'hex')); // body tag 37
+    const r = decodeEnvelope(Buffer.from('0801' + '1009' + '2001' + 'b20200', 'hex')); // body tag 38
     expect(r).toEqual({ ok: false, code: 'unknown_body', protocolVersion: 1, seq: 9, replyTo: 0, wantsReply: true });
   });
 

@@ -173,6 +173,27 @@ export const ConfigSchema = z
         replyByOwnerHint: z.boolean().default(true),
       })
       .prefault({}),
+    /**
+     * Continuous flow-state replication (docs/failure.md): every FD sends the
+     * entries of the connections it owns to each connection's backup FD (the
+     * FD the scope without the owner picks for it), so that an FD that dies
+     * takes no established flow with it.
+     */
+    replication: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** Longest a change waits before it is sent (the bound on what a failure can lose of it). */
+        lagMs: z.number().min(0.5).max(1000).default(5),
+        /** Changes queued for sending, at most; beyond, the backups get a full resync instead (counted). */
+        maxPendingChanges: z.number().int().min(64).max(1 << 22).default(1 << 16),
+        /** Replicas a backup holds, at most (default: flowTable.maxFlows). */
+        maxReplicas: z.number().int().min(16).max(16_000_000).optional(),
+        /** Unacknowledged batches per backup, at most; more waits (and queues up to maxPendingChanges). */
+        maxInFlight: z.number().int().min(1).max(4096).default(64),
+        /** Every backup gets a full resync this often: replicas of flows that ended by idle expiry go (anti-entropy). */
+        resyncEveryMs: z.number().int().min(100).default(60_000),
+      })
+      .prefault({}),
     flowTable: z
       .strictObject({
         maxFlows: z.number().int().min(16).max(16_000_000).default(262_144),

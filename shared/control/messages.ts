@@ -128,6 +128,18 @@ export interface OwnershipBatch {
   remapTo: number;
 }
 
+/** Flow-state replication to a backup FD (docs/failure.md). */
+export interface ReplicaBatch {
+  owner: number;
+  seq: number;
+  /** Drop every replica held from `owner` first. */
+  reset: boolean;
+  /** A flow-export chunk (empty: none). */
+  upserts: Uint8Array;
+  /** REPLICA_REMOVAL_SIZE-byte key records (distributor/replication.ts). */
+  removals: Uint8Array;
+}
+
 export interface NodeStatus {
   node: NodeInfo;
   status: number;
@@ -389,11 +401,12 @@ export interface BodyMap {
   powerdownRequest: PowerdownRequest;
   powerdownReply: PowerdownReply;
   operationProgress: OperationProgress;
+  replicaBatch: ReplicaBatch;
 }
 export type BodyCase = keyof BodyMap;
 export type Body = { [K in BodyCase]: { case: K; value: BodyMap[K] } }[BodyCase];
 
-/** All body cases, in tag order (10..36). */
+/** All body cases, in tag order (10..37). */
 export const BODY_CASES: readonly BodyCase[] = [
   'ping',
   'pong',
@@ -422,6 +435,7 @@ export const BODY_CASES: readonly BodyCase[] = [
   'powerdownRequest',
   'powerdownReply',
   'operationProgress',
+  'replicaBatch',
 ];
 
 export interface EnvelopeObject {

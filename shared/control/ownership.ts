@@ -137,6 +137,13 @@ export class OwnershipBuffer {
     }
   }
 
+  /** Discards pending records (a fenced FD broadcasts nothing). Returns how many. */
+  clear(): number {
+    const n = this.n;
+    this.n = 0;
+    return n;
+  }
+
   /** Hands pending records (if any) to the sink. Returns how many. */
   flush(): number {
     const n = this.n;
