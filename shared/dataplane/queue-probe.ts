@@ -108,9 +108,12 @@ export class QueueProbe {
   private readonly send = (): void => {
     const seq = this.next;
     const slot = seq % SLOTS;
-    if (seq - this.returned > SLOTS - 1 && this.returned >= 0) {
+    if (seq - this.returned > SLOTS - 1) {
       // 64 probes outstanding: the oldest is given up (its slot is reused) — the
       // delay reported stays at least the age of the oldest one still held.
+      // Also before any probe came back (returned -1): else the slot of probe 0
+      // would be reused under it, and delayMs() would read a newer probe's
+      // send time as the oldest's (found by npm run fuzz).
       this.returned = seq - SLOTS + 1;
     }
     const b = this.bufs[slot]!;

@@ -1,0 +1,41 @@
+/**
+ * Regressions found by fuzzing (npm run fuzz, docs/fuzzing.md), each pinned
+ * as a plain test.
+ */
+import { describe, expect, it } from 'vitest';
+import { QueueProbe } from '../shared/dataplane/queue-probe.js';
+import { VirtualScheduler } from '../shared/runtime/scheduler.js';
+import type { DatagramSocket } from '../shared/io/datagram.js';
+
+describe('regressions found by fuzzing', () => {
+  it('queue probe: before any probe came back, the 64th send gives up the oldest instead of reusing its slot under it', () => {
+    const sched = new VirtualScheduler(1000);
+    const sent: { d: Uint8Array; at: number }[] = [];
+    const sock = {
+      address: { host: '127.0.0.1', port: 9 },
+      send: (d: Uint8Array) => void sent.push({ d: Uint8Array.from(d), at: sched.clock.now() }),
+      onMessage: () => {},
+      sendQueueBytes: () => 0,
+      sendQueueCount: () => 0,
+      close: () => Promise.resolve(),
+    } as unknown as DatagramSocket;
+    const probe = new QueueProbe(sock, sched, 5, 1);
+    probe.start();
+    sched.runFor(5 * 120); // 120 probes out, none back (a receive queue that drops or holds them all)
+    // The delay never falls while nothing comes back: at least the age of the oldest probe still held (63 intervals).
+    const delays: number[] = [];
+    for (let i = 0; i < 70; i++) {
+      sched.runFor(5);
+      delays.push(probe.delayMs());
+    }
+    expect(Math.min(...delays)).toBeGreaterThanOrEqual(63 * 5 - 5);
+    // Probe 0, given up, is refused when it finally arrives (it was taken, with probe 64's send time: a sojourn of 305 ms for 945).
+    expect(probe.onArrival(sent[0]!.d)).toBe(false);
+    // The newest probe is taken with its own sojourn.
+    const last = sent[sent.length - 1]!;
+    sched.runFor(2);
+    expect(probe.onArrival(last.d)).toBe(true);
+    expect(probe.lastSojournMs).toBe(sched.clock.now() - last.at);
+    probe.stop();
+  });
+});
