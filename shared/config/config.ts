@@ -84,12 +84,21 @@ export const ConfigSchema = z
                * (iperf3's control and data connections must).
                */
               affinity: z.enum(['flow', 'source']).default('flow'),
-            }),
+              /**
+               * What an established flow gets when its backend dies (a service node FAILED or
+               * DISENGAGED, a real server DOWN; docs/disengage.md, "Dead backends"): 'rehome' moves it
+               * to the backend a new flow would get now; 'reset' ends it (TCP: an RST to the client).
+               * Default: 'reset' for TCP (a new backend has no state for the connection: a real server's
+               * kernel would reset it anyway, one round trip later), 'rehome' for UDP.
+               */
+              onBackendDeath: z.enum(['reset', 'rehome']).optional(),
+            })
+            .transform((s) => ({ ...s, onBackendDeath: s.onBackendDeath ?? (s.proto === 'tcp' ? ('reset' as const) : ('rehome' as const)) })),
           )
           .min(1)
           .default([
-            { port: 80, proto: 'tcp', affinity: 'flow' },
-            { port: 53, proto: 'udp', affinity: 'flow' },
+            { port: 80, proto: 'tcp', affinity: 'flow', onBackendDeath: 'reset' },
+            { port: 53, proto: 'udp', affinity: 'flow', onBackendDeath: 'rehome' },
           ]),
       })
       .prefault({}),
