@@ -62,6 +62,13 @@ const STATIC = [
   'migration_commit_failures',
   'migration_aborts', // peers told to roll a copy back
   'migration_abort_failures',
+  // Dead backends (docs/disengage.md, "Dead backends"): a packet of a flow owned here rewritten to a
+  // service node that is FAILED or DISENGAGED, or to a real server the health check says is down
+  'flows_rehomed', // moved to the backend a new flow would get now (its reverse entry replaced, ownership broadcast)
+  'flows_reset_dead_backend', // TCP: ended, and the packet answered with an RST to the client
+  'flows_ended_dead_backend', // not answered with an RST (not TCP, or the packet was an RST itself): ended, the packet is drop_dead_backend
+  'flows_rehome_failed', // 'rehome' found nowhere to go (no live backend, the new reverse key taken, table full): ended as with 'reset'
+  'drop_dead_backend', // the packet of a flow flows_ended_dead_backend ended
 ] as const;
 
 const REJECT_BASE = STATIC.length;

@@ -13,6 +13,11 @@
  * when that tier dies.
  * Routes (peers, service nodes, hash tier) are snapshots installed off the
  * hot path by the control agent.
+ * A packet rewritten to a backend that is gone — a service node that left
+ * (FAILED or DISENGAGED: `goneServices`), a real server the health check
+ * says is down (`setDownEndpoints`) — is the flow handler's to rehome or end
+ * (FlowHandler.backendDied; docs/disengage.md, "Dead backends"): sent on to
+ * the new backend, answered with an RST toward the client, or dropped, counted.
  */
 import type { Scheduler } from '../shared/runtime/scheduler.js';
 import type { DatagramSocket } from '../shared/io/datagram.js';
@@ -21,7 +26,7 @@ import { Counters, defineCounters } from '../shared/counters.js';
 import { Datapath, type DatapathOptions } from '../shared/dataplane/datapath.js';
 import { DP } from '../shared/dataplane/counters.js';
 import { EncapMeta, EncapFlag, Tier, ENCAP_DEFAULT_HOP_LIMIT } from '../shared/encap/geneve.js';
-import { FlowHandler, Verdict } from './flow-handler.js';
+import { FlowHandler, Verdict, BackendDeath } from './flow-handler.js';
 import { OWNER_NONE } from './flow-table.js';
 import type { EdgePort } from '../shared/dataplane/edge-port.js';
 
@@ -139,10 +144,15 @@ export class FdDataplane {
     } else {
       const dst = h.meta.dstIp;
       if (this.edge !== null && rt.realServer.has(dst)) {
-        this.edge.send(dst, buf, m.innerOffset, m.innerLength); // counted by the edge port (sent, or a named drop)
+        if (this.down.length > 0 && this.isDown(dst)) this.deadBackend(buf, m);
+        else this.edge.send(dst, buf, m.innerOffset, m.innerLength); // counted by the edge port (sent, or a named drop)
         return;
       }
       const svc = rt.serviceLane.get(dst);
+      if (svc === -1) {
+        this.deadBackend(buf, m); // a service node that left
+        return;
+      }
       lane = svc === undefined ? rt.hashTierLane : svc;
       if (lane < 0) {
         c.inc(DP.drop_no_route);
@@ -153,6 +163,60 @@ export class FdDataplane {
       o.ownerHint = svc === undefined ? OWNER_NONE : h.selfId;
     }
     this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength);
+  }
+
+  /**
+   * The packet just FORWARDed is rewritten to a backend that is gone: the
+   * handler rehomes its flow (send the packet on to the new backend) or ends
+   * it (send its RST toward the client through the hash tier, or nothing).
+   * `out` holds the frame's sender, scope and locator already.
+   */
+  private deadBackend(buf: Uint8Array, m: EncapMeta): void {
+    const h = this.handler;
+    const r = h.backendDied(buf);
+    if (r === BackendDeath.ENDED) return; // counted by the handler (drop_dead_backend)
+    const c = this.counters;
+    if (r === BackendDeath.NOT_MINE) {
+      c.inc(DP.drop_no_route); // as before: no route to where its entry points
+      return;
+    }
+    const o = this.out;
+    const rt = this.routes;
+    o.flags = m.flags;
+    o.hopCount = m.hopCount;
+    if (r === BackendDeath.RESET) {
+      if (rt.hashTierLane < 0) {
+        c.inc(DP.drop_no_route);
+        return;
+      }
+      o.ownerHint = OWNER_NONE;
+      this.dp.emit(rt.hashTierLane, o, h.resetPacket, 0, h.resetLength);
+      return;
+    }
+    const dst = h.meta.dstIp; // REHOMED: the new backend's
+    if (this.edge !== null && rt.realServer.has(dst)) {
+      this.edge.send(dst, buf, m.innerOffset, m.innerLength);
+      return;
+    }
+    const lane = rt.serviceLane.get(dst);
+    if (lane === undefined || lane < 0) {
+      c.inc(DP.drop_no_route);
+      return;
+    }
+    o.ownerHint = h.selfId;
+    this.dp.emit(lane, o, buf, m.innerOffset, m.innerLength);
+  }
+
+  /** Real-server endpoints that are not up (the health check's view): their flows' packets go to deadBackend. Off the hot path. */
+  setDownEndpoints(ips: readonly number[]): void {
+    this.down = Int32Array.from(ips, (ip) => ip | 0);
+  }
+  private down = new Int32Array(0);
+  private isDown(ip: number): boolean {
+    const d = this.down;
+    const k = ip | 0;
+    for (let i = 0; i < d.length; i++) if (d[i] === k) return true;
+    return false;
   }
 
   close(): Promise<void> {

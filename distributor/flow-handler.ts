@@ -30,6 +30,7 @@ import { scopeHash } from './scope-hash.js';
 import { FlowKey, partnerKey, forwardKey } from './flow-pair.js';
 import type { ReplicationSink } from './replication.js';
 import type { HashScope } from '../shared/scope/hash-scope.js';
+import { writeTcpReset, TCP_RESET_LENGTH } from '../shared/packet/reset.js';
 
 export const Verdict = {
   /** Send the (possibly rewritten) packet on to meta.dstIp:dstPort. */
@@ -219,6 +220,7 @@ export class FlowHandler {
     } else {
       c.inc(FD.forwarded);
     }
+    this.forwardedSlot = slot; // for backendDied()
     return Verdict.FORWARD;
   }
 
@@ -570,6 +572,163 @@ export class FlowHandler {
       s.flowRemoved(k.srcIp, k.dstIp, k.srcPort, k.dstPort, proto);
     }
   }
+
+  // ---------------------------------------------------------------- dead backends
+  // (docs/disengage.md, "Dead backends")
+
+  /** Set when handle() returns FORWARD: the slot of the entry it applied (valid until the table next changes). */
+  forwardedSlot = -1;
+  /** Set when backendDied() returns RESET: the RST to send toward the client is resetPacket[0, resetLength). */
+  readonly resetPacket = new Uint8Array(TCP_RESET_LENGTH);
+  resetLength = 0;
+  private deathKeys = new Int32Array(0);
+  private deathRehome = new Uint8Array(0);
+  private readonly rehomeMeta = new PacketMeta();
+
+  /**
+   * What a flow gets when its backend dies, per service (the VIP's port and
+   * protocol; config cluster.services[].onBackendDeath). A service not
+   * listed: 'reset' for TCP, 'rehome' otherwise. Off the hot path.
+   */
+  setBackendDeath(services: readonly { port: number; proto: number; onBackendDeath: 'reset' | 'rehome' }[]): void {
+    const keys = new Int32Array(services.length);
+    const rehome = new Uint8Array(services.length);
+    services.forEach((s, i) => {
+      keys[i] = deathKey(s.port, s.proto);
+      rehome[i] = s.onBackendDeath === 'rehome' ? 1 : 0;
+    });
+    this.deathKeys = keys;
+    this.deathRehome = rehome;
+  }
+
+  /**
+   * The packet handle() just FORWARDed (in `buf`, parsed in `meta`) is
+   * rewritten to a backend that is gone (the data plane knows: a service
+   * node FAILED or DISENGAGED, a real server the health check says is down).
+   * Per its service:
+   *   'rehome': the backend a new flow of this 5-tuple would get now (the
+   *     policy's choice over the live backends) becomes the flow's; its
+   *     reverse entry, whose key holds the backend, is replaced (ownership
+   *     of the old key withdrawn, of the new one announced) and the packet
+   *     rewritten to it: REHOMED, send it on (flows_rehomed). Nowhere to go
+   *     (no live backend, the new reverse key taken, table full): counted
+   *     flows_rehome_failed, and ended as with 'reset';
+   *   'reset': the flow ends (both entries removed, removal announced); a
+   *     TCP packet is answered with an RST from the VIP: RESET, send
+   *     resetPacket toward the client (flows_reset_dead_backend); any other
+   *     packet is dropped: ENDED (flows_ended_dead_backend, drop_dead_backend).
+   * NOT_MINE: the packet's entry is not the forward entry of a rewritten flow
+   * owned here, or the table is frozen (this FD's own migration: no entry may
+   * move; the flow's next owner acts): the caller drops it as it would have.
+   * No allocation.
+   */
+  backendDied(buf: Uint8Array): BackendDeath {
+    const t = this.table;
+    let slot = this.forwardedSlot;
+    if (slot < 0 || this.frozen || t.owner(slot) !== this.selfId || t.netAction(slot) !== NetAction.REWRITE || (t.flags(slot) & FlowFlag.REVERSE) !== 0) {
+      return BackendDeath.NOT_MINE;
+    }
+    const c = this.counters;
+    const proto = t.proto(slot);
+    const vip = t.dstIp(slot) | 0;
+    const vport = t.dstPort(slot);
+    if (this.rehomes(vport, proto)) {
+      if (this.rehome(buf, slot)) {
+        c.inc(FD.flows_rehomed);
+        return BackendDeath.REHOMED;
+      }
+      c.inc(FD.flows_rehome_failed);
+      slot = this.forwardedSlot; // unchanged unless the table moved
+    }
+    this.resetLength = proto === IPPROTO_TCP ? writeTcpReset(buf, this.meta, vip, vport, this.resetPacket) : 0;
+    this.removePair(slot);
+    this.forwardedSlot = -1;
+    if (this.resetLength > 0) {
+      c.inc(FD.flows_reset_dead_backend);
+      return BackendDeath.RESET;
+    }
+    c.inc(FD.flows_ended_dead_backend);
+    this.drop(FD.drop_dead_backend);
+    return BackendDeath.ENDED;
+  }
+
+  private rehomes(port: number, proto: number): boolean {
+    const k = deathKey(port, proto);
+    const keys = this.deathKeys;
+    for (let i = 0; i < keys.length; i++) if (keys[i] === k) return this.deathRehome[i] === 1;
+    return proto !== IPPROTO_TCP;
+  }
+
+  /** The flow at forward slot `slot` moves to the policy's choice now; false (nothing changed) when it cannot. */
+  private rehome(buf: Uint8Array, slot: number): boolean {
+    const t = this.table;
+    const self = this.selfId;
+    const cIp = t.srcIp(slot) | 0;
+    const vip = t.dstIp(slot) | 0;
+    const cPort = t.srcPort(slot);
+    const vport = t.dstPort(slot);
+    const proto = t.proto(slot);
+    const rm = this.rehomeMeta;
+    rm.srcIp = cIp >>> 0;
+    rm.dstIp = vip >>> 0;
+    rm.srcPort = cPort;
+    rm.dstPort = vport;
+    rm.proto = proto;
+    const a = this.action;
+    if (!this.policy.choose(rm, a) || a.netAction !== NetAction.REWRITE) return false;
+    const deadIp = t.rewriteIp(slot) | 0;
+    const deadPort = t.rewritePort(slot);
+    const nIp = a.rewriteIp | 0;
+    const nPort = a.rewritePort;
+    if (nIp === deadIp && nPort === deadPort) return false; // the policy still names it: nowhere else to go
+    if (t.find(nIp, cIp, nPort, cPort, proto) >= 0) return false; // another connection's reverse entry has the new key
+    const app = t.appAction(slot);
+    let rFlags = FlowFlag.REVERSE | FlowFlag.REWRITE_SRC;
+    let packets = 0;
+    let bytes = 0;
+    const old = t.find(deadIp, cIp, deadPort, cPort, proto);
+    if (old >= 0) {
+      // Removed first, so the new entry has room; the forward entry may move (found again below).
+      rFlags |= t.flags(old) & (FlowFlag.FIN_SEEN | FlowFlag.CLOSING);
+      packets = t.packets(old);
+      bytes = t.bytes(old);
+      t.removeAt(old);
+    }
+    const rev = t.insert(nIp, cIp, nPort, cPort, proto, self, NetAction.REWRITE, app, vip, vport, rFlags, this.nowMs);
+    if (old >= 0) slot = t.find(cIp, vip, cPort, vport, proto);
+    this.forwardedSlot = slot;
+    if (rev < 0) return false; // no old entry and the table is full: nothing changed
+    t.setCounters(rev, packets, bytes, this.nowMs);
+    t.setAction(slot, NetAction.REWRITE, app, nIp, nPort);
+    const s = this.sink;
+    if (old >= 0 && s.flowRemoved) s.flowRemoved(deadIp, cIp, deadPort, cPort, proto);
+    s.flowCreated(nIp, cIp, nPort, cPort, proto, self);
+    const r = this.repl;
+    if (r !== null) {
+      // The backup drops the old reverse entry (the forward one, still here, is sent again) and gets both as they are now.
+      r.connectionRemoved(cIp, vip, cPort, vport, proto, deadIp, cIp, deadPort, cPort);
+      r.connectionChanged(cIp, vip, cPort, vport, proto);
+    }
+    rewriteDst(buf, this.meta, nIp >>> 0, nPort);
+    return true;
+  }
+}
+
+/** What FlowHandler.backendDied() did with the packet of a flow whose backend died. */
+export const BackendDeath = {
+  /** Not a flow of this FD with a backend (or the table is frozen): nothing changed, drop it as before. */
+  NOT_MINE: 0,
+  /** Moved to a live backend: the packet is rewritten to it, send it on. */
+  REHOMED: 1,
+  /** Ended; send handler.resetPacket (an RST from the VIP) toward the client instead of the packet. */
+  RESET: 2,
+  /** Ended; the packet is dropped (counted). */
+  ENDED: 3,
+} as const;
+export type BackendDeath = (typeof BackendDeath)[keyof typeof BackendDeath];
+
+function deathKey(port: number, proto: number): number {
+  return ((port & 0xffff) << 8) | (proto & 0xff);
 }
 
 function positive(name: string, v: number): number {

@@ -83,6 +83,7 @@ export class FdNode {
       clientKeyVip: cfg.hash.key === 'client' ? ipv4ToInt(cfg.cluster.vip) : undefined,
       symmetricHash: cfg.hash.symmetric,
     });
+    this.handler.setBackendDeath(cfg.cluster.services.map((s) => ({ port: s.port, proto: s.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, onBackendDeath: s.onBackendDeath })));
     this.pps = new PpsMeter(io.scheduler.clock, () => this.handler.counters.get(FD.rx_packets));
   }
 
@@ -113,6 +114,7 @@ export class FdNode {
       this.health = new EndpointHealth(endpoints, rs.health, opts.prober ?? new TcpConnectProber(), io.scheduler, (healthy, changed) => {
         this.log.info('real server health', { endpoint: changed.name, host: changed.host, state: ENDPOINT_STATE_NAMES[changed.state], healthy: healthy.map((e) => e.name) });
         this.policy.setBackends(healthy.map((e) => ({ ip: ipv4ToInt(e.host), port: 0 })));
+        this.dataplane.setDownEndpoints(endpoints.filter((e) => !healthy.some((u) => u.host === e.host)).map((e) => ipv4ToInt(e.host))); // their flows: rehomed or ended
       });
       this.health.start();
     }

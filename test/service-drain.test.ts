@@ -197,8 +197,10 @@ describe('service nodes leave gracefully (in memory, virtual time)', () => {
     expect(c.services[2]!.counters.get(SN.stop_drains_confirmed)).toBe(1);
   });
 
-  it('a drain that is not quiet in time ends at its timeout: DISENGAGED anyway, and every packet of its flows that still arrives is counted (drop_no_route at the FDs)', async () => {
-    c = new InMemoryCluster({ operations: { serviceQuietMs: 200, serviceDrainTimeoutMs: 1000 }, log: { level: 'error' } });
+  it('a drain that is not quiet in time ends at its timeout: DISENGAGED anyway, and every packet of its flows that still arrives is counted (onBackendDeath reset: drop_dead_backend at the FDs)', async () => {
+    // UDP's default is to rehome such flows (test/dead-backend.test.ts); 'reset' ends them instead, one counted datagram each.
+    const cluster = { services: [{ port: 80, proto: 'tcp' }, { port: 53, proto: 'udp', onBackendDeath: 'reset' }] };
+    c = new InMemoryCluster({ cluster, operations: { serviceQuietMs: 200, serviceDrainTimeoutMs: 1000 }, log: { level: 'error' } });
     await c.start();
     // Long flows: they outlast the drain timeout.
     const done = traffic(c, { concurrency: 32, totalFlows: 32, packetsPerFlow: 2000, udpRatio: 1, ratePps: 3200 });
@@ -213,10 +215,13 @@ describe('service nodes leave gracefully (in memory, virtual time)', () => {
     expect(c.hashTier.manager.counters.get(MGR.service_drain_timeouts)).toBe(1);
     expect(c.services[0]!.counters.get(SN.drain_timeouts)).toBe(1);
     const report = await c.drive(done, 120_000);
-    // svc-1 still runs and answered all it got: what was lost is what the FDs could no longer route.
-    const noRoute = sum(c.fds, DP.drop_no_route, 'dataplane');
-    expect(noRoute).toBeGreaterThan(0);
-    expect(report.lost).toBe(noRoute);
+    // svc-1 still runs and answered all it got: what was lost is what the FDs could no longer send to it (a flow's
+    // next datagram after that is a new flow on a live backend).
+    const ended = sum(c.fds, FD.drop_dead_backend, 'handler');
+    expect(ended).toBeGreaterThan(0);
+    expect(sum(c.fds, FD.flows_ended_dead_backend, 'handler')).toBe(ended);
+    expect(sum(c.fds, DP.drop_no_route, 'dataplane')).toBe(0);
+    expect(report.lost).toBe(ended);
     expect(report.duplicated).toBe(0);
   });
 
