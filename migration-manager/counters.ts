@@ -12,6 +12,7 @@ export const MGR = defineCounters([
   'heartbeats',
   'heartbeats_unknown',
   'members_failed',
+  'members_failed_data_plane', // heartbeats went on, but the data plane stopped answering echo probes for control.dataDeadAfterMs
   'scope_updates',
   'scope_rebalances',
   'status_requests',
@@ -44,6 +45,7 @@ export const MGR = defineCounters([
   'service_drains_resumed', // a DISENGAGING service node no drain drove (a manager that took over) was drained again
   'service_drains_refused', // refused: the last ACTIVE service node (not stopping), not ACTIVE/DISENGAGING
   'service_drains_already_done', // a stopping service node that was already DISENGAGED: answered ok at once
+  'fd_stops_already_disengaged', // a stopping FD (nodes/fd-stop.ts) that was already DISENGAGED: answered ok at once
   'service_drain_ack_failures', // members that did not acknowledge the scope without the drained node's route
   'service_engages', // a DISENGAGED service node taken back (engage): ACTIVE again
 ] as const);

@@ -80,7 +80,12 @@ export interface DisengageOptions {
   backup?: string;
   timeoutMs?: number;
   chunkRecords?: number;
-  /** A service node asks for its own drain: its process is stopping (DisengageRequest.stopping). */
+  /**
+   * The target asks for its own disengage or drain: its process is stopping
+   * (DisengageRequest.stopping). A service node is drained even if it is the
+   * last ACTIVE one; an FD is disengaged as usual (the last ACTIVE FD is still
+   * refused), and one already DISENGAGED is answered ok at once.
+   */
   stopping?: boolean;
 }
 
@@ -149,6 +154,11 @@ export class Operations {
     if (svc && svc.info.role === Role.SERVICE) return this.drainService(svc, o);
     const t0 = this.now();
     const timeoutMs = o.timeoutMs ?? d.defaultTimeoutMs;
+    if (o.stopping && this.fd(o.target).machine.status === MemberStatus.DISENGAGED) {
+      // An FD whose process is stopping (nodes/fd-stop.ts) that is already disengaged (an upgrade's or power-down's stop): safe to stop now.
+      d.counters.inc(MGR.fd_stops_already_disengaged);
+      return { ...emptyDisengageReply(o.target), ok: true, scopeVersion: d.registry.scopeVersion };
+    }
     this.check(this.fd(o.target), o.target); // clear refusals at once, before any wait
     const release = await this.enter('disengage', timeoutMs, `disengage of ${o.target}`);
     try {
