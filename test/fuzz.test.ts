@@ -6,6 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { QueueProbe } from '../shared/dataplane/queue-probe.js';
 import { VirtualScheduler } from '../shared/runtime/scheduler.js';
 import type { DatagramSocket } from '../shared/io/datagram.js';
+import { parseConfig } from '../shared/config/config.js';
+import { isBatonError, ErrorCode } from '../shared/errors.js';
 
 describe('regressions found by fuzzing', () => {
   it('queue probe: before any probe came back, the 64th send gives up the oldest instead of reusing its slot under it', () => {
@@ -37,5 +39,18 @@ describe('regressions found by fuzzing', () => {
     expect(probe.onArrival(last.d)).toBe(true);
     expect(probe.lastSojournMs).toBe(sched.clock.now() - last.at);
     probe.stop();
+  });
+
+  it('config: a hash.tableSize above the maximum is refused without a primality test (9007195909437503 = 94906249 x 94906247 took 0.9 s of trial division)', () => {
+    let err: unknown;
+    try {
+      parseConfig({ hash: { tableSize: 9007195909437503 } });
+    } catch (e) {
+      err = e;
+    }
+    expect(isBatonError(err, ErrorCode.CONFIG_INVALID)).toBe(true);
+    // The range issue alone: the prime check (which would have failed it too, slowly) did not run.
+    expect((err as Error).message).toBe('config invalid: hash.tableSize: Too big: expected number to be <=1000003');
+    expect(() => parseConfig({ hash: { tableSize: 100 } })).toThrow(/hash\.tableSize: must be a prime number/);
   });
 });
