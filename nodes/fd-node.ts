@@ -39,6 +39,8 @@ import { ReplicationSender } from '../distributor/replication.js';
 import { ErrorCode } from '../shared/errors.js';
 import { ReplicaStore } from '../distributor/replica-store.js';
 import { MigrationOp } from '../migration-client/migration-receiver.js';
+import { Counters } from '../shared/counters.js';
+import { FDSTOP, disengageBeforeStop } from './fd-stop.js';
 
 export class FdNode {
   readonly table: FlowTable;
@@ -384,8 +386,10 @@ export class FdNode {
   }
 
   /** The stop's own disengage (nodes/fd-stop.ts): stop_disengages, _confirmed, _unconfirmed, _cut_short. */
+  readonly stopCounters = new Counters(FDSTOP);
   private stopping: Promise<void> | null = null;
   /** Aborted by a stop at once: cuts a running disengage wait short. */
+  private readonly stopCut = new AbortController();
 
   /**
    * Stops the node. `disengage: true` (SIGTERM of the process: cli/node-main.ts)
@@ -396,8 +400,10 @@ export class FdNode {
    * SIGTERM) cuts a running disengage wait short, and the node closes then.
    */
   stop(opts: { disengage?: boolean } = {}): Promise<void> {
+    if (!opts.disengage) this.stopCut.abort();
     return (this.stopping ??= (async () => {
       if (opts.disengage && this.agent) {
+        await disengageBeforeStop({ cfg: this.cfg, name: this.me.name, id: this.me.id, agent: this.agent, scheduler: this.io.scheduler, counters: this.stopCounters, log: this.log }, this.stopCut.signal);
       }
       this.agent?.stop();
       this.replication?.stop();
