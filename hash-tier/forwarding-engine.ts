@@ -118,6 +118,8 @@ export interface FdAdmission {
   /** Round trip of the FD's echo probe now (its receive path plus this tier's), and the largest seen. */
   delayMs: number;
   maxDelayMs: number;
+  /** How long it has answered no probe (0: answering, or never answered yet). */
+  silentMs: number;
 }
 
 export interface ScopeMember {
@@ -274,7 +276,7 @@ export class ForwardingEngine {
   /** Per-FD admission as of the last batch (FD name, data address "host:port"): for status and metrics. Off the hot path. */
   fdAdmissionStates(): FdAdmission[] {
     const out: FdAdmission[] = [];
-    for (const [p, a] of this.admissionOfProbe) out.push({ fd: a.fd, data: `${p.echo!.to.host}:${p.echo!.to.port}`, state: a.admission.state, delayMs: p.delayMs(), maxDelayMs: a.admission.maxDelayMs });
+    for (const [p, a] of this.admissionOfProbe) out.push({ fd: a.fd, data: `${p.echo!.to.host}:${p.echo!.to.port}`, state: a.admission.state, delayMs: p.delayMs(), maxDelayMs: a.admission.maxDelayMs, silentMs: p.silentMs() });
     return out;
   }
 

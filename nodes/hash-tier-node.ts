@@ -6,7 +6,9 @@ import type { BatonConfig } from '../shared/config/config.js';
 import { formatAddress, type Address } from '../shared/io/address.js';
 import { ForwardingEngine, HT } from '../hash-tier/forwarding-engine.js';
 import { Manager } from '../migration-manager/manager.js';
-import { Role, nodeInfo, type FlowStats } from '../shared/control/messages.js';
+import { Role, MemberStatus, nodeInfo, type FlowStats } from '../shared/control/messages.js';
+import { MGR } from '../migration-manager/counters.js';
+import type { Timer } from '../shared/runtime/scheduler.js';
 import { buildVersion } from '../shared/build-info.js';
 import { PpsMeter } from '../shared/observability/pps.js';
 import { getLogger } from '../shared/observability/logger.js';
@@ -96,6 +98,7 @@ export class HashTierNode {
       selfCounters: () => ({ ...this.engine.counters.snapshot(), ...prefixed('mgr_', this.manager.counters.snapshot()) }),
     });
     const control = await this.manager.start();
+    this.dataLiveness = io.scheduler.every(Math.max(10, cfg.control.heartbeatMs), () => this.checkDataPlanes());
     // The manager's own NodeInfo carries the control address only once it is bound.
     this.manager.registry.self.controlAddr = formatAddress(control);
     getLogger('hash-tier').info('hash tier started', { data: sock.address, control });
@@ -124,7 +127,38 @@ export class HashTierNode {
    * connections close, nothing is said to anyone — no lease revoked, no
    * leadership resigned; the others notice when the TTL runs out.
    */
+  private dataLiveness: Timer | null = null;
+  private readonly failing = new Set<number>();
+
+  /**
+   * The data-plane half of failure detection (docs/failure.md): a member in
+   * scope whose echo probes (the ones admission control sends) go
+   * unanswered for control.dataDeadAfterMs is declared FAILED by the leader,
+   * even though its heartbeats still arrive: its process is alive but
+   * forwards nothing. A member that never answered a probe gives no signal.
+   */
+  private checkDataPlanes(): void {
+    const mgr = this.manager;
+    if (!mgr.isLeader) return;
+    const limit = this.cfg.control.dataDeadAfterMs;
+    for (const s of this.engine.fdAdmissionStates()) {
+      if (!(s.silentMs > limit)) continue;
+      const m = mgr.registry.all().find((r) => r.info.name === s.fd && r.info.role !== Role.HASH_TIER);
+      if (!m || this.failing.has(m.info.id)) continue;
+      const st = m.machine.status;
+      if (st !== MemberStatus.ACTIVE && st !== MemberStatus.DISENGAGING) continue;
+      this.failing.add(m.info.id);
+      mgr.counters.inc(MGR.members_failed_data_plane);
+      getLogger('hash-tier').warn('member failed: data plane silent', { node: s.fd, id: m.info.id, silentMs: Math.round(s.silentMs) });
+      mgr
+        .changeStatus(m.info.id, MemberStatus.FAILED, `data plane answered no echo probe for ${Math.round(s.silentMs)} ms (heartbeats still arriving)`)
+        .catch((e: unknown) => getLogger('hash-tier').warn('could not declare the member FAILED', { node: s.fd, err: String(e) }))
+        .finally(() => this.failing.delete(m.info.id));
+    }
+  }
+
   async crash(): Promise<void> {
+    this.dataLiveness?.cancel();
     await this.store?.close(); // keep-alives stop, leases are left to expire
     await this.manager?.stop();
     await this.engine?.close();
@@ -132,6 +166,7 @@ export class HashTierNode {
   }
 
   async stop(): Promise<void> {
+    this.dataLiveness?.cancel();
     await this.manager?.stop();
     await this.engine?.close();
     for (const e of this.edges) await e.close();

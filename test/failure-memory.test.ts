@@ -14,21 +14,22 @@ import { REPL } from '../distributor/replication.js';
 import { REPLICA } from '../distributor/replica-store.js';
 import { MemberStatus } from '../shared/control/messages.js';
 import type { TrafficReport } from '../traffic/report.js';
+import { MGR } from '../migration-manager/counters.js';
 
 const RATE = 20_000;
 const FLOWS = 48;
 const PACKETS = 1000; // 2.4 s of traffic at RATE over FLOWS flows
 
-function cluster(replication: boolean): InMemoryCluster {
+function cluster(replication: boolean, control: Record<string, number> = { heartbeatMs: 50, deadAfterMs: 300 }): InMemoryCluster {
   return new InMemoryCluster({
-    control: { heartbeatMs: 50, deadAfterMs: 300 },
+    control,
     replication: { enabled: replication },
     log: { level: 'error' },
   });
 }
 
-/** Runs traffic; `atMs` into it, fd-2 crashes (stops without a word: no disengage). */
-async function crashUnderTraffic(c: InMemoryCluster): Promise<{ report: TrafficReport; killedAt: number; failedAt: number }> {
+/** Runs traffic; 800 ms into it, fd-2 crashes (stops without a word: no disengage), or only its data plane does. */
+async function crashUnderTraffic(c: InMemoryCluster, how: 'process' | 'data-plane' = 'process'): Promise<{ report: TrafficReport; killedAt: number; failedAt: number }> {
   await c.start();
   const socket = c.net.bindSync({ host: '127.0.0.1', port: 0 });
   const p = runTraffic({ concurrency: FLOWS, totalFlows: FLOWS, packetsPerFlow: PACKETS, udpRatio: 0.25, ratePps: RATE, drainMs: 3000 }, { socket, scheduler: c.scheduler, target: c.hashTierData });
@@ -41,7 +42,8 @@ async function crashUnderTraffic(c: InMemoryCluster): Promise<{ report: TrafficR
   await c.runFor(800);
   const victim = c.fds[1]!;
   const killedAt = c.scheduler.clock.now();
-  await victim.stop(); // a crash: sockets closed, no disengage
+  if (how === 'process') await victim.stop(); // a crash: sockets closed, no disengage
+  else await victim.dataplane.close(); // the data plane is gone; the member agent heartbeats on
   const reg = c.hashTier.manager.registry;
   await c.runUntil(() => reg.get(victim.me.id)?.machine.status === MemberStatus.FAILED, 5000);
   const failedAt = c.scheduler.clock.now();
@@ -51,6 +53,16 @@ async function crashUnderTraffic(c: InMemoryCluster): Promise<{ report: TrafficR
 }
 
 describe('FD failure (in memory)', () => {
+  it('a data plane that goes silent while heartbeats go on is declared FAILED by the hash tier\'s echo probes, and its connections are promoted', async () => {
+    c = cluster(true, { heartbeatMs: 50, deadAfterMs: 60_000, dataDeadAfterMs: 400 });
+    const { report, killedAt, failedAt } = await crashUnderTraffic(c, 'data-plane');
+    expect(c.hashTier.manager.counters.get(MGR.members_failed_data_plane)).toBe(1);
+    expect(c.hashTier.manager.counters.get(MGR.members_failed)).toBe(0); // not by heartbeats
+    expect(failedAt - killedAt).toBeLessThan(2000);
+    expect(report.flows.completed).toBe(FLOWS);
+    expect(report.duplicated).toBe(0);
+  });
+
   let c: InMemoryCluster | null = null;
   afterEach(async () => {
     await c?.stop();

@@ -293,6 +293,13 @@ export const ConfigSchema = z
       .strictObject({
         heartbeatMs: z.number().int().min(10).default(200),
         deadAfterMs: z.number().int().min(50).default(3000),
+        /**
+         * A member whose data plane answers no echo probe of the hash tier
+         * for this long is declared FAILED even while its heartbeats go on
+         * (docs/failure.md). Well above the overload bound (10 x
+         * admission dropAboveMs): a queue that is only slow is not dead.
+         */
+        dataDeadAfterMs: z.number().int().min(100).default(10_000),
         ownershipFlushMs: z.number().min(0.1).default(1),
         requestTimeoutMs: z.number().int().min(10).default(5000),
       })

@@ -137,7 +137,21 @@ export class QueueProbe {
     this.lastSojournMs = this.scheduler.clock.now() - this.sentAt[seq % SLOTS]!;
     this.returned = seq;
     this.arrived++;
+    this.lastArrivalAt = this.scheduler.clock.now();
     return true;
+  }
+
+  /** When the last answer arrived (scheduler ms); -1 before the first. */
+  lastArrivalAt = -1;
+
+  /**
+   * How long the peer has answered no probe (ms): 0 before its first answer
+   * (no signal) and while answers keep coming. Failure detection reads it
+   * (docs/failure.md); unlike delayMs it is not capped by the probe ring.
+   */
+  silentMs(): number {
+    if (this.lastArrivalAt < 0) return 0;
+    return this.scheduler.clock.now() - this.lastArrivalAt;
   }
 
   /**
