@@ -17,6 +17,7 @@ import type { ReadyLine, Role } from './node-main.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
 import { buildNodeEntry, PROJECT_ROOT, type NodeEntry } from './node-bundle.js';
 import { serviceStopBoundMs } from '../nodes/service-member.js';
+import { fdStopBoundMs } from '../nodes/fd-stop.js';
 
 export interface LaunchedNode extends ReadyLine {
   proc: ChildProcess;
@@ -155,20 +156,23 @@ export class Launcher {
   /**
    * How long a node may take to stop after SIGTERM before it is killed: a
    * service node is drained first (its flows end, every FD drops its route:
-   * nodes/service-member.ts, bounded by serviceStopBoundMs), and exits on its own
-   * 2 s after that bound at the latest; the others 5 s.
+   * nodes/service-member.ts, bounded by serviceStopBoundMs), an FD disengages
+   * itself first (nodes/fd-stop.ts, bounded by fdStopBoundMs); each exits on
+   * its own 2 s after its bound at the latest; the hash tiers 5 s.
    */
   stopGraceMs(role: Role): number {
-    return role === 'service' ? serviceStopBoundMs(this.cfg) + 4000 : 5000;
+    return role === 'service' ? serviceStopBoundMs(this.cfg) + 4000 : role === 'fd' ? fdStopBoundMs(this.cfg) + 4000 : 5000;
   }
 
   /**
    * Stops one node (SIGTERM, then SIGKILL after `graceMs`, default
    * stopGraceMs of its role) and waits until it is reaped. Its last /metrics
    * text is kept in `retired` first, so the counters of a process replaced by
-   * a rolling upgrade can still be read.
+   * a rolling upgrade can still be read. An FD disengages itself before it
+   * exits (zero loss); `now` sends SIGINT instead, which stops an FD at once
+   * (a whole cluster torn down: there is nobody to hand its flows to).
    */
-  async stopNode(name: string, graceMs?: number): Promise<void> {
+  async stopNode(name: string, graceMs?: number, opts: { now?: boolean } = {}): Promise<void> {
     const n = this.nodes.get(name);
     if (!n) return;
     graceMs ??= this.stopGraceMs(n.role);
@@ -181,18 +185,23 @@ export class Launcher {
         // not answering (stopped, frozen): nothing to keep
       }
     }
-    await reap(n.proc, graceMs);
+    await reap(n.proc, graceMs, opts.now ? 'SIGINT' : 'SIGTERM');
   }
 
-  /** Stops everything, FDs and service nodes first (drained), the hash tiers last; `graceMs` default: stopGraceMs of each role. */
+  /**
+   * Stops everything: FDs (at once: the whole cluster goes, so an FD that
+   * disengaged itself would only hand its flows to another one that is
+   * stopping too) and service nodes (drained) first, the hash tiers last;
+   * `graceMs` default: stopGraceMs of each role.
+   */
   async down(graceMs?: number): Promise<void> {
     const tiers = new Set(this.cfg.hashTiers.map((t) => t.name));
-    await Promise.all([...this.nodes.keys()].filter((k) => !tiers.has(k)).map((k) => this.stopNode(k, graceMs)));
+    await Promise.all([...this.nodes.entries()].filter(([k]) => !tiers.has(k)).map(([k, n]) => this.stopNode(k, graceMs, { now: n.role === 'fd' })));
     await Promise.all([...tiers].map((k) => this.stopNode(k, graceMs)));
   }
 }
 
-function reap(proc: ChildProcess, graceMs: number): Promise<void> {
+function reap(proc: ChildProcess, graceMs: number, signal: 'SIGTERM' | 'SIGINT'): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
   return new Promise((r) => {
     const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
@@ -200,7 +209,7 @@ function reap(proc: ChildProcess, graceMs: number): Promise<void> {
       clearTimeout(t);
       r();
     });
-    proc.kill('SIGTERM');
+    proc.kill(signal);
     proc.stdin?.end();
   });
 }

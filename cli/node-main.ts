@@ -3,7 +3,10 @@
  * real sockets and real time. Started by the launcher (`baton up`) as
  *   baton node --role fd --name fd-1 --config <file> [--manager host:port[,host:port…]]
  * Prints one line `READY {json}` on stdout once serving, then runs until
- * SIGTERM/SIGINT, when it closes its sockets and exits 0.
+ * SIGTERM/SIGINT (cli/node-shutdown.ts), when it closes its sockets, prints
+ * its FINAL counters and exits 0. An FD disengages itself first on SIGTERM
+ * (nodes/fd-stop.ts, bounded by fdStopBoundMs); a second SIGTERM or a SIGINT
+ * stops it at once. A service node is drained first on either.
  */
 import { RealScheduler } from '../shared/runtime/scheduler.js';
 import { UdpNet } from '../shared/io/datagram.js';
@@ -16,6 +19,9 @@ import { HashTierNode } from '../nodes/hash-tier-node.js';
 import { FdNode } from '../nodes/fd-node.js';
 import type { NodeIo } from '../shared/io/node-io.js';
 import { ServiceMember, serviceStopBoundMs } from '../nodes/service-member.js';
+import { fdStopBoundMs } from '../nodes/fd-stop.js';
+import { shutdownHandler } from './node-shutdown.js';
+import { fstatSync } from 'node:fs';
 import { MetricsRegistry } from '../shared/observability/metrics.js';
 import { configureLogging, getLogger } from '../shared/observability/logger.js';
 import type { LinkRx, LinkTx } from '../shared/dataplane/link-counters.js';
@@ -49,7 +55,8 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
   // Every hash tier's manager (comma-separated --manager, else the config's control addresses).
   const manager: Address[] = managerArg ? managerArg.split(',').map((a) => parseAddress(a.trim())) : cfg.hashTiers.map((t) => ({ host: t.host, port: t.controlPort }));
   const metrics = new MetricsRegistry(name);
-  let stop: () => Promise<void>;
+  /** `graceful`: an FD disengages itself first; false (FDs only) cuts that short. */
+  let stop: (graceful: boolean) => Promise<void>;
   let ready: Omit<ReadyLine, 'metrics' | 'version'>;
   let metricsPort = 0;
   let metricsHost = '127.0.0.1';
@@ -102,6 +109,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addCounters('fd_ownership', 'Ownership broadcast counters', () => n.mesh.counters);
     metrics.addCounters('fd_control', 'Peer control connections accepted: messages and decode failures', () => n.mesh.channelCounters);
     metrics.addCounters('fd_migration', 'Migration-client steps (disengages, chunks, entries, broadcasts), by counter', () => n.migration.counters);
+    metrics.addCounters('fd_stop', 'Disengages this FD asked for itself when stopping (SIGTERM): asked, confirmed DISENGAGED, unconfirmed, cut short by a second signal', () => n.stopCounters);
     metrics.addGauge('flows', 'Flow-table entries (owned and learned)', () => n.table.size);
     if (n.replication && n.replicas) {
       const r = n.replication;
@@ -115,7 +123,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.dataplane.dp.rx.depth);
     metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.dataplane.dp.tx.depth);
     metrics.addGauge('socket_send_queue_bytes', 'Bytes in the UDP socket send queue', () => n.dataplane.dp.socket.sendQueueBytes());
-    stop = () => n.stop();
+    stop = (graceful) => n.stop({ disengage: graceful });
     links = { rx: n.dataplane.dp.links, tx: n.dataplane.dp.tx.links };
     if (n.edge) {
       const e = n.edge;
@@ -163,26 +171,39 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
   process.stdout.write(`READY ${JSON.stringify(line)}\n`);
   log.info('node ready', { role, name, version });
 
-  let stopping = false;
-  const shutdown = (sig: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info('stopping', { signal: sig });
+  const shutdown = shutdownHandler({
+    // An FD keeps serving /metrics while it disengages itself; the other roles close it at once, as before.
+    stop: (graceful) => (role === 'fd' ? stop(graceful) : Promise.allSettled([stop(graceful), m.close()]).then(() => {})),
     // After the node closed (rings counted, sends reported), its final counters go to the
     // launcher as one `FINAL {"metrics": "<text>"}` line: a stopped process's books still close.
-    Promise.allSettled([stop(), m.close()])
-      .then(() => metrics.text())
-      .then(
-        (text) => process.stdout.write(`FINAL ${JSON.stringify({ metrics: text })}\n`, () => process.exit(0)),
-        () => process.exit(0),
-      );
-    // A service node first waits, bounded, for the manager to drain it (nodes/service-member.ts).
-    setTimeout(() => process.exit(1), role === 'service' ? serviceStopBoundMs(cfg) + 2000 : 3000).unref();
-  };
+    finish: async () => {
+      if (role === 'fd') await m.close().catch(() => {});
+      const text = await metrics.text();
+      await new Promise<void>((r) => process.stdout.write(`FINAL ${JSON.stringify({ metrics: text })}\n`, () => r()));
+    },
+    exit: (code) => process.exit(code),
+    after: (ms, fn) => void setTimeout(fn, ms).unref(),
+    // An FD first disengages itself, a service node is drained (both bounded); the process exits 2 s after that bound at the latest.
+    graceMs: role === 'fd' ? fdStopBoundMs(cfg) + 2000 : role === 'service' ? serviceStopBoundMs(cfg) + 2000 : 3000,
+    nowMs: 3000,
+    escalates: role === 'fd',
+    log: (msg, fields) => log.info(msg, fields),
+  });
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
-  // The launcher closes our stdin when it goes away: never outlive it.
-  process.stdin.on('end', () => shutdown('parent-exit'));
-  process.stdin.on('error', () => shutdown('parent-exit'));
-  process.stdin.resume();
+  // The launcher closes our stdin when it goes away: never outlive it. Only a pipe
+  // (the launcher's is a socket pair) says so: under systemd or in a container stdin
+  // is /dev/null, which ends at once.
+  const stdin = ((): ReturnType<typeof fstatSync> | null => {
+    try {
+      return fstatSync(0);
+    } catch {
+      return null; // no stdin at all
+    }
+  })();
+  if (stdin && (stdin.isFIFO() || stdin.isSocket())) {
+    process.stdin.on('end', () => shutdown('parent-exit'));
+    process.stdin.on('error', () => shutdown('parent-exit'));
+    process.stdin.resume();
+  }
 }
