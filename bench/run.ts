@@ -26,9 +26,10 @@ import hashClients from './cases/hash-clients.js';
 import maglev from './cases/maglev.js';
 import migration from './cases/migration.js';
 import realTraffic from './cases/real-traffic.js';
+import failure from './cases/failure.js';
 
 /** Every case, in the order they run. A new case file is registered here. */
-const CASES: readonly BenchCase[] = [codec, control, e2e, encap, flowTable, flowVerdicts, hash, hashClients, maglev, migration, realTraffic];
+const CASES: readonly BenchCase[] = [codec, control, e2e, encap, failure, flowTable, flowVerdicts, hash, hashClients, maglev, migration, realTraffic];
 
 // In-process nodes log through winston: keep the bench output to its table.
 configureLogging({ silent: process.env.BATON_LOG_LEVEL === undefined });
