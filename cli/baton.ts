@@ -280,6 +280,20 @@ program
     await runNode(loadConfig(o.config), o.role as Role, o.name, o.manager);
   });
 
+program
+  .command('simulate')
+  .description('on virtual time: the disengage timeline, or with --compare the comparison with Maglev/Katran, GLB, Beamer and modulo (docs/comparison.md); options as npm run simulate')
+  .allowUnknownOption()
+  .helpOption(false)
+  .argument('[args...]')
+  .action(async (args: string[]) => {
+    // simulations/ sits above cli/ in the layers (docs/architecture.md): run it as its own process, not an import.
+    const { spawnSync } = await import('node:child_process');
+    const script = new URL('../simulations/compare/simulate.ts', import.meta.url);
+    const r = spawnSync(process.execPath, ['--import', 'tsx', script.pathname, ...args], { stdio: 'inherit' });
+    process.exitCode = r.status ?? 1;
+  });
+
 addLabCommands(program);
 
 function printNodes(nodes: LaunchedNode[]): void {
