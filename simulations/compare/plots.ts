@@ -29,7 +29,7 @@ export function brokenSpec(results: RunResult[], title: string): TopLevelSpec {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title,
-    width: { step: 70 },
+    width: 820,
     height: 300,
     data: { values },
     mark: { type: 'bar' },
