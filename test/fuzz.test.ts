@@ -1,6 +1,14 @@
 /**
- * Regressions found by fuzzing (npm run fuzz, docs/fuzzing.md), each pinned
- * as a plain test.
+ * The bounded share of npm run fuzz (docs/fuzzing.md): every decoder's
+ * fuzz target (test/fuzz/targets.ts) with a few thousand inputs, each on
+ * its fixed seed, so a run is deterministic and takes seconds. A failure
+ * reports fast-check's seed and path and the shrunk input; replay it with
+ *   BATON_FUZZ_SEED=<seed> BATON_FUZZ_PATH=<path> npx vitest run --project unit test/fuzz.test.ts -t '<target>'
+ * or `npm run fuzz -- --only <target> --seed <seed> --path <path>`.
+ * With the default seeds and counts, each target must also reach every
+ * outcome it names (mustReach): the generators' coverage, pinned.
+ *
+ * Then the regressions the fuzzing found, each pinned as a plain test.
  */
 import { describe, expect, it } from 'vitest';
 import { QueueProbe } from '../shared/dataplane/queue-probe.js';
@@ -8,6 +16,28 @@ import { VirtualScheduler } from '../shared/runtime/scheduler.js';
 import type { DatagramSocket } from '../shared/io/datagram.js';
 import { parseConfig } from '../shared/config/config.js';
 import { isBatonError, ErrorCode } from '../shared/errors.js';
+import { TARGETS, seedOf } from './fuzz/targets.js';
+import { runTarget } from './fuzz/harness.js';
+
+/** Inputs per target here (npm run fuzz runs 1,000,000): the config targets cost ~0.3-0.7 ms an input, the others 10-200 µs. */
+const UNIT_RUNS: Record<string, number> = { 'config/parseConfig': 2000, 'config/loadConfig': 1000, 'control/channel': 2000 };
+const DEFAULT_RUNS = 3000;
+
+const envRuns = process.env['BATON_FUZZ_RUNS'];
+const envSeed = process.env['BATON_FUZZ_SEED'];
+const envPath = process.env['BATON_FUZZ_PATH'];
+
+describe('fuzzing, the bounded share (npm run fuzz runs a million inputs per target)', () => {
+  it.each(TARGETS.map((t) => [t.name, t] as const))('%s', async (name, t) => {
+    const numRuns = envRuns ? Number(envRuns) : (UNIT_RUNS[name] ?? DEFAULT_RUNS);
+    const seed = envSeed ? Number(envSeed) : seedOf(name);
+    const r = await runTarget(t, { numRuns, seed, ...(envPath ? { path: envPath } : {}) });
+    expect(r.failed, `${name} (seed ${seed}):\n${r.report}`).toBe(false);
+    if (envRuns || envSeed || envPath) return;
+    const missed = (t.mustReach ?? []).filter((o) => !t.tally.counts.has(o));
+    expect(missed, `${name}: ${numRuns} inputs on seed ${seed} never came out as ${missed.join(', ')} (outcomes: ${t.tally.format(100)})`).toEqual([]);
+  });
+});
 
 describe('regressions found by fuzzing', () => {
   it('queue probe: before any probe came back, the 64th send gives up the oldest instead of reusing its slot under it', () => {
