@@ -119,10 +119,10 @@ describe('glb director', () => {
     const check = new GlbModel();
     check.init({ trace: tr, fds: sc.fds, allFds: sc.allFds, backends: sc.backends, allBackends: sc.allBackends, backendOf: new Int32Array(tr.n), alive: new Uint8Array(tr.n) });
     const held = Int16Array.from(check.primary); // at t = 0 every connection is on its row's primary
-    check.step({ kind: 'backend-drain', backend: 'svc-1' }, 0);
-    check.step({ kind: 'backend-add', backend: 'svc-5' }, 0);
+    check.step({ kind: 'backend-drain', backend: 'svc-1' });
+    check.step({ kind: 'backend-add', backend: 'svc-5' });
     const afterOne = { p: Int16Array.from(check.primary), s: Int16Array.from(check.secondary) };
-    check.step({ kind: 'backend-add', backend: 'svc-6' }, 0);
+    check.step({ kind: 'backend-add', backend: 'svc-6' });
     let expected = 0;
     let afterOneBroken = 0;
     for (let f = 0; f < tr.n; f++) {
