@@ -15,6 +15,7 @@ import { QueueProbe } from '../shared/dataplane/queue-probe.js';
 import { VirtualScheduler } from '../shared/runtime/scheduler.js';
 import type { DatagramSocket } from '../shared/io/datagram.js';
 import { parseConfig } from '../shared/config/config.js';
+import { decodeEnvelope, encodeEnvelope } from '../shared/control/codec.js';
 import { isBatonError, ErrorCode } from '../shared/errors.js';
 import { TARGETS, seedOf } from './fuzz/targets.js';
 import { runTarget } from './fuzz/harness.js';
@@ -82,5 +83,16 @@ describe('regressions found by fuzzing', () => {
     // The range issue alone: the prime check (which would have failed it too, slowly) did not run.
     expect((err as Error).message).toBe('config invalid: hash.tableSize: Too big: expected number to be <=1000003');
     expect(() => parseConfig({ hash: { tableSize: 100 } })).toThrow(/hash\.tableSize: must be a prime number/);
+  });
+
+  it('control codec: a 64-bit integer beyond 2^53 - 1 is refused as bad_protobuf, not rounded (seq 2^64 - 1 decoded as 1.8e19 and re-encoded as 0)', () => {
+    // version 1, seq = 2^64 - 1 (ten-byte varint), ping
+    const hugeSeq = Uint8Array.from([8, 1, 16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x52, 0]);
+    expect(decodeEnvelope(hugeSeq)).toEqual({ ok: false, code: 'bad_protobuf', protocolVersion: 0, seq: 0, replyTo: 0, wantsReply: false });
+    // 2^53 in a body's uint64 (a migration id): refused; 2^53 - 1 is the largest taken, and round-trips.
+    const chunk = (id: number): Uint8Array => encodeEnvelope({ protocolVersion: 1, seq: 5, replyTo: 0, wantsReply: true, body: { case: 'syncReply', value: { records: id } } });
+    expect(decodeEnvelope(chunk(2 ** 53))).toMatchObject({ ok: false, code: 'bad_protobuf' });
+    const ok = decodeEnvelope(chunk(Number.MAX_SAFE_INTEGER));
+    expect(ok.ok && ok.env.body).toEqual({ case: 'syncReply', value: { records: Number.MAX_SAFE_INTEGER } });
   });
 });

@@ -2,8 +2,8 @@
  * Envelope codec: EnvelopeObject <-> protobuf bytes (one frame's payload).
  *
  * decodeEnvelope never throws: garbage (random bytes, truncated frames, a
- * wrong protocol_version, an empty or unknown oneof) comes back as a reason
- * code the caller counts. encodeEnvelope trusts the TypeScript types (no
+ * wrong protocol_version, an empty or unknown oneof, a 64-bit integer a JS
+ * number cannot hold exactly) comes back as a reason code the caller counts. encodeEnvelope trusts the TypeScript types (no
  * runtime verify pass); it throws BatonError BAD_ARGUMENT only if protobufjs
  * cannot encode the object at all.
  */
@@ -13,7 +13,11 @@ import { EnvelopeType } from './schema.js';
 import { PROTOCOL_VERSION, type Body, type BodyCase, type EnvelopeObject } from './messages.js';
 
 export type DecodeFailure =
-  /** Not parseable as an Envelope (bad varint, bad wire type, truncated, ...). */
+  /**
+   * Not parseable as an Envelope (bad varint, bad wire type, truncated, ...), or
+   * a 64-bit integer beyond 2^53 - 1 in magnitude (the protocol keeps them below:
+   * as a JS number it would be rounded, and re-encoded as another value).
+   */
   | 'bad_protobuf'
   /** Parsed, but protocol_version is not PROTOCOL_VERSION. */
   | 'bad_version'
@@ -82,6 +86,7 @@ export function decodeEnvelope(bytes: Uint8Array): DecodeResult {
   const version = m.protocolVersion >>> 0;
   const seq = longToNumber(m.seq);
   const replyTo = longToNumber(m.replyTo);
+  if (seq > Number.MAX_SAFE_INTEGER || replyTo > Number.MAX_SAFE_INTEGER) return fail('bad_protobuf', 0, 0, 0, false);
   const wantsReply = m.wantsReply === true;
   if (version !== PROTOCOL_VERSION) return fail('bad_version', version, seq, replyTo, wantsReply);
   const kase = m.body;
@@ -92,10 +97,10 @@ export function decodeEnvelope(bytes: Uint8Array): DecodeResult {
   let value: Record<string, unknown>;
   try {
     value = type.toObject(m[kase] as protobuf.Message, TO_OBJECT);
-    fillMessages(type, value);
   } catch {
     return fail('bad_protobuf', version, seq, replyTo, wantsReply); // not expected: toObject of a decoded message
   }
+  if (!fillMessages(type, value)) return fail('bad_protobuf', 0, 0, 0, false);
   return { ok: true, env: { protocolVersion: version, seq, replyTo, wantsReply, body: { case: kase, value } as Body } };
 }
 
@@ -142,39 +147,58 @@ interface MessageField {
   type: protobuf.Type;
   kind: 'single' | 'repeated' | 'map';
 }
-const PLANS = new Map<protobuf.Type, MessageField[]>();
+interface Plan {
+  messages: MessageField[];
+  /** The 64-bit integer fields (none is repeated or a map value in this schema; checked anyway). */
+  wide: string[];
+}
+const PLANS = new Map<protobuf.Type, Plan>();
+const WIDE_TYPES: ReadonlySet<string> = new Set(['uint64', 'int64', 'sint64', 'fixed64', 'sfixed64']);
 
-/** The message-typed fields of `type` (computed once per type). */
-function planOf(type: protobuf.Type): MessageField[] {
+/** The message-typed and 64-bit fields of `type` (computed once per type). */
+function planOf(type: protobuf.Type): Plan {
   let plan = PLANS.get(type);
   if (plan === undefined) {
-    plan = [];
+    plan = { messages: [], wide: [] };
     for (const f of type.fieldsArray) {
       const rt = f.resolve().resolvedType;
-      if (rt instanceof protobuf.Type) plan.push({ name: f.name, type: rt, kind: f.map ? 'map' : f.repeated ? 'repeated' : 'single' });
+      if (rt instanceof protobuf.Type) plan.messages.push({ name: f.name, type: rt, kind: f.map ? 'map' : f.repeated ? 'repeated' : 'single' });
+      else if (WIDE_TYPES.has(f.type)) plan.wide.push(f.name);
     }
     PLANS.set(type, plan);
   }
   return plan;
 }
 
+/** A 64-bit field's value (or values) is exact as a JS number: |v| <= 2^53 - 1. */
+function exact(v: unknown): boolean {
+  if (typeof v === 'number') return Math.abs(v) <= Number.MAX_SAFE_INTEGER;
+  if (Array.isArray(v)) return v.every(exact);
+  if (v !== null && typeof v === 'object') return Object.values(v).every(exact);
+  return true;
+}
+
 /**
  * toObject({defaults}) leaves absent nested messages as null; replace them by
  * all-defaults objects (recursively) so decoded messages are complete.
+ * Returns false when a 64-bit integer is beyond 2^53 - 1 (rounded by toObject).
  */
-function fillMessages(type: protobuf.Type, obj: Record<string, unknown>): void {
-  for (const f of planOf(type)) {
+function fillMessages(type: protobuf.Type, obj: Record<string, unknown>): boolean {
+  const plan = planOf(type);
+  for (const w of plan.wide) if (!exact(obj[w])) return false;
+  for (const f of plan.messages) {
     const v = obj[f.name];
     if (f.kind === 'single') {
       if (v === null || v === undefined) {
         const d = f.type.toObject(f.type.create(), TO_OBJECT);
         fillMessages(f.type, d);
         obj[f.name] = d;
-      } else fillMessages(f.type, v as Record<string, unknown>);
+      } else if (!fillMessages(f.type, v as Record<string, unknown>)) return false;
     } else if (f.kind === 'repeated') {
-      for (const e of v as Record<string, unknown>[]) fillMessages(f.type, e);
+      for (const e of v as Record<string, unknown>[]) if (!fillMessages(f.type, e)) return false;
     } else {
-      for (const e of Object.values(v as Record<string, Record<string, unknown>>)) fillMessages(f.type, e);
+      for (const e of Object.values(v as Record<string, Record<string, unknown>>)) if (!fillMessages(f.type, e)) return false;
     }
   }
+  return true;
 }
