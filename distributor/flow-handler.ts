@@ -60,6 +60,13 @@ export interface FlowHandlerOptions {
   lingerMs?: number;
   /** Idle flows are removed after this (default 120 000 ms). */
   idleMs?: number;
+  /**
+   * Entries learned from peers are removed after this idle time (default
+   * 10 x idleMs). Their owner says when its flow ends (closed or idle), and
+   * announces its flows again from time to time (OwnershipMesh refreshMs),
+   * so this only catches records that were lost.
+   */
+  learnedIdleMs?: number;
   /** Table slots examined for idle expiry per tick (default 1024). */
   expiryBudget?: number;
   /** Capacity of the linger queue (default 65536 flows). */
@@ -106,6 +113,9 @@ export class FlowHandler {
   private sink: OwnershipSink;
   private readonly lingerMs: number;
   private readonly idleMs: number;
+  private readonly learnedIdleMs: number;
+  /** Keys of own entries the last expiry step removed (4 words each; 256 per tick at most). */
+  private readonly expiredKeys = new Uint32Array(256 * 4);
   private readonly expiryBudget: number;
   private readonly verifyL4: boolean;
   private readonly action = new FlowAction();
@@ -131,6 +141,7 @@ export class FlowHandler {
     this.lingerMs = positive('lingerMs', o.lingerMs ?? 2000);
     this.clientKeyVip = o.clientKeyVip === undefined ? -1 : o.clientKeyVip >>> 0;
     this.idleMs = positive('idleMs', o.idleMs ?? 120_000);
+    this.learnedIdleMs = positive('learnedIdleMs', o.learnedIdleMs ?? this.idleMs * 10);
     this.expiryBudget = positive('expiryBudget', o.expiryBudget ?? 1024);
     const cap = positive('lingerCapacity', o.lingerCapacity ?? 65536);
     this.lingerKeys = new Uint32Array(cap * 4);
@@ -250,8 +261,18 @@ export class FlowHandler {
       this.lingerHead = this.lingerHead + 1 === this.lingerDeadline.length ? 0 : this.lingerHead + 1;
       this.lingerCount--;
     }
-    const expired = this.table.expireStep(now, this.idleMs, this.expiryBudget);
-    if (expired > 0) this.counters.inc(FD.flows_expired, expired);
+    const t = this.table;
+    const expired = t.expireStepOwned(now, this.idleMs, this.learnedIdleMs, this.selfId, this.expiryBudget, this.expiredKeys);
+    if (expired > 0) {
+      this.counters.inc(FD.flows_expired, expired);
+      // Peers forget them too: a learned entry is not aged out while its flow lives.
+      const s = this.sink;
+      const n = t.lastExpiredOwned;
+      if (s.flowRemoved && n > 0) {
+        const k = this.expiredKeys;
+        for (let i = 0; i < n * 4; i += 4) s.flowRemoved(k[i]!, k[i + 1]!, k[i + 2]! >>> 16, k[i + 2]! & 0xffff, k[i + 3]! & 0xff);
+      }
+    }
   }
 
   /** Record that peer `owner` owns a flow (from an ownership broadcast). Off the per-packet path. */
@@ -275,6 +296,7 @@ export class FlowHandler {
         this.counters.inc(FD.ownership_conflicts_yielded);
       }
       t.setOwner(slot, owner);
+      t.refresh(slot, this.nowMs); // announced again: the flow lives
     } else if (t.insert(srcIp, dstIp, srcPort, dstPort, proto, owner, NetAction.REDIRECT, 0, 0, 0, 0, this.nowMs) < 0) {
       this.counters.inc(FD.learn_table_full); // an ownership record, not a frame: not a drop_ counter
       return false;

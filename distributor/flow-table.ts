@@ -567,6 +567,68 @@ export class FlowTable {
     return removed;
   }
 
+  /**
+   * expireStep for an FD's table, where entries it owns and entries it
+   * learned from peers age differently: an entry owned by `self` is removed
+   * once idle >= idleMs and its key words written to `keysOut` (4 per
+   * entry: srcIp, dstIp, srcPort << 16 | dstPort, meta) so the caller can
+   * tell its peers; any other entry (a learned redirect, whose packets
+   * mostly go straight to their owner and so seldom touch it here) once
+   * idle >= learnedIdleMs. Stops early when keysOut is full. Returns how
+   * many entries it removed; lastExpiredOwned says how many keys it wrote.
+   * Never allocates.
+   */
+  expireStepOwned(nowMs: number, idleMs: number, learnedIdleMs: number, self: number, budget: number, keysOut: Uint32Array): number {
+    const W = this.words;
+    const H = this.hints;
+    const cap = this.slots;
+    const now = nowMs >>> 0;
+    const me = self & 0xffff;
+    const maxKeys = keysOut.length >>> 2;
+    this.clock[0] = nowMs;
+    const limit = budget < 2 * cap ? budget : 2 * cap;
+    let c = this.cursor;
+    let removed = 0;
+    let owned = 0;
+    let examined = 0;
+    while (examined < limit && this.count > 0 && owned < maxKeys) {
+      examined++;
+      if (H[c] !== 0) {
+        const o = c * STRIDE;
+        const idle = (now - W[o + SEEN]!) >>> 0;
+        const mine = W[o + META]! >>> 16 === me;
+        if (idle >= (mine ? idleMs : learnedIdleMs)) {
+          if (mine) {
+            const k = owned * 4;
+            keysOut[k] = W[o]!;
+            keysOut[k + 1] = W[o + 1]!;
+            keysOut[k + 2] = W[o + 2]!;
+            keysOut[k + 3] = W[o + 3]!;
+            owned++;
+          }
+          this.removeAt(c);
+          removed++;
+          continue; // re-examine this slot: backward shift may have moved an entry into it
+        }
+      }
+      if (++c === cap) c = 0;
+    }
+    this.cursor = c;
+    this.examinedLast = examined;
+    this.expiredOwned = owned;
+    return removed;
+  }
+  /** Keys expireStepOwned wrote in its last call. */
+  get lastExpiredOwned(): number {
+    return this.expiredOwned;
+  }
+  private expiredOwned = 0;
+
+  /** lastSeen := nowMs (a learned entry its owner announced again). */
+  refresh(slot: number, nowMs: number): void {
+    this.words[slot * STRIDE + SEEN] = nowMs;
+  }
+
   // ---------------------------------------------------------------- value accessors
 
   owner(slot: number): number {

@@ -48,6 +48,9 @@ export const MESH = defineCounters([
   'peer_connect_failures',
   'batches_from_failed', // from an FD the scope says is FAILED: ignored (its flows were promoted elsewhere)
   'records_fenced', // own records not broadcast: this FD is fenced (declared FAILED)
+  'refreshes', // periodic re-announcements of every owned flow to a peer (refreshMs)
+  'refresh_records',
+  'refresh_failures',
 ] as const);
 
 /** The codes (of ErrorCode, shared/errors.ts) of the ErrorReply that answers an acknowledged batch not (yet) applied in full. */
@@ -80,6 +83,13 @@ export interface MeshPeer {
 export interface MeshOptions {
   /** Timeout of each acknowledged batch of a resync (default 5000 ms). */
   requestTimeoutMs?: number;
+  /**
+   * Every peer gets the ownership of every flow this FD owns again this
+   * often (0: never). Peers age learned entries out only after a long idle
+   * time (FlowHandler learnedIdleMs): the re-announcement keeps the entries
+   * of long flows whose packets never pass through them. Default 0.
+   */
+  refreshMs?: number;
 }
 
 interface Deferred {
@@ -115,6 +125,22 @@ export class OwnershipMesh implements OwnershipSink {
   private deferredRecords = 0;
   private stopped = false;
   private readonly requestTimeoutMs: number;
+  private readonly refreshMs: number;
+  private refreshTimer: Timer | null = null;
+
+  /** Re-announces every owned flow to every connected peer (refreshMs). */
+  private refreshAll(): void {
+    if (this.stopped || this.isFenced) return;
+    for (const id of this.wanted.keys()) {
+      const ch = this.out.get(id);
+      if (!ch || ch.closed || this.syncs.has(id)) continue;
+      this.counters.inc(MESH.refreshes);
+      this.resync(id, ch).then(
+        (n) => this.counters.inc(MESH.refresh_records, n),
+        () => this.counters.inc(MESH.refresh_failures),
+      );
+    }
+  }
   /** Owners whose batches are ignored (the node sets it: FDs the scope says are FAILED). */
   refuseFrom: (owner: number) => boolean = () => false;
   /**
@@ -145,6 +171,7 @@ export class OwnershipMesh implements OwnershipSink {
   ) {
     this.log = getLogger('ownership-mesh');
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
+    this.refreshMs = opts.refreshMs ?? 0;
     this.buffer = new OwnershipBuffer(4096, (records, count) => this.broadcast(records, count));
     handler.onThaw(() => this.applyDeferred());
   }
@@ -164,6 +191,7 @@ export class OwnershipMesh implements OwnershipSink {
       });
     });
     this.flushTimer = this.scheduler.every(this.flushMs, () => this.buffer.flush());
+    if (this.refreshMs > 0) this.refreshTimer = this.scheduler.every(this.refreshMs, () => this.refreshAll());
     return this.listener.address;
   }
 
@@ -497,6 +525,7 @@ export class OwnershipMesh implements OwnershipSink {
   async stop(): Promise<void> {
     this.stopped = true;
     this.flushTimer?.cancel();
+    this.refreshTimer?.cancel();
     this.wanted.clear();
     this.dirty.clear();
     for (const ch of this.out.values()) ch.close();

@@ -81,6 +81,7 @@ export class FdNode {
       clock: io.scheduler.clock,
       lingerMs: cfg.flowTable.lingerMs,
       idleMs: cfg.flowTable.idleMs,
+      learnedIdleMs: learnedIdle(cfg),
       verifyL4Checksum: cfg.dataplane.verifyL4Checksum,
       clientKeyVip: cfg.hash.key === 'client' ? ipv4ToInt(cfg.cluster.vip) : undefined,
       symmetricHash: cfg.hash.symmetric,
@@ -120,7 +121,8 @@ export class FdNode {
       });
       this.health.start();
     }
-    this.mesh = new OwnershipMesh(me.id, this.handler, io.messages, io.scheduler, cfg.control.ownershipFlushMs);
+    // Learned entries age out after learnedIdleMs; every owned flow is announced again three times within it.
+    this.mesh = new OwnershipMesh(me.id, this.handler, io.messages, io.scheduler, cfg.control.ownershipFlushMs, { refreshMs: Math.max(1000, Math.floor(learnedIdle(cfg) / 3)) });
     this.handler.setOwnershipSink(this.mesh);
     this.migration = new MigrationClient({
       selfId: me.id,
@@ -413,6 +415,11 @@ export class FdNode {
       await this.edge?.close();
     })());
   }
+}
+
+/** flowTable.learnedIdleMs, default 10 x idleMs. */
+function learnedIdle(cfg: BatonConfig): number {
+  return cfg.flowTable.learnedIdleMs ?? cfg.flowTable.idleMs * 10;
 }
 
 /** The health check's view for the heartbeat (and so `baton status`). */

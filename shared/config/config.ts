@@ -208,6 +208,13 @@ export const ConfigSchema = z
       .strictObject({
         maxFlows: z.number().int().min(16).max(16_000_000).default(262_144),
         idleMs: z.number().positive().default(120_000),
+        /**
+         * Entries an FD learned from a peer's ownership broadcast age out
+         * after this idle time (default 10 x idleMs). Their owner announces
+         * when its flow ends and re-announces every owned flow three times
+         * within it, so only lost records wait for it.
+         */
+        learnedIdleMs: z.number().positive().optional(),
         lingerMs: z.number().positive().default(2_000),
         /**
          * Hash seed of every FD's flow table. FDs that share it lay their
