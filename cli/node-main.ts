@@ -122,8 +122,10 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     }
     metrics.addGauge('rx_ring_depth', 'Datagrams waiting in the RX ring', () => n.dataplane.dp.rx.depth);
     metrics.addGauge('tx_ring_depth', 'Frames queued plus datagrams in flight', () => n.dataplane.dp.tx.depth);
-    metrics.addGauge('socket_send_queue_bytes', 'Bytes in the UDP socket send queue', () => n.dataplane.dp.socket.sendQueueBytes());
-    stop = (graceful) => n.stop({ disengage: graceful });
+    // Read once more for the FINAL line, after the socket closed: a closed dgram socket throws, and the whole FINAL scrape with it.
+    let stopped = false;
+    metrics.addGauge('socket_send_queue_bytes', 'Bytes in the UDP socket send queue', () => (stopped ? 0 : n.dataplane.dp.socket.sendQueueBytes()));
+    stop = (graceful) => n.stop({ disengage: graceful }).finally(() => (stopped = true));
     links = { rx: n.dataplane.dp.links, tx: n.dataplane.dp.tx.links };
     if (n.edge) {
       const e = n.edge;

@@ -11,8 +11,9 @@
  *     writes FINAL and exits 0. Without it (the other roles) later signals are
  *     ignored and SIGINT is as graceful as SIGTERM, as before;
  *   - the launcher going away (its pipe to our stdin closed) is a graceful
- *     request that never escalates: the launcher's own stop sends SIGTERM and
- *     closes the pipe at the same time;
+ *     request that never escalates and does not count as a first SIGTERM: the
+ *     launcher's own stop sends SIGTERM and closes the pipe at the same time,
+ *     and the pipe's end can arrive first;
  *   - whatever happens, the process exits (code 1) `graceMs` after the first
  *     request at the latest, or `nowMs` after a stop at once.
  */
@@ -38,8 +39,10 @@ export interface ShutdownDeps {
 /** Returns the handler for stop requests (signals, the launcher going away). */
 export function shutdownHandler(d: ShutdownDeps): (req: StopRequest) => void {
   let phase: 'running' | 'graceful' | 'now' = 'running';
+  let sigterms = 0;
   return (req) => {
-    const atOnce = d.escalates && (req === 'SIGINT' || (req === 'SIGTERM' && phase === 'graceful'));
+    const atOnce = d.escalates && (req === 'SIGINT' || (req === 'SIGTERM' && sigterms > 0));
+    if (req === 'SIGTERM') sigterms++;
     if (phase === 'now' || (phase === 'graceful' && !atOnce)) return;
     const first = phase === 'running';
     phase = atOnce ? 'now' : 'graceful';

@@ -265,6 +265,15 @@ describe('node shutdown: first SIGTERM graceful, a second SIGTERM or a SIGINT at
     expect(h.calls).toEqual(['stop(graceful)', 'stop(now)', 'FINAL', 'exit(0)']);
   });
 
+  it('FD: the launcher closing stdin before its SIGTERM arrives: that SIGTERM is the first one, graceful', () => {
+    const h = harness(true);
+    h.handle('parent-exit');
+    h.handle('SIGTERM');
+    expect(h.calls).toEqual(['stop(graceful)']);
+    h.handle('SIGTERM');
+    expect(h.calls).toEqual(['stop(graceful)', 'stop(now)']);
+  });
+
   it('FD: SIGINT first stops at once; a stop that hangs exits 1 at its timer', async () => {
     const h = harness(true);
     h.handle('SIGINT');
