@@ -259,6 +259,56 @@ describe.skipIf(why !== null)('real traffic through Baton (lab namespaces, VXLAN
     expect(grown).toBe(0);
   }, 180_000);
 
+  it('an iperf3 stream and 64 keep-alive HTTP connections survive an FD SIGKILL: no reset, no reconnect (retransmissions counted)', async () => {
+    for (const j of [1, 2]) await fetch(`http://${serverAddress(j)}/reset`);
+    const tcp = async (name: string) => (await nstat(clientNs(1), name)) + (await nstat(clientNs(2), name));
+    const before = { retrans: await tcp('TcpRetransSegs'), resets: await tcp('TcpEstabResets'), timeouts: await tcp('TcpExtTCPTimeouts') };
+    const keep = spawnProbe(clientNs(1), ['http-keepalive', '--url', `http://${VIP}/bytes/2000`, '--connections', '64', '--rate', '200', '--duration', '120000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const keepResult = probeResult(keep);
+    await readyLine(keep, 'http-keepalive', 30_000);
+    const iperf = inNs(clientNs(2), 'iperf3', ['-c', VIP, '-P', '2', '-t', '14', '-b', '4M', '-J'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    iperf.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    const exited = new Promise<number>((r) => iperf.once('exit', (code) => r(code ?? -1)));
+    await new Promise((r) => setTimeout(r, 3000));
+    const owners = await fdFlows();
+    // The FD that holds the most flow entries dies.
+    const victim = Object.entries(owners).sort((a, b) => b[1] - a[1])[0]![0];
+    const t0 = Date.now();
+    launcher!.nodes.get(victim)!.proc.kill('SIGKILL');
+    await waitFor(`${victim} FAILED`, async () => statusRows(await fetchStatus(manager)).find((r) => r.node === victim)?.status === 'FAILED');
+    const detectMs = Date.now() - t0;
+    const code = await exited;
+    await new Promise((res) => setTimeout(res, 1000));
+    keep.kill('SIGTERM');
+    const r = (await keepResult) as { connections: number; sockets: number; requests: number; ok: number; errors: Record<string, number> };
+    const j = JSON.parse(out) as { end: { sum_sent: { bytes: number }; sum_received: { bytes: number } }; intervals: { sum: { bits_per_second: number } }[]; error?: string };
+    const after = { retrans: await tcp('TcpRetransSegs'), resets: await tcp('TcpEstabResets'), timeouts: await tcp('TcpExtTCPTimeouts') };
+    let promoted = 0;
+    for (const n of launcher!.nodes.values()) {
+      if (!n.name.startsWith('fd-') || n.name === victim) continue;
+      promoted += parseMetrics(await (await fetch(n.metrics)).text()).find((m) => m.name === 'baton_fd_replicas_total' && m.labels.counter === 'replicas_promoted')?.value ?? 0;
+    }
+    const empty = j.intervals.filter((i) => i.sum.bits_per_second === 0).length;
+    console.log(
+      `real traffic: ${victim} SIGKILLed (flow entries per FD before: ${JSON.stringify(owners)}), FAILED after ${detectMs} ms, ${promoted} entries promoted; ` +
+        `iperf3 exit ${code}, sent ${j.end.sum_sent.bytes} B, received ${j.end.sum_received.bytes} B, ${empty} of ${j.intervals.length} intervals empty; ` +
+        `keep-alive ${JSON.stringify(r)}; client TCP: retransmitted segments +${after.retrans - before.retrans}, RTO timeouts +${after.timeouts - before.timeouts}, resets +${after.resets - before.resets}`,
+    );
+    expect(code).toBe(0);
+    expect(j.error).toBeUndefined();
+    expect(j.end.sum_received.bytes).toBe(j.end.sum_sent.bytes);
+    expect(r.errors).toEqual({});
+    expect(r.ok).toBe(r.requests);
+    expect(r.sockets).toBe(64); // no connection was opened again
+    expect(after.resets - before.resets).toBe(0);
+    expect(promoted).toBeGreaterThan(0);
+    // The killed FD comes back (a fresh process: it registers, is synced, engages) for the tests after this one.
+    await launcher!.startNode('fd', victim);
+    await waitFor('3 FDs in scope again', async () => statusRows(await fetchStatus(manager)).filter((x) => x.role === 'fd' && x.status === 'ACTIVE' && x.inScope).length === 3, 60_000);
+    await waitFor('both real servers healthy at every FD', async () => [...(await fdMetric('baton_real_server_up', 'endpoint')).values()].filter((v) => v === 1).length === 6);
+  }, 180_000);
+
   it('a real server that fails its health check gets no new flows: every FD says so, and the other server takes them', async () => {
     // Last: it stops s2's HTTP and UDP server for good (the lab goes down after this file).
     const app = lab!.servers[1]!.processes.find((p) => p.name === 'server')!;
