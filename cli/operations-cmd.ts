@@ -81,7 +81,7 @@ export function formatDisengage(r: DisengageReply): string {
     ...r.shares.map((s) => `  → ${s.node.name} (${s.node.id}): ${s.flows} entries${s.backup ? ' (backup)' : ''}`),
     // A service node has no table to move: it is drained (no new flow sent to it) until quiet.
     ...(r.framesDrained || r.drainTimedOut
-      ? [`  service drain: ${r.framesDrained ?? 0} frames of its established flows received while draining${r.drainTimedOut ? '; ended AT ITS TIMEOUT (frames still arriving are counted drop_no_route)' : ', ended quiet'}`]
+      ? [`  service drain: ${r.framesDrained ?? 0} frames of its established flows received while draining${r.drainTimedOut ? '; ended AT ITS TIMEOUT (flows still going to it are rehomed or reset at their next packet: docs/disengage.md, "Dead backends")' : ', ended quiet'}`]
       : []),
   ];
   return lines.join('\n');

@@ -2,9 +2,10 @@
  * Health of real-server endpoints (config `realServers`): each FD probes
  * every endpoint with a TCP connect to `health.port` every `intervalMs`
  * (`Prober`, I/O behind an interface: a real socket in processes, a fake in
- * tests), and only healthy endpoints get new flows — established flows keep
- * the backend their entry names (a failed server's flows fail with it, as
- * with any balancer without connection hand-off). Each FD checks on its own,
+ * tests), and only healthy endpoints get new flows; the established flows of
+ * one that is not up are rehomed or reset at their next packet, per service
+ * (the FD's data plane is told which are down: FdDataplane.setDownEndpoints;
+ * docs/disengage.md, "Dead backends"). Each FD checks on its own,
  * as Katran's and GLB's per-host health checkers do; only the FD that
  * creates a flow picks its backend, so FDs that see an endpoint change a
  * moment apart never split a flow.

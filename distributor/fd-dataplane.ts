@@ -39,7 +39,7 @@ export interface FdDataplaneOptions extends DatapathOptions {
 interface Routes {
   hashTierLane: number; // -1 until known
   peerLane: Int32Array; // node id -> lane, -1 unknown
-  serviceLane: Map<number, number>; // service virtual IP -> lane; -1: a service node that left (its flows' packets are drop_no_route)
+  serviceLane: Map<number, number>; // service virtual IP -> lane; -1: a service node that left (its flows are rehomed or ended: deadBackend)
   realServer: Set<number>; // real-server endpoint addresses (reached through the edge port)
 }
 
@@ -75,8 +75,8 @@ export class FdDataplane {
   /**
    * Installs a whole new route snapshot. Off the hot path. `goneServices`:
    * virtual IPs of service nodes that left (DISENGAGED, FAILED): a packet of
-   * a flow still rewritten to one is a counted drop_no_route, not sent on
-   * toward the hash tier as if it were egress to a client.
+   * a flow still rewritten to one goes to deadBackend (its flow rehomed or
+   * ended), not on toward the hash tier as if it were egress to a client.
    */
   setRoutes(r: { hashTier: Address | null; peers: { id: number; data: Address }[]; services: { virtualIp: number; data: Address }[]; goneServices?: number[]; realServers?: number[] }): void {
     const peerLane = new Int32Array(65536).fill(-1);

@@ -201,8 +201,8 @@ export class FdNode {
    * time). Service nodes: an ACTIVE one is a route and a backend; a
    * DISENGAGING one (draining: docs/disengage.md, "Service nodes") keeps its
    * route, so the flows established to it go on, but no new flow chooses it;
-   * a DISENGAGED or FAILED one is neither (a packet of a flow still rewritten
-   * to it is a counted drop_no_route).
+   * a DISENGAGED or FAILED one is neither (a flow still rewritten to it is
+   * rehomed or ended at its next packet: docs/disengage.md, "Dead backends").
    */
   private applyScope(u: ScopeUpdate): void {
     let hashTier: Address | null = null;
