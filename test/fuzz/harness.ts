@@ -46,6 +46,7 @@ export async function runTarget(t: FuzzTarget<never>, o: RunOptions): Promise<Ru
     await t.teardown?.();
   }
   const ms = performance.now() - t0;
-  const report = details.failed ? `${fc.defaultReportMessage(details) ?? ''}\n${describeError(details.errorInstance)}` : '';
+  const fcReport = (fc.defaultReportMessage(details) ?? '').replace(/\n*Hint: .*$/gm, '');
+  const report = details.failed ? `${fcReport}\n${describeError(details.errorInstance)}` : '';
   return { name: t.name, runs: details.failed ? details.numRuns : o.numRuns, ms, seed: o.seed, failed: details.failed, report };
 }

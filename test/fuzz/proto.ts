@@ -1,8 +1,9 @@
 /**
  * Control-plane seeds and checks driven by the schema itself
  * (proto/baton/control/v1/control.proto through protobufjs reflection):
- * random valid envelopes of every body case, protobuf length prefixes found
- * by a wire-level walk (so a mutation can set one to an extreme), and a
+ * random valid envelopes of every body case, protobuf length prefixes and
+ * varint values found by a wire-level walk (so a mutation can set one to an
+ * extreme: 0, 2^32, 2^53, 2^64 - 1, an overlong encoding), and a
  * shape check that a decoded value is complete and of the field types.
  */
 import fc from 'fast-check';
@@ -128,10 +129,14 @@ function readVarint(b: Uint8Array, p: number, end: number): { v: number; next: n
   return null;
 }
 
-/** The length prefixes of every length-delimited field, nested messages included (as far as the bytes parse). */
-export function lengthVarints(b: Uint8Array, start = 0, end = b.length, depth = 0, out: VarintAt[] = []): VarintAt[] {
+/**
+ * The varints of every field, nested messages included (as far as the bytes
+ * parse): the length prefixes of length-delimited fields (`lengths`) and the
+ * values of varint fields (`values`: integers, bools, enums).
+ */
+export function varints(b: Uint8Array, start = 0, end = b.length, depth = 0, out: { lengths: VarintAt[]; values: VarintAt[] } = { lengths: [], values: [] }): { lengths: VarintAt[]; values: VarintAt[] } {
   let p = start;
-  while (p < end && out.length < 64) {
+  while (p < end && out.lengths.length + out.values.length < 96) {
     const tag = readVarint(b, p, end);
     if (!tag) return out;
     p = tag.next;
@@ -139,6 +144,7 @@ export function lengthVarints(b: Uint8Array, start = 0, end = b.length, depth = 
       case 0: {
         const v = readVarint(b, p, end);
         if (!v) return out;
+        out.values.push({ at: p, width: v.next - p });
         p = v.next;
         break;
       }
@@ -151,10 +157,10 @@ export function lengthVarints(b: Uint8Array, start = 0, end = b.length, depth = 
       case 2: {
         const l = readVarint(b, p, end);
         if (!l) return out;
-        out.push({ at: p, width: l.next - p });
+        out.lengths.push({ at: p, width: l.next - p });
         p = l.next;
         if (p + l.v > end) return out;
-        if (depth < 6) lengthVarints(b, p, p + l.v, depth + 1, out);
+        if (depth < 6) varints(b, p, p + l.v, depth + 1, out);
         p += l.v;
         break;
       }
@@ -165,16 +171,17 @@ export function lengthVarints(b: Uint8Array, start = 0, end = b.length, depth = 
   return out;
 }
 
-const VARINT_EXTREMES = [0, 1, 127, 128, 0x7fffffff, 0xffffffff, 2 ** 32, 2 ** 53, 2 ** 63, 2 ** 64 - 1] as const;
+/** Exact (BigInt): 2^64 - 1 is no double. */
+const VARINT_EXTREMES: readonly bigint[] = [0n, 1n, 127n, 128n, 2n ** 31n - 1n, 2n ** 32n - 1n, 2n ** 32n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 53n + 1n, 2n ** 63n, 2n ** 64n - 1n];
 
-function encodeVarint(v: number, overlong: boolean): number[] {
+function encodeVarint(v: bigint, overlong: boolean): number[] {
   const out: number[] = [];
   let x = v;
   do {
-    const low = x % 128;
-    x = Math.floor(x / 128);
-    out.push(x > 0 ? low | 0x80 : low);
-  } while (x > 0 && out.length < 10);
+    const low = Number(x & 127n);
+    x >>= 7n;
+    out.push(x > 0n ? low | 0x80 : low);
+  } while (x > 0n);
   if (overlong) {
     out[out.length - 1]! |= 0x80;
     for (let i = 0; i < 10; i++) out.push(0x80);
@@ -184,24 +191,28 @@ function encodeVarint(v: number, overlong: boolean): number[] {
 }
 
 export interface PbOp {
+  /** A length prefix, or the value of a varint field. */
+  which: 'length' | 'value';
   f: number;
-  v: number | 'minus1' | 'plus1' | 'len';
+  v: bigint | 'minus1' | 'plus1' | 'len';
   overlong: boolean;
 }
 
 const pbOpArb: fc.Arbitrary<PbOp> = fc.record({
+  which: fc.constantFrom('length' as const, 'value' as const),
   f: fc.nat(),
   v: fc.oneof(fc.constantFrom(...VARINT_EXTREMES), fc.constantFrom('minus1' as const, 'plus1' as const, 'len' as const)),
   overlong: fc.oneof({ weight: 9, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
 });
 
-/** One length prefix replaced by an extreme value (the bytes after it unchanged). */
-export function setLength(b: Uint8Array, op: PbOp): Uint8Array {
-  const ls = lengthVarints(b);
+/** One length prefix or varint field value replaced by an extreme value (the bytes after it unchanged). */
+export function setVarint(b: Uint8Array, op: PbOp): Uint8Array {
+  const all = varints(b);
+  const ls = op.which === 'length' ? all.lengths : all.values;
   if (ls.length === 0) return b;
   const l = ls[op.f % ls.length]!;
-  const cur = readVarint(b, l.at, b.length)?.v ?? 0;
-  const v = op.v === 'minus1' ? Math.max(0, cur - 1) : op.v === 'plus1' ? cur + 1 : op.v === 'len' ? b.length : op.v;
+  const cur = BigInt(readVarint(b, l.at, b.length)?.v ?? 0);
+  const v = op.v === 'minus1' ? (cur > 0n ? cur - 1n : 0n) : op.v === 'plus1' ? cur + 1n : op.v === 'len' ? BigInt(b.length) : op.v;
   const enc = encodeVarint(v, op.overlong);
   const out = new Uint8Array(b.length - l.width + enc.length);
   out.set(b.subarray(0, l.at));
@@ -210,11 +221,11 @@ export function setLength(b: Uint8Array, op: PbOp): Uint8Array {
   return out;
 }
 
-/** Mutants of protobuf bytes: length prefixes set to extremes, then byte-level ops. */
+/** Mutants of protobuf bytes: length prefixes and integer fields set to extremes, then byte-level ops. */
 export function pbMutated(seed: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
   return fc.record({ s: seed, pb: fc.array(pbOpArb, { maxLength: 2 }), ops: fc.array(opArb, { maxLength: 3 }) }).map(({ s, pb, ops }) => {
     let b = s;
-    for (const op of pb) b = setLength(b, op);
+    for (const op of pb) b = setVarint(b, op);
     return applyOps(b, ops as Op[]);
   });
 }
