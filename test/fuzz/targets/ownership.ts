@@ -28,7 +28,7 @@ const arbRecords: fc.Arbitrary<Uint8Array> = fc.array(fc.tuple(u32, u32, u16, u1
 });
 
 const arbInput: fc.Arbitrary<OwnershipInput> = fc.record({
-  records: fuzzBytes(arbRecords, { fields: () => [] }),
+  records: fuzzBytes(arbRecords),
   count: fc.oneof(
     { weight: 8, arbitrary: fc.constant('exact' as const) },
     { weight: 2, arbitrary: fc.integer({ min: 0, max: 12 }) },
