@@ -6,7 +6,7 @@ import { defineConfig } from 'vitest/config';
  * the 2-core machine is not shared with other test files). `npm test` runs
  * unit, then system.
  */
-const SYSTEM = ['test/two-tiers-etcd.test.ts', 'test/cluster-processes.test.ts', 'test/chaos.test.ts', 'test/overload.test.ts', 'test/upgrade-version.test.ts', 'test/multi-tier-datapath.test.ts', 'test/lab.test.ts', 'test/real-traffic.test.ts', 'test/multi-host-lab.test.ts', 'test/fd-failure.test.ts', 'test/dead-service.test.ts'];
+const SYSTEM = ['test/two-tiers-etcd.test.ts', 'test/cluster-processes.test.ts', 'test/chaos.test.ts', 'test/overload.test.ts', 'test/upgrade-version.test.ts', 'test/multi-tier-datapath.test.ts', 'test/lab.test.ts', 'test/real-traffic.test.ts', 'test/multi-host-lab.test.ts', 'test/fd-failure.test.ts', 'test/dead-service.test.ts', 'test/fd-sigterm.test.ts'];
 
 export default defineConfig({
   test: {
