@@ -509,6 +509,7 @@ export class FlowHandler {
     this.counters.inc(FD.flows_created);
     this.sink.flowCreated(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, self);
     this.sink.flowCreated(rSrcIp, m.srcIp, rSrcPort, m.srcPort, m.proto, self);
+    this.repl?.connectionChanged(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto);
     return fwd;
   }
 

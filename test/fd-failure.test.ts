@@ -122,6 +122,7 @@ beforeAll(async () => {
   const probePps = Math.round(probe.received / (probe.sendPhaseMs / 1000));
   RATE = Math.round(probePps * FRACTION);
   console.log(`failure: the probe carried ${probePps} pps (lost ${probe.lost}); the failure runs send ${RATE} pps over ${CONCURRENCY} long flows`);
+  if (probe.lost > 0) console.log(formatLossBooks(await settledBooks(launcher, cfg, () => clients.map((c) => c()))));
   expect(probe.lost).toBe(0);
 }, 120_000);
 
