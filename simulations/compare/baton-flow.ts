@@ -134,9 +134,10 @@ export class BatonFlow implements Strategy {
     this.env = env;
     const tr = env.trace;
     // Each FD holds 2 entries per connection it owns and 2 per connection a
-    // peer owns that it learned (and has not expired): every connection
-    // opened in the last idleMs, at most.
-    const recent = Math.min(tr.n, env.trace.params.concurrent + tr.ratePerS * Math.min(this.o.idleMs / 1000 + 5, tr.params.durationS));
+    // peer owns that it learned and that has not idled out.
+    const idleS = this.o.idleMs / 1000;
+    // A joiner learns every open connection (its sync), so after an engage a table holds them all.
+    const recent = Math.min(tr.n, tr.params.concurrent * 1.05 + tr.ratePerS * Math.min(idleS + 5, tr.params.durationS));
     this.maxFlows = this.o.maxFlows || Math.min(16_000_000, Math.ceil(2.3 * recent) + 1024);
     env.allBackends.forEach((b, i) => this.ipToBackend.set(backendIp(i), i));
     this.active = env.backends.slice();
@@ -303,10 +304,13 @@ export class BatonFlow implements Strategy {
     const stay = this.members.filter((m) => !leavers.includes(m));
     const plan = planScope(this.version + 1, this.anchor, stay, this.o.tableSize, this.o.hashSeed, this.o.rebalanceAbovePct);
     const nextIds = Uint16Array.from(plan.scope.members, (n) => this.byName.get(n)!.id);
+    // The manager's statistics (heartbeats): flows each peer owns; counted once per step.
+    const needStats = this.o.policy === 'least-flows' || this.o.policy === 'spread';
+    const owns = new Map(stay.map((n) => [n, needStats ? this.ownedForward(this.byName.get(n)!) : 0]));
     const peersOf = (): PeerInfo[] =>
       stay.map((n) => {
         const p = this.byName.get(n)!;
-        return { id: p.id, name: p.name, flowsOwned: this.ownedForward(p) };
+        return { id: p.id, name: p.name, flowsOwned: owns.get(n)! };
       });
     for (const name of leavers) {
       const x = this.byName.get(name)!;
@@ -353,6 +357,7 @@ export class BatonFlow implements Strategy {
       // Switch, then broadcast.
       const ownerOf = sel.inheritors.map((p) => p.id);
       t.setOwners(owned, a, ownerOf);
+      if (needStats) sel.inheritors.forEach((p, k) => owns.set(p.name, owns.get(p.name)! + a.filter((x) => x === k).length / 2));
       if (ownerOf.length === 1) {
         for (const p of this.fds) if (p.up && p !== x) p.handler.remapOwner(x.id, ownerOf[0]!);
       } else {

@@ -32,7 +32,7 @@ const names = (prefix: string, from: number, n: number): string[] => Array.from(
  * The field scenario: every kind of churn the issue lists, one after
  * another, on `nFds` balancers and `nBackends` backends.
  */
-export function fieldScenario(nFds = 64, nBackends = 16, failureWindowS = 3): Scenario {
+export function fieldScenario(nFds = 64, nBackends = 16, failureWindowS = 3, rollingFds = Infinity): Scenario {
   const fds = names('fd', 1, nFds);
   const joiner = `fd-${nFds + 1}`;
   const backends = names('svc', 1, nBackends);
@@ -50,8 +50,8 @@ export function fieldScenario(nFds = 64, nBackends = 16, failureWindowS = 3): Sc
     e(30, `backend added (${added[1]})`, true, [0, { kind: 'backend-add', backend: added[1]! }]),
     e(34, `backend removed, drained (${backends[7]})`, true, [0, { kind: 'backend-drain', backend: backends[7]! }]),
   ];
-  // Rolling upgrade of every FD in service, 8 at a time: each batch leaves, restarts, joins 1 s later.
-  const inService = fds.filter((f) => f !== pick(1) && f !== pick(4) && !many.includes(f)).concat(joiner);
+  // Rolling upgrade of every FD in service (or the first `rollingFds`), in 8 batches: each batch leaves, restarts, joins 1 s later.
+  const inService = fds.filter((f) => f !== pick(1) && f !== pick(4) && !many.includes(f)).concat(joiner).slice(0, rollingFds);
   const batch = Math.max(1, Math.ceil(inService.length / 8));
   const steps: [number, Step][] = [];
   for (let k = 0, i = 0; i < inService.length; k++, i += batch) {
