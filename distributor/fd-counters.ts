@@ -36,6 +36,7 @@ const STATIC = [
   'drop_owner_failed', // a FAILED owner's flow, no replica here, and the second line cannot re-create it
   'drop_fenced', // this FD was declared FAILED: it forwards nothing until it engages again
   'flows_fenced', // entries this FD owned when it learned it was declared FAILED (promoted elsewhere)
+  'embryonic_evicted', // a SYN's connection that never completed its handshake, evicted for a newer SYN (flowTable.maxEmbryonic)
   // Ownership records received (peer batches)
   'ownership_deferred', // records that arrived while this FD's table was frozen (its own migration): queued
   'ownership_deferred_applied', // queued records applied when the freeze ended

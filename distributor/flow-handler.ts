@@ -71,6 +71,14 @@ export interface FlowHandlerOptions {
   expiryBudget?: number;
   /** Capacity of the linger queue (default 65536 flows). */
   lingerCapacity?: number;
+  /**
+   * Embryonic TCP connections (SYN seen, no ACK from the client yet) this FD
+   * keeps at most (default a quarter of the table): a new one beyond it
+   * evicts the oldest still embryonic (counted embryonic_evicted). A SYN
+   * flood from spoofed sources cannot fill the table, and established
+   * flows never make room for it.
+   */
+  embryonicCapacity?: number;
   /** Verify L4 checksums on ingress (default true). */
   verifyL4Checksum?: boolean;
   /**
@@ -122,6 +130,10 @@ export class FlowHandler {
   // Linger queue: FIFO ring of flow keys with their removal deadlines.
   // Deadlines are pushed in time order (constant linger), so the head is the soonest.
   private readonly lingerKeys: Uint32Array; // 4 words per entry: srcIp, dstIp, ports, proto
+  // Embryonic ring: FIFO of the forward keys of connections created by a SYN, oldest first.
+  private readonly embryoKeys: Uint32Array; // 4 words per entry: srcIp, dstIp, ports, proto
+  private embryoHead = 0;
+  private embryoCount = 0;
   private readonly lingerDeadline: Float64Array;
   private lingerHead = 0;
   private lingerCount = 0;
@@ -143,6 +155,8 @@ export class FlowHandler {
     this.idleMs = positive('idleMs', o.idleMs ?? 120_000);
     this.learnedIdleMs = positive('learnedIdleMs', o.learnedIdleMs ?? this.idleMs * 10);
     this.expiryBudget = positive('expiryBudget', o.expiryBudget ?? 1024);
+    const emb = positive('embryonicCapacity', o.embryonicCapacity ?? Math.max(1, Math.floor(o.table.maxFlows / 4)));
+    this.embryoKeys = new Uint32Array(emb * 4);
     const cap = positive('lingerCapacity', o.lingerCapacity ?? 65536);
     this.lingerKeys = new Uint32Array(cap * 4);
     this.lingerDeadline = new Float64Array(cap);
@@ -223,6 +237,8 @@ export class FlowHandler {
     }
 
     t.touch(slot, len, this.nowMs);
+    // The client's ACK (no SYN) on the forward entry: the handshake is done, the connection is established.
+    if (isTcp && (flags & (TCP_SYN | TCP_ACK)) === TCP_ACK && (t.flags(slot) & (FlowFlag.EMBRYONIC | FlowFlag.REVERSE)) === FlowFlag.EMBRYONIC) t.setFlags(slot, t.flags(slot) & ~FlowFlag.EMBRYONIC);
     if (isTcp && (flags & (TCP_FIN | TCP_RST)) !== 0 && (t.flags(slot) & FlowFlag.CLOSING) === 0) this.onClose(slot, (flags & TCP_RST) !== 0);
     if (t.netAction(slot) === NetAction.REWRITE) {
       if ((t.flags(slot) & FlowFlag.REWRITE_SRC) !== 0) rewriteSrc(buf, m, t.rewriteIp(slot), t.rewritePort(slot));
@@ -500,17 +516,77 @@ export class FlowHandler {
       this.drop(FD.drop_table_full);
       return -1;
     }
-    const fwd = t.insert(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, self, a.netAction, a.appAction, a.rewriteIp, a.rewritePort, 0, now);
+    const syn = m.proto === IPPROTO_TCP && (m.tcpFlags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
+    if (syn) this.makeRoomForEmbryo();
+    const fwd = t.insert(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, self, a.netAction, a.appAction, a.rewriteIp, a.rewritePort, syn ? FlowFlag.EMBRYONIC : 0, now);
     if (fwd < 0) {
       t.remove(rSrcIp, m.srcIp, rSrcPort, m.srcPort, m.proto);
       this.drop(FD.drop_table_full);
       return -1;
     }
     this.counters.inc(FD.flows_created);
+    if (syn) this.pushEmbryo(m.srcIp, m.dstIp, m.srcPort, m.dstPort);
     this.sink.flowCreated(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto, self);
     this.sink.flowCreated(rSrcIp, m.srcIp, rSrcPort, m.srcPort, m.proto, self);
     this.repl?.connectionChanged(m.srcIp, m.dstIp, m.srcPort, m.dstPort, m.proto);
     return fwd;
+  }
+
+  /**
+   * Before a SYN's connection is created: with the embryonic ring full, the
+   * oldest ring entry goes — evicted (both entries removed, counted
+   * embryonic_evicted) if it is still embryonic and this FD's, skipped if
+   * its handshake completed or it ended meanwhile. At most one eviction per
+   * SYN, no allocation. Never while frozen (a migration holds slots): the
+   * new connection then simply has no ring entry.
+   */
+  private makeRoomForEmbryo(): void {
+    // A shrunken budget (more FDs) is met a few evictions per SYN at a time.
+    for (let n = 0; n < 4 && this.embryoCount > 0 && (this.embryoCount >= this.embryoBudget || this.embryoCount * 4 === this.embryoKeys.length) && !this.frozen; n++) this.evictOldestEmbryo();
+  }
+
+  private evictOldestEmbryo(): void {
+    const k = this.embryoHead * 4;
+    const w = this.embryoKeys;
+    const ports = w[k + 2]!;
+    this.embryoHead = (this.embryoHead + 1) * 4 === w.length ? 0 : this.embryoHead + 1;
+    this.embryoCount--;
+    const t = this.table;
+    const s = t.find(w[k]!, w[k + 1]!, ports >>> 16, ports & 0xffff, IPPROTO_TCP);
+    if (s >= 0 && t.owner(s) === this.selfId && (t.flags(s) & FlowFlag.EMBRYONIC) !== 0) {
+      this.removePair(s);
+      this.counters.inc(FD.embryonic_evicted);
+    }
+  }
+
+  private pushEmbryo(srcIp: number, dstIp: number, srcPort: number, dstPort: number): void {
+    const w = this.embryoKeys;
+    const cap = w.length >>> 2;
+    if (this.embryoCount === cap) return; // frozen and full: no ring entry (idle expiry still removes it)
+    let i = this.embryoHead + this.embryoCount;
+    if (i >= cap) i -= cap;
+    const k = i * 4;
+    w[k] = srcIp;
+    w[k + 1] = dstIp;
+    w[k + 2] = ((srcPort << 16) | (dstPort & 0xffff)) >>> 0;
+    w[k + 3] = IPPROTO_TCP;
+    this.embryoCount++;
+  }
+
+  /**
+   * How many of its own embryonic connections this FD keeps (at most the
+   * ring's capacity, embryonicCapacity). Every FD's table also holds its
+   * peers' (learned from their broadcasts), so the node sets it to its share
+   * of the cluster's budget from each scope update. Off the hot path.
+   */
+  setEmbryonicBudget(n: number): void {
+    this.embryoBudget = Math.max(1, Math.min(Math.floor(n), this.embryoKeys.length >>> 2));
+  }
+  private embryoBudget = Number.MAX_SAFE_INTEGER;
+
+  /** Connections in the embryonic ring (some may have completed their handshake since). */
+  get embryonic(): number {
+    return this.embryoCount;
   }
 
   /** RST: closing now. FIN: this direction is done; closing once the other direction's FIN was seen too. */

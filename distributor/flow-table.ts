@@ -62,9 +62,11 @@ export type NetAction = (typeof NetAction)[keyof typeof NetAction];
  * migration-receiver.ts sets it on import and clears it at the commit, abort
  * or expiry, so an entry this FD owns, the only kind it exports, never
  * carries it). FIN_SEEN: this direction sent a FIN (half-closed until the
- * other direction's FIN). Bits 5-7 are free.
+ * other direction's FIN). EMBRYONIC: a TCP connection created by a SYN whose
+ * client has not yet sent an ACK (a SYN flood's entries stay embryonic; the
+ * handler bounds how many there are). Bits 6-7 are free.
  */
-export const FlowFlag = { REVERSE: 1, REWRITE_SRC: 2, CLOSING: 4, STAGED: 8, FIN_SEEN: 16 } as const;
+export const FlowFlag = { REVERSE: 1, REWRITE_SRC: 2, CLOSING: 4, STAGED: 8, FIN_SEEN: 16, EMBRYONIC: 32 } as const;
 /** FlowFlag.STAGED in the meta word. */
 const STAGED_BIT = 8 << 8;
 

@@ -82,6 +82,7 @@ export class FdNode {
       lingerMs: cfg.flowTable.lingerMs,
       idleMs: cfg.flowTable.idleMs,
       learnedIdleMs: learnedIdle(cfg),
+      embryonicCapacity: cfg.flowTable.maxEmbryonic,
       verifyL4Checksum: cfg.dataplane.verifyL4Checksum,
       clientKeyVip: cfg.hash.key === 'client' ? ipv4ToInt(cfg.cluster.vip) : undefined,
       symmetricHash: cfg.hash.symmetric,
@@ -246,6 +247,10 @@ export class FdNode {
         this.handler.setLeaving(scope, ids, u.hashSeed);
       }
     }
+    // Embryonic connections (SYN, no ACK yet) are in every FD's table: this FD's own and its peers'.
+    // Each keeps its share of maxEmbryonic (default a quarter of the table), so that together they stay within it.
+    const fdsInScope = Math.max(1, u.members.filter((m) => m.node.role === Role.FD && m.inScope).length);
+    this.handler.setEmbryonicBudget((this.cfg.flowTable.maxEmbryonic ?? Math.floor(this.cfg.flowTable.maxFlows / 4)) / 2 / fdsInScope);
     this.applyFailures(u);
     this.log.info('scope applied', { version: u.version, peers: peers.length, services: services.length, backends: backends.length });
   }

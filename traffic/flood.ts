@@ -25,11 +25,11 @@ import type { Address } from '../shared/io/address.js';
 import type { DatagramSocket } from '../shared/io/datagram.js';
 import type { Scheduler, Timer } from '../shared/runtime/scheduler.js';
 import { decodeEncap, writeEncapHeader, EncapMeta, ENCAP_HEADER_LEN, Tier } from '../shared/encap/geneve.js';
-import { IPPROTO_UDP } from '../shared/packet/meta.js';
+import { IPPROTO_UDP, IPPROTO_TCP, TCP_SYN } from '../shared/packet/meta.js';
 import { Reject } from '../shared/packet/reject.js';
 import { LinkRx } from '../shared/dataplane/link-counters.js';
 import { BatonError, ErrorCode } from '../shared/errors.js';
-import { writeClientPacket, payloadOffset, writeU32BE, IPV4_HEADER_LEN, UDP_HEADER_LEN } from './wire.js';
+import { writeClientPacket, payloadOffset, writeU32BE, IPV4_HEADER_LEN, UDP_HEADER_LEN, TCP_HEADER_LEN } from './wire.js';
 
 export interface FloodOptions {
   /** Frames per second. */
@@ -44,6 +44,13 @@ export interface FloodOptions {
   ips?: number;
   /** UDP payload bytes (default 16). */
   payloadSize?: number;
+  /**
+   * 'udp' (default): one-packet UDP flows to `udpPort`. 'tcp-syn': a SYN
+   * flood — one TCP SYN (no payload) per new 5-tuple to `udpPort` (the TCP
+   * service's port), from sources that never answer the SYN-ACK: each leaves
+   * an embryonic connection at an FD.
+   */
+  kind?: 'udp' | 'tcp-syn';
   /** Frames per datagram (default 32, as the generator). */
   framesPerDatagram?: number;
   /** Token refill period (default 1 ms). */
@@ -78,6 +85,7 @@ export class FloodClient {
   private readonly perDgram: number;
   private readonly tickMs: number;
   private readonly frameLen: number;
+  private readonly syn: boolean;
   private readonly bufs: Uint8Array[] = [];
   private readonly bufFrames: Int32Array;
   private readonly sentCbs: ((err: Error | null) => void)[] = [];
@@ -109,7 +117,8 @@ export class FloodClient {
     const n = Math.floor(pos('buffers', opts.buffers, 512, 65536));
     const frames = Math.ceil((this.rate * this.duration) / 1000);
     if (frames > this.ips * PORTS) throw new BatonError(ErrorCode.CONFIG_INVALID, `flood option ips: ${this.ips} addresses hold ${this.ips * PORTS} distinct flows, the run sends ${frames}`);
-    this.frameLen = ENCAP_HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN + this.payload;
+    this.syn = opts.kind === 'tcp-syn';
+    this.frameLen = ENCAP_HEADER_LEN + IPV4_HEADER_LEN + (this.syn ? TCP_HEADER_LEN : UDP_HEADER_LEN + this.payload);
     this.bufFrames = new Int32Array(n);
     this.free = new Int32Array(n);
     for (let i = 0; i < n; i++) {
@@ -172,11 +181,14 @@ export class FloodClient {
       const ip = (this.srcBase + 1 + (t % this.ips)) >>> 0;
       const port = PORT_LO + Math.floor(t / this.ips);
       const ipOff = off + ENCAP_HEADER_LEN;
-      const p = payloadOffset(ipOff, IPPROTO_UDP);
-      writeU32BE(buf, p, t);
-      for (let b = 4; b < this.payload; b++) buf[p + b] = b;
       this.ipId = (this.ipId + 1) & 0xffff;
-      writeClientPacket(buf, ipOff, IPPROTO_UDP, ip, o.vipInt, port, o.udpPort, 0, 0, 0, this.payload, this.ipId);
+      if (this.syn) writeClientPacket(buf, ipOff, IPPROTO_TCP, ip, o.vipInt, port, o.udpPort, TCP_SYN, t, 0, 0, this.ipId);
+      else {
+        const p = payloadOffset(ipOff, IPPROTO_UDP);
+        writeU32BE(buf, p, t);
+        for (let b = 4; b < this.payload; b++) buf[p + b] = b;
+        writeClientPacket(buf, ipOff, IPPROTO_UDP, ip, o.vipInt, port, o.udpPort, 0, 0, 0, this.payload, this.ipId);
+      }
       writeEncapHeader(buf, off, this.enc);
       off += this.frameLen;
     }

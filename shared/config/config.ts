@@ -215,6 +215,16 @@ export const ConfigSchema = z
          * within it, so only lost records wait for it.
          */
         learnedIdleMs: z.number().positive().optional(),
+        /**
+         * Flow entries of TCP connections in their handshake (SYN seen, no
+         * ACK from the client yet) a table holds at most, the FD's own and
+         * those it learned from its peers: each FD keeps its share (this / 2
+         * entries per connection / FDs in scope) of its own and evicts the
+         * oldest for a newer SYN (counted embryonic_evicted). Default a
+         * quarter of maxFlows: a SYN flood cannot fill the table, and
+         * established flows are never evicted.
+         */
+        maxEmbryonic: z.number().int().min(1).optional(),
         lingerMs: z.number().positive().default(2_000),
         /**
          * Hash seed of every FD's flow table. FDs that share it lay their
