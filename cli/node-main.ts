@@ -98,7 +98,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     const tier = cfg.hashTiers.find((t) => t.name === name)!;
     ready = { role, name, id: tier.id, pid: process.pid, data: formatAddress(data), control: formatAddress(control) };
     metricsPort = tier.metricsPort;
-    metricsHost = tier.host;
+    metricsHost = tier.metricsHost;
   } else if (role === 'fd') {
     const me = cfg.fds.find((f) => f.name === name);
     if (!me) throw new BatonError(ErrorCode.UNKNOWN_NODE, `no FD named ${JSON.stringify(name)} in the config (have ${cfg.fds.map((f) => f.name).join(', ')})`);
@@ -139,7 +139,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     }
     ready = { role, name, id: me.id, pid: process.pid, data: formatAddress(n.dataAddress), control: formatAddress(n.controlAddress) };
     metricsPort = me.metricsPort;
-    metricsHost = me.host;
+    metricsHost = me.metricsHost;
   } else {
     const me = cfg.services.find((s) => s.name === name);
     if (!me) throw new BatonError(ErrorCode.UNKNOWN_NODE, `no service node named ${JSON.stringify(name)} in the config (have ${cfg.services.map((s) => s.name).join(', ')})`);
@@ -150,7 +150,7 @@ export async function runNode(cfg: BatonConfig, role: Role, name: string, manage
     links = n.links;
     ready = { role, name, id: me.id, pid: process.pid, data: formatAddress(n.socket.address) };
     metricsPort = me.metricsPort;
-    metricsHost = me.host;
+    metricsHost = me.metricsHost;
   }
 
   // Drops no node counter can see: the kernel's, when the data socket's receive buffer is full.

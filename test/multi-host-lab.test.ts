@@ -29,7 +29,8 @@ if (why) console.log(`multi-host lab: skipped: ${why}`);
 // Node k runs in btn-node-k with address 10.99.0.(10+k): the hash tier is node 1 (and the edge clients tunnel to).
 const names = ['agg-a', 'fd-1', 'fd-2', 'fd-3'];
 const nsOf = new Map(names.map((n, i) => [n, nodeNs(i + 1)]));
-const at = (i: number) => ({ host: nodeAddress(i + 1), edgeHost: nodeAddress(i + 1), dataPort: 0, controlPort: 0, metricsPort: 0 });
+// Each node's metrics on its own address: the test scrapes them from the root namespace (the default is loopback).
+const at = (i: number) => ({ host: nodeAddress(i + 1), edgeHost: nodeAddress(i + 1), metricsHost: nodeAddress(i + 1), dataPort: 0, controlPort: 0, metricsPort: 0 });
 const cfg = parseConfig({
   cluster: { vni: VNI, vip: VIP, services: [{ port: 80, proto: 'tcp' }] },
   hashTier: { id: 1, name: 'agg-a', ...at(0) },

@@ -42,6 +42,12 @@ const nodeBase = {
   controlPort: port.default(0),
   /** Prometheus endpoint port; 0 = ephemeral. */
   metricsPort: port.default(0),
+  /**
+   * Address the Prometheus endpoint binds to: loopback unless the config
+   * says otherwise (an admin surface stays local by default; a Prometheus
+   * on another host needs the node's own address here).
+   */
+  metricsHost: z.string().min(1).default('127.0.0.1'),
 };
 
 /**
